@@ -1,0 +1,650 @@
+//! The session a request works with, and the parts of it stores persist.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::config::from_ms;
+use crate::{Error, Result, SessionConfig, SessionId, StorageKey};
+
+/// Envelope version written in the first byte of every encoded record.
+const CODEC_V1: u8 = 1;
+
+/// One visitor's server-side state: a map of string keys to values.
+///
+/// Values set with [`set`](Session::set) are strings, read back with
+/// [`get`](Session::get); any serde type can be stored with
+/// [`insert`](Session::insert) and read with [`get_as`](Session::get_as).
+/// Changes live in this value until a store saves it.
+///
+/// ```
+/// use session_core::{SessionStore, SessionConfig, Session, SessionId};
+///
+/// let mut session = Session::new(SessionId::generate()?, &SessionConfig::from_secs(3600));
+/// session.set("user_id", "42");
+/// session.insert("cart", &vec![3, 1, 4])?;
+/// assert_eq!(session.get("user_id"), Some("42"));
+/// assert_eq!(session.get_as::<Vec<u32>>("cart")?, Some(vec![3, 1, 4]));
+/// assert!(session.is_modified());
+/// # Ok::<(), session_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Session {
+    id: SessionId,
+    meta: RecordMeta,
+    data: SessionData,
+    modified: bool,
+}
+
+impl Session {
+    /// The session's ID: what goes into the cookie.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// The string stored under `key`, if there is one and it is a string.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data.0.get(key).and_then(Value::as_str)
+    }
+
+    /// Store a string under `key`. Setting the value a key already has does
+    /// not mark the session modified.
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        let value = value.into();
+        if self.get(&key) == Some(value.as_str()) {
+            return;
+        }
+        self.data.map_mut().insert(key, Value::String(value));
+        self.modified = true;
+    }
+
+    /// Store any serde-serializable value under `key`.
+    ///
+    /// # Errors
+    /// [`Error::Value`] if `value` cannot be serialized to JSON (for example a
+    /// map with non-string keys); the session is left unchanged.
+    pub fn insert<T: Serialize + ?Sized>(&mut self, key: impl Into<String>, value: &T) -> Result<()> {
+        let key = key.into();
+        let value = match serde_json::to_value(value) {
+            Ok(v) => v,
+            Err(source) => return Err(Error::Value { key, source }),
+        };
+        if self.data.0.get(&key) != Some(&value) {
+            self.data.map_mut().insert(key, value);
+            self.modified = true;
+        }
+        Ok(())
+    }
+
+    /// The value under `key` converted to `T`, or `None` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::Value`] if the stored value does not have the shape of `T`.
+    pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.data.0.get(key) {
+            None => Ok(None),
+            Some(v) => T::deserialize(v).map(Some).map_err(|source| Error::Value {
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// The raw JSON value under `key`.
+    pub fn get_value(&self, key: &str) -> Option<&Value> {
+        self.data.0.get(key)
+    }
+
+    /// Remove `key`; returns whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        if !self.data.0.contains_key(key) {
+            return false;
+        }
+        self.data.map_mut().remove(key);
+        self.modified = true;
+        true
+    }
+
+    /// Remove every key (the session itself stays; see
+    /// [`SessionStore::destroy`](crate::SessionStore::destroy) to end it).
+    pub fn clear(&mut self) {
+        if !self.data.0.is_empty() {
+            self.data = SessionData::default();
+            self.modified = true;
+        }
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.data.0.contains_key(key)
+    }
+
+    /// The keys, in sorted order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.data.0.keys().map(String::as_str)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.data.0.len()
+    }
+
+    /// Whether the session holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.data.0.is_empty()
+    }
+
+    /// The owner (user key) this session is bound to, if any.
+    pub fn owner(&self) -> Option<&str> {
+        self.meta.owner.as_deref()
+    }
+
+    /// Bind the session to an owner, typically at login together with
+    /// [`SessionStore::cycle_id`](crate::SessionStore::cycle_id). The binding
+    /// is stored with the session and lets the application list and end all
+    /// of an owner's sessions.
+    pub fn set_owner(&mut self, owner: impl Into<String>) {
+        let owner = owner.into();
+        if self.meta.owner.as_deref() != Some(owner.as_str()) {
+            self.meta.owner = Some(owner.into());
+            self.modified = true;
+        }
+    }
+
+    /// Remove the owner binding (for example when a user signs out but the
+    /// session is kept for an anonymous cart).
+    pub fn clear_owner(&mut self) {
+        if self.meta.owner.take().is_some() {
+            self.modified = true;
+        }
+    }
+
+    /// Whether the data or owner changed since the session was loaded, created
+    /// or last saved.
+    pub fn is_modified(&self) -> bool {
+        self.modified
+    }
+
+    /// Whether this session has never been stored.
+    pub fn is_new(&self) -> bool {
+        self.meta.version == 0
+    }
+
+    /// The stored version this value was loaded at (0 if never stored). A
+    /// save succeeds only if the store still holds this version.
+    pub fn version(&self) -> u64 {
+        self.meta.version
+    }
+
+    /// When the session was created.
+    pub fn created_at(&self) -> SystemTime {
+        from_ms(self.meta.created_ms)
+    }
+
+    /// When the session was last saved or touched.
+    pub fn last_active(&self) -> SystemTime {
+        from_ms(self.meta.last_active_ms)
+    }
+
+    /// When the session expires unless it is saved or touched again: the idle
+    /// deadline, capped by the absolute one.
+    pub fn expires_at(&self) -> SystemTime {
+        from_ms(self.meta.expires_ms)
+    }
+
+    /// The absolute deadline, past which no activity keeps the session alive.
+    pub fn absolute_deadline(&self) -> Option<SystemTime> {
+        self.meta.absolute_ms.map(from_ms)
+    }
+}
+
+/// # For store implementors
+///
+/// Applications do not need these: they are how a store turns a `Session`
+/// into what it persists and back, so that every backend computes versions,
+/// deadlines and encodings the same way.
+impl Session {
+    /// A new, never-stored session with `id`, its deadlines computed from
+    /// `config` at the current time.
+    pub fn new(id: SessionId, config: &SessionConfig) -> Self {
+        let now = config.now_ms();
+        let absolute_ms = config.absolute_deadline(now);
+        Self {
+            id,
+            meta: RecordMeta {
+                version: 0,
+                created_ms: now,
+                last_active_ms: now,
+                expires_ms: config.expiry_after_activity(now, absolute_ms),
+                absolute_ms,
+                owner: None,
+            },
+            data: SessionData::default(),
+            modified: false,
+        }
+    }
+
+    /// A session as loaded from storage.
+    pub fn from_stored(id: SessionId, meta: RecordMeta, data: SessionData) -> Self {
+        Self {
+            id,
+            meta,
+            data,
+            modified: false,
+        }
+    }
+
+    /// The metadata as it will be (or was) stored.
+    pub fn meta(&self) -> &RecordMeta {
+        &self.meta
+    }
+
+    /// The data, cheap to clone (copy-on-write).
+    pub fn data(&self) -> &SessionData {
+        &self.data
+    }
+
+    /// Compute what a save must write: the new metadata (version + 1, activity
+    /// now, deadlines slid) and the encoded data, checked against the size
+    /// limit.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if the encoded data exceeds the configured limit.
+    pub fn prepare_write(&self, config: &SessionConfig) -> Result<Write> {
+        self.prepare_write_under(config, self.id.storage_key())
+    }
+
+    fn prepare_write_under(&self, config: &SessionConfig, key: &StorageKey) -> Result<Write> {
+        let encoded = self.data.encode();
+        if encoded.len() > config.max_data_size() {
+            return Err(Error::TooLarge {
+                size: encoded.len(),
+                limit: config.max_data_size(),
+            });
+        }
+        let now = config.now_ms();
+        let meta = RecordMeta {
+            version: self.meta.version + 1,
+            last_active_ms: now,
+            expires_ms: config.expiry_after_activity(now, self.meta.absolute_ms),
+            ..self.meta.clone()
+        };
+        Ok(Write {
+            key: *key,
+            expected_version: (!self.is_new()).then_some(self.meta.version),
+            meta,
+            data: self.data.clone(),
+            encoded,
+            now_ms: now,
+        })
+    }
+
+    /// Record that `write` (from [`Session::prepare_write`]) was stored.
+    pub fn commit_write(&mut self, write: Write) {
+        self.meta = write.meta;
+        self.modified = false;
+    }
+
+    /// Compute a touch: the new activity time and expiry, data untouched.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the session was never stored.
+    pub fn prepare_touch(&self, config: &SessionConfig) -> Result<Touch> {
+        if self.is_new() {
+            return Err(Error::NotFound);
+        }
+        let now = config.now_ms();
+        Ok(Touch {
+            key: *self.id.storage_key(),
+            last_active_ms: now,
+            expires_ms: config.expiry_after_activity(now, self.meta.absolute_ms),
+            now_ms: now,
+        })
+    }
+
+    /// Record that `touch` was stored.
+    pub fn commit_touch(&mut self, touch: &Touch) {
+        self.meta.last_active_ms = touch.last_active_ms;
+        self.meta.expires_ms = touch.expires_ms;
+    }
+
+    /// Compute a rotation to a fresh ID: the write of the current data (with
+    /// any pending changes) under the new ID's key, and the old key to delete.
+    /// Creation time and absolute deadline carry over.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] as for a save; [`Error::Backend`] if no randomness.
+    pub fn prepare_rotation(&self, config: &SessionConfig) -> Result<Rotation> {
+        self.prepare_rotation_to(config, SessionId::generate()?)
+    }
+
+    /// As [`Session::prepare_rotation`], to a new ID the store chose (a store
+    /// may need the new key to share a shard or hash slot with the old one).
+    ///
+    /// # Errors
+    /// As [`Session::prepare_rotation`].
+    pub fn prepare_rotation_to(&self, config: &SessionConfig, new_id: SessionId) -> Result<Rotation> {
+        let write = self.prepare_write_under(config, new_id.storage_key())?;
+        Ok(Rotation {
+            old_key: *self.id.storage_key(),
+            new_id,
+            write,
+        })
+    }
+
+    /// Record that `rotation` was stored: the session now has the new ID.
+    pub fn commit_rotation(&mut self, rotation: Rotation) {
+        self.id = rotation.new_id;
+        self.commit_write(rotation.write);
+    }
+}
+
+/// The metadata stored beside a session's data.
+///
+/// Times are Unix milliseconds from the store's [`Clock`](crate::Clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// Incremented by every save; 0 means never stored.
+    pub version: u64,
+    /// Creation time.
+    pub created_ms: i64,
+    /// Last save or touch.
+    pub last_active_ms: i64,
+    /// When the session expires: the idle deadline capped by the absolute one.
+    /// A session is live while `now < expires_ms`.
+    pub expires_ms: i64,
+    /// The absolute deadline, if the store has an absolute timeout.
+    pub absolute_ms: Option<i64>,
+    /// The owner the session is bound to (shared, so loads do not copy it).
+    pub owner: Option<Arc<str>>,
+}
+
+impl RecordMeta {
+    /// Whether a session with this metadata is live at `now_ms`.
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        is_live(self.expires_ms, now_ms)
+    }
+}
+
+/// Whether a session expiring at `expires_ms` is live at `now_ms`. The one
+/// definition every backend's queries mirror: live means `now < expires`.
+pub fn is_live(expires_ms: i64, now_ms: i64) -> bool {
+    now_ms < expires_ms
+}
+
+/// A write a store must perform for [`SessionStore::save`](crate::SessionStore::save).
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// Where to write.
+    pub key: StorageKey,
+    /// `None`: insert only; fail with [`Error::Conflict`] if a live session is
+    /// stored under `key`. `Some(v)`: update only, and only if the live stored
+    /// version is `v`; fail with [`Error::Conflict`] if it differs and
+    /// [`Error::NotFound`] if there is no live session.
+    pub expected_version: Option<u64>,
+    /// The metadata to store.
+    pub meta: RecordMeta,
+    /// The data, for stores that keep it decoded.
+    pub data: SessionData,
+    /// The data encoded with the shared codec, for stores that keep bytes.
+    pub encoded: Vec<u8>,
+    /// The time the write was computed at: "live" means `now_ms < expires`.
+    pub now_ms: i64,
+}
+
+/// A touch a store must perform for [`SessionStore::touch`](crate::SessionStore::touch):
+/// update-only, data and version unchanged.
+#[derive(Debug, Clone, Copy)]
+pub struct Touch {
+    /// Which session.
+    pub key: StorageKey,
+    /// The new last-activity time.
+    pub last_active_ms: i64,
+    /// The new expiry.
+    pub expires_ms: i64,
+    /// The current time; a session that is not live now must not be touched.
+    pub now_ms: i64,
+}
+
+/// A rotation a store must perform atomically for
+/// [`SessionStore::cycle_id`](crate::SessionStore::cycle_id): `write` under
+/// the new key (with `write.expected_version` checked against the session at
+/// `old_key`, or insert-only if the session was never stored) and delete
+/// `old_key`, all or nothing.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The key the session is stored under now.
+    pub old_key: StorageKey,
+    /// The new ID.
+    pub new_id: SessionId,
+    /// The write under the new ID's key.
+    pub write: Write,
+}
+
+/// A session's key-value data: cheap to clone, copied on first write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionData(Arc<BTreeMap<String, Value>>);
+
+impl SessionData {
+    fn map_mut(&mut self) -> &mut BTreeMap<String, Value> {
+        Arc::make_mut(&mut self.0)
+    }
+
+    /// Encode with the shared, versioned codec: one format byte, then JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(CODEC_V1);
+        // Serializing a map of strings to JSON values into a Vec cannot fail.
+        if serde_json::to_writer(&mut out, &*self.0).is_err() {
+            out.truncate(1);
+            out.extend_from_slice(b"{}");
+        }
+        out
+    }
+
+    /// Decode bytes written by [`SessionData::encode`].
+    ///
+    /// # Errors
+    /// [`Error::Codec`] for anything else: empty input, an unknown format
+    /// version, or a body that is not a JSON object.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        match bytes.split_first() {
+            None => Err(Error::Codec("empty record".into())),
+            Some((&CODEC_V1, body)) => serde_json::from_slice(body)
+                .map(|map| Self(Arc::new(map)))
+                .map_err(|e| Error::Codec(format!("record body is not a JSON object: {e}"))),
+            Some((other, _)) => Err(Error::Codec(format!(
+                "unknown record format {other}; it was written by a newer or foreign version"
+            ))),
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+    use std::time::Duration;
+
+    fn session() -> Session {
+        Session::new(SessionId::generate().unwrap(), &SessionConfig::from_secs(60))
+    }
+
+    #[test]
+    fn string_get_set_round_trip() {
+        let mut s = session();
+        assert_eq!(s.get("user_id"), None);
+        s.set("user_id", "42");
+        assert_eq!(s.get("user_id"), Some("42"));
+        assert!(s.contains_key("user_id"));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn setting_an_equal_value_is_not_a_modification() {
+        let mut s = session();
+        s.set("a", "1");
+        s.insert("n", &7).unwrap();
+        let w = s.prepare_write(&SessionConfig::from_secs(60)).unwrap();
+        s.commit_write(w);
+        assert!(!s.is_modified());
+        s.set("a", "1");
+        s.insert("n", &7).unwrap();
+        s.set_owner("x");
+        s.clear_owner();
+        assert!(s.is_modified(), "owner change is a modification");
+        let w = s.prepare_write(&SessionConfig::from_secs(60)).unwrap();
+        s.commit_write(w);
+        s.set("a", "1");
+        s.insert("n", &7).unwrap();
+        assert!(!s.remove("missing"));
+        assert!(!s.is_modified());
+        s.set("a", "2");
+        assert!(s.is_modified());
+    }
+
+    #[test]
+    fn remove_and_clear_mark_modified_only_when_something_changes() {
+        let mut s = session();
+        s.clear();
+        assert!(!s.is_modified());
+        s.set("a", "1");
+        s.set("b", "2");
+        assert!(s.remove("a"));
+        assert_eq!(s.keys().collect::<Vec<_>>(), ["b"]);
+        s.clear();
+        assert!(s.is_empty());
+        assert!(s.is_modified());
+    }
+
+    #[test]
+    fn typed_access_through_serde() {
+        #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Cart {
+            items: Vec<u32>,
+            note: Option<String>,
+        }
+        let mut s = session();
+        let cart = Cart {
+            items: vec![1, 2],
+            note: Some("gift".into()),
+        };
+        s.insert("cart", &cart).unwrap();
+        assert_eq!(s.get_as::<Cart>("cart").unwrap(), Some(cart));
+        assert_eq!(s.get_as::<Cart>("nothing").unwrap(), None);
+        // A string set with `set` is also a typed String.
+        s.set("name", "bob");
+        assert_eq!(s.get_as::<String>("name").unwrap().as_deref(), Some("bob"));
+        // `get` only answers for strings.
+        assert_eq!(s.get("cart"), None);
+        let err = s.get_as::<u64>("name").unwrap_err();
+        assert!(matches!(err, Error::Value { ref key, .. } if key == "name"), "{err}");
+    }
+
+    #[test]
+    fn unserializable_values_are_refused_and_change_nothing() {
+        let mut s = session();
+        let mut bad = std::collections::HashMap::new();
+        bad.insert((1, 2), 3);
+        assert!(matches!(s.insert("bad", &bad), Err(Error::Value { .. })));
+        assert!(!s.contains_key("bad"));
+        assert!(!s.is_modified());
+    }
+
+    #[test]
+    fn codec_round_trips_and_rejects_junk() {
+        let mut s = session();
+        s.set("ключ", "värde \"quoted\" \u{1F600}");
+        s.insert("n", &u64::MAX).unwrap();
+        let bytes = s.data().encode();
+        assert_eq!(bytes[0], CODEC_V1);
+        assert_eq!(SessionData::decode(&bytes).unwrap(), *s.data());
+
+        for junk in [&b""[..], b"\x01", b"\x01[1,2]", b"\x01{\"a\":", b"\x02{}", b"{}", b"\xff\xfe\x00"] {
+            assert!(matches!(SessionData::decode(junk), Err(Error::Codec(_))), "{junk:?} decoded");
+        }
+    }
+
+    #[test]
+    fn clones_share_data_until_written() {
+        let mut a = session();
+        a.set("k", "v");
+        let mut b = a.clone();
+        b.set("k", "w");
+        assert_eq!(a.get("k"), Some("v"));
+        assert_eq!(b.get("k"), Some("w"));
+    }
+
+    #[test]
+    fn write_bumps_version_slides_idle_and_keeps_absolute() {
+        let clock = ManualClock::new();
+        let config = SessionConfig::from_secs(60)
+            .with_absolute_timeout(Duration::from_secs(100))
+            .with_clock(clock.clone());
+        let mut s = Session::new(SessionId::generate().unwrap(), &config);
+        let created = s.meta().created_ms;
+        assert!(s.is_new());
+        let w = s.prepare_write(&config).unwrap();
+        assert_eq!(w.expected_version, None, "first save is insert-only");
+        s.commit_write(w);
+        assert_eq!(s.version(), 1);
+
+        clock.advance(Duration::from_secs(50));
+        let w = s.prepare_write(&config).unwrap();
+        assert_eq!(w.expected_version, Some(1));
+        assert_eq!(w.meta.version, 2);
+        assert_eq!(w.meta.expires_ms, created + 100_000, "capped by absolute deadline");
+        assert_eq!(w.meta.created_ms, created);
+        s.commit_write(w);
+
+        let t = s.prepare_touch(&config).unwrap();
+        s.commit_touch(&t);
+        assert_eq!(s.version(), 2, "touch does not bump the version");
+    }
+
+    #[test]
+    fn oversized_data_is_refused_before_any_write() {
+        let config = SessionConfig::from_secs(60).with_max_data_size(32);
+        let mut s = Session::new(SessionId::generate().unwrap(), &config);
+        s.set("big", "x".repeat(64));
+        assert!(matches!(s.prepare_write(&config), Err(Error::TooLarge { limit: 32, .. })));
+    }
+
+    #[test]
+    fn touching_a_never_stored_session_is_not_found() {
+        let config = SessionConfig::from_secs(60);
+        let s = Session::new(SessionId::generate().unwrap(), &config);
+        assert!(matches!(s.prepare_touch(&config), Err(Error::NotFound)));
+    }
+
+    #[test]
+    fn rotation_changes_id_and_keeps_data_and_creation() {
+        let config = SessionConfig::from_secs(60);
+        let mut s = Session::new(SessionId::generate().unwrap(), &config);
+        s.set("k", "v");
+        let old = s.id().clone();
+        let r = s.prepare_rotation(&config).unwrap();
+        assert_eq!(r.old_key, *old.storage_key());
+        assert_eq!(r.write.key, *r.new_id.storage_key());
+        let created = s.meta().created_ms;
+        s.commit_rotation(r);
+        assert_ne!(*s.id(), old);
+        assert_eq!(s.get("k"), Some("v"));
+        assert_eq!(s.meta().created_ms, created);
+    }
+}

@@ -1,0 +1,838 @@
+//! The conformance suite every store runs (feature `testing`).
+//!
+//! [`run_conformance`] takes a factory that builds an empty store from a
+//! [`SessionConfig`] and checks every promise of the [`SessionStore`]
+//! contract against it: insert-only first saves, compare-and-set updates,
+//! deletion winning over in-flight requests, both timeouts driven by a
+//! [`ManualClock`] (no sleeps), rotation, limits, and per-owner sessions. It
+//! needs a multi-threaded tokio runtime, because its concurrency checks run
+//! tasks in parallel.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use session_core::SessionStore;
+//! use session_memory::MemoryStore;
+//!
+//! #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! async fn main() {
+//!     session_core::testing::run_conformance(|config| async move {
+//!         Arc::new(MemoryStore::with_config(config)) as Arc<dyn SessionStore>
+//!     })
+//!     .await;
+//! }
+//! ```
+//!
+//! Every call of the factory must return a store that shares nothing with
+//! the stores it returned before (a fresh table, key prefix or map), because
+//! the checks count sessions exactly.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+use crate::{
+    Error, ManualClock, OwnerLimitPolicy, Session, SessionConfig, SessionHandle, SessionId, SessionStore,
+    SessionStoreExt,
+};
+
+const IDLE: Duration = Duration::from_secs(30 * 60);
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Builds a fresh, empty store for one check.
+pub trait StoreFactory: Sync {
+    /// Build a store with this configuration.
+    fn build(&self, config: SessionConfig) -> impl Future<Output = Arc<dyn SessionStore>> + Send;
+}
+
+impl<F, Fut> StoreFactory for F
+where
+    F: Fn(SessionConfig) -> Fut + Sync,
+    Fut: Future<Output = Arc<dyn SessionStore>> + Send,
+{
+    fn build(&self, config: SessionConfig) -> impl Future<Output = Arc<dyn SessionStore>> + Send {
+        self(config)
+    }
+}
+
+/// Run every check against stores built by `factory`. Panics, naming the
+/// check and the broken promise, at the first failure.
+pub async fn run_conformance(factory: impl StoreFactory) {
+    let f = &factory;
+    macro_rules! checks {
+        ($($name:ident),* $(,)?) => {$(
+            println!("conformance: {} ...", stringify!($name));
+            $name(f).await;
+            println!("conformance: {} ok", stringify!($name));
+        )*};
+    }
+    checks!(
+        new_session_is_not_stored_until_saved,
+        generated_ids_are_distinct_and_full_strength,
+        data_round_trips_through_storage,
+        second_save_updates_in_place,
+        create_with_id_rejects_malformed_ids,
+        create_with_id_accepts_a_caller_id_and_refuses_a_live_one,
+        first_save_is_insert_only,
+        stale_save_is_rejected,
+        concurrent_plain_saves_exactly_one_wins,
+        update_helper_loses_no_increment,
+        destroyed_session_is_not_resurrected,
+        touch_slides_idle_deadline_without_bumping_version,
+        save_slides_idle_deadline,
+        idle_timeout_expires_session,
+        expired_id_can_be_reused_by_insert,
+        absolute_timeout_caps_lifetime,
+        expired_sessions_are_invisible_then_purged,
+        rotation_keeps_data_and_kills_old_id,
+        rotation_stores_pending_changes_and_new_sessions,
+        stale_rotation_is_rejected,
+        oversized_data_is_refused_and_loses_nothing,
+        owner_binding_survives_save_touch_and_rotation,
+        owner_sessions_lists_live_sessions_without_ids,
+        destroy_owner_session_by_handle_only_ends_own_sessions,
+        destroy_owner_sessions_spares_the_current_one,
+        revoked_session_cannot_be_saved_back,
+        rebinding_moves_a_session_between_owners,
+        owner_limit_refuses_new_sessions,
+        owner_limit_ends_oldest_sessions,
+        owner_limit_counts_a_rotated_session_once,
+    );
+}
+
+struct Ctx {
+    store: Arc<dyn SessionStore>,
+    clock: ManualClock,
+}
+
+async fn ctx(f: &impl StoreFactory, tweak: impl FnOnce(SessionConfig) -> SessionConfig) -> Ctx {
+    let clock = ManualClock::new();
+    let config = tweak(SessionConfig::new(IDLE).with_clock(clock.clone()));
+    Ctx {
+        store: f.build(config).await,
+        clock,
+    }
+}
+
+async fn plain(f: &impl StoreFactory) -> Ctx {
+    ctx(f, |c| c).await
+}
+
+impl Ctx {
+    async fn saved(&self, pairs: &[(&str, &str)]) -> Session {
+        let mut s = self.store.create().await.expect("create");
+        for (k, v) in pairs {
+            s.set(*k, *v);
+        }
+        self.store.save(&mut s).await.expect("first save of a new session");
+        s
+    }
+
+    async fn saved_for(&self, owner: &str) -> Session {
+        let mut s = self.store.create().await.expect("create");
+        s.set_owner(owner);
+        self.store.save(&mut s).await.expect("save of an owned session");
+        s
+    }
+
+    async fn load(&self, id: &SessionId) -> Option<Session> {
+        self.store.load(id).await.expect("load")
+    }
+
+    async fn len(&self) -> u64 {
+        self.store.len().await.expect("len")
+    }
+}
+
+async fn new_session_is_not_stored_until_saved(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut s = c.store.create().await.unwrap();
+    assert!(s.is_new());
+    assert_eq!(c.len().await, 0, "create must not store anything");
+    assert!(c.store.is_empty().await.unwrap());
+    assert!(c.load(s.id()).await.is_none(), "an unsaved session must not load");
+
+    s.set("user_id", "42");
+    c.store.save(&mut s).await.unwrap();
+    assert_eq!(s.version(), 1);
+    assert!(!s.is_modified(), "a saved session is not modified");
+    assert_eq!(c.len().await, 1);
+    assert!(!c.store.is_empty().await.unwrap());
+
+    let loaded = c.load(s.id()).await.expect("saved session loads");
+    assert_eq!(loaded.get("user_id"), Some("42"));
+    assert_eq!(loaded.version(), 1);
+    assert!(!loaded.is_modified());
+    assert!(!loaded.is_new());
+}
+
+async fn generated_ids_are_distinct_and_full_strength(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut seen = HashSet::new();
+    for _ in 0..200 {
+        let s = c.store.create().await.unwrap();
+        let text = s.id().as_str().to_owned();
+        assert_eq!(text.len(), 43, "256-bit IDs are 43 base64url characters");
+        assert!(seen.insert(text), "duplicate session ID generated");
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Profile {
+    name: String,
+    roles: Vec<String>,
+    age: Option<u8>,
+    score: f64,
+}
+
+async fn data_round_trips_through_storage(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut s = c.store.create().await.unwrap();
+    let profile = Profile {
+        name: "Zoë \"Z\" O'Brien".into(),
+        roles: vec!["admin".into(), "ñandú".into()],
+        age: None,
+        score: -1.5,
+    };
+    s.set("user_id", "42");
+    s.set("ключ", "värde \u{1F600} \n\t\\");
+    s.set("", "empty key");
+    s.insert("profile", &profile).unwrap();
+    s.insert("big", &u64::MAX).unwrap();
+    s.insert("neg", &i64::MIN).unwrap();
+    s.insert("flag", &true).unwrap();
+    let created = s.created_at();
+    c.store.save(&mut s).await.unwrap();
+
+    let loaded = c.load(s.id()).await.expect("loads");
+    assert_eq!(loaded.get("user_id"), Some("42"));
+    assert_eq!(loaded.get("ключ"), Some("värde \u{1F600} \n\t\\"));
+    assert_eq!(loaded.get(""), Some("empty key"));
+    assert_eq!(loaded.get_as::<Profile>("profile").unwrap(), Some(profile));
+    assert_eq!(loaded.get_as::<u64>("big").unwrap(), Some(u64::MAX));
+    assert_eq!(loaded.get_as::<i64>("neg").unwrap(), Some(i64::MIN));
+    assert_eq!(loaded.get_as::<bool>("flag").unwrap(), Some(true));
+    assert_eq!(loaded.len(), 7);
+    assert_eq!(loaded.created_at(), created, "creation time is stored");
+    assert_eq!(loaded.expires_at(), s.expires_at(), "expiry is stored");
+    assert_eq!(loaded.last_active(), s.last_active());
+    assert_eq!(loaded.owner(), None);
+
+    let mut empty = c.store.create().await.unwrap();
+    c.store.save(&mut empty).await.unwrap();
+    assert!(c.load(empty.id()).await.expect("an empty session can be stored").is_empty());
+}
+
+async fn second_save_updates_in_place(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let s = c.saved(&[("a", "1"), ("b", "2")]).await;
+    let mut loaded = c.load(s.id()).await.unwrap();
+    loaded.set("a", "changed");
+    assert!(loaded.remove("b"));
+    c.store.save(&mut loaded).await.unwrap();
+    assert_eq!(loaded.version(), 2);
+    let again = c.load(s.id()).await.unwrap();
+    assert_eq!(again.get("a"), Some("changed"));
+    assert!(!again.contains_key("b"));
+    assert_eq!(again.version(), 2);
+    assert_eq!(c.len().await, 1, "an update does not add a session");
+}
+
+async fn create_with_id_rejects_malformed_ids(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let bad = [
+        String::new(),
+        "short".into(),
+        "A".repeat(21),
+        format!("{}==", "A".repeat(22)),
+        format!("{}+/", "A".repeat(22)),
+        format!("{} {}", "A".repeat(12), "A".repeat(12)),
+        format!("\"{}\"", "A".repeat(24)),
+        format!("{}é", "A".repeat(24)),
+        "A".repeat(25),
+        "A".repeat(crate::MAX_ID_LEN + 1),
+    ];
+    for id in &bad {
+        match c.store.create_with_id(id).await {
+            Err(Error::InvalidId(_)) => {}
+            other => panic!("create_with_id({id:?}) should be InvalidId, got {other:?}"),
+        }
+    }
+    assert_eq!(c.len().await, 0);
+}
+
+/// A well-formed caller ID of 24 characters (144 bits): always canonical.
+fn caller_id() -> String {
+    SessionId::generate().unwrap().as_str()[..24].to_owned()
+}
+
+async fn create_with_id_accepts_a_caller_id_and_refuses_a_live_one(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let text = caller_id();
+    let mut s = c.store.create_with_id(&text).await.unwrap();
+    assert_eq!(s.id().as_str(), text);
+    assert!(s.is_new());
+    assert_eq!(c.len().await, 0, "create_with_id stores nothing before save");
+    s.set("k", "v");
+    c.store.save(&mut s).await.unwrap();
+    let loaded = c.load(&text.parse().unwrap()).await.expect("loads by the caller's ID");
+    assert_eq!(loaded.get("k"), Some("v"));
+
+    match c.store.create_with_id(&text).await {
+        Err(Error::Conflict) => {}
+        other => panic!("create_with_id of a live ID should be Conflict, got {other:?}"),
+    }
+}
+
+async fn first_save_is_insert_only(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let text = caller_id();
+    let mut first = c.store.create_with_id(&text).await.unwrap();
+    let mut second = c.store.create_with_id(&text).await.unwrap();
+    first.set("who", "first");
+    second.set("who", "second");
+    c.store.save(&mut first).await.unwrap();
+    match c.store.save(&mut second).await {
+        Err(Error::Conflict) => {}
+        other => panic!("a second insert under a live ID must be Conflict, got {other:?}"),
+    }
+    assert_eq!(c.load(first.id()).await.unwrap().get("who"), Some("first"));
+    assert_eq!(c.len().await, 1);
+}
+
+async fn stale_save_is_rejected(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let s = c.saved(&[("x", "0")]).await;
+    let mut a = c.load(s.id()).await.unwrap();
+    let mut b = c.load(s.id()).await.unwrap();
+    a.set("x", "a");
+    c.store.save(&mut a).await.unwrap();
+    b.set("x", "b");
+    match c.store.save(&mut b).await {
+        Err(Error::Conflict) => {}
+        other => panic!("a save from a stale load must be Conflict, got {other:?}"),
+    }
+    assert_eq!(b.version(), 1, "a refused save leaves the session's version alone");
+    assert_eq!(c.load(s.id()).await.unwrap().get("x"), Some("a"), "the winner's data stays");
+
+    let mut fresh = c.load(s.id()).await.unwrap();
+    fresh.set("x", "b");
+    c.store.save(&mut fresh).await.expect("a reloaded session saves");
+    assert_eq!(c.load(s.id()).await.unwrap().get("x"), Some("b"));
+}
+
+async fn concurrent_plain_saves_exactly_one_wins(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    for round in 0..20 {
+        let s = c.saved(&[]).await;
+        let barrier = Arc::new(Barrier::new(2));
+        let mut tasks = Vec::new();
+        for racer in ["left", "right"] {
+            let store = Arc::clone(&c.store);
+            let barrier = Arc::clone(&barrier);
+            let id = s.id().clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = store.load(&id).await.unwrap().unwrap();
+                barrier.wait().await;
+                mine.set("winner", racer);
+                (racer, store.save(&mut mine).await)
+            }));
+        }
+        let mut winners = Vec::new();
+        let mut conflicts = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                (racer, Ok(())) => winners.push(racer),
+                (_, Err(Error::Conflict)) => conflicts += 1,
+                (_, Err(e)) => panic!("round {round}: unexpected error {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one racer must win, got {winners:?}");
+        assert_eq!(conflicts, 1, "round {round}: the other must get a conflict");
+        let stored = c.load(s.id()).await.unwrap();
+        assert_eq!(stored.get("winner"), Some(winners[0]), "round {round}: the winner's write is stored");
+    }
+}
+
+async fn update_helper_loses_no_increment(f: &impl StoreFactory) {
+    const TASKS: u64 = 32;
+    const INCREMENTS: u64 = 50;
+    let c = plain(f).await;
+    let mut s = c.store.create().await.unwrap();
+    s.insert("counter", &0u64).unwrap();
+    c.store.save(&mut s).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let store = Arc::clone(&c.store);
+        let id = s.id().clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..INCREMENTS {
+                store
+                    .update(&id, |s| {
+                        let n: u64 = s.get_as("counter").unwrap().unwrap();
+                        s.insert("counter", &(n + 1)).unwrap();
+                    })
+                    .await
+                    .expect("update");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let end = c.load(s.id()).await.unwrap();
+    assert_eq!(end.get_as::<u64>("counter").unwrap(), Some(TASKS * INCREMENTS), "increments were lost");
+    assert_eq!(end.version(), 1 + TASKS * INCREMENTS, "every increment is one stored version");
+
+    let missing = SessionId::generate().unwrap();
+    match c.store.update(&missing, |s| s.set("a", "b")).await {
+        Err(Error::NotFound) => {}
+        other => panic!("update of a missing session must be NotFound, got {other:?}"),
+    }
+    assert_eq!(c.len().await, 1, "update never creates a session");
+}
+
+async fn destroyed_session_is_not_resurrected(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let s = c.saved(&[("user_id", "42")]).await;
+    let mut in_flight = c.load(s.id()).await.unwrap();
+    let mut other = c.load(s.id()).await.unwrap();
+    let mut third = c.load(s.id()).await.unwrap();
+
+    assert!(c.store.destroy(s.id()).await.unwrap(), "destroy reports a removal");
+    assert!(!c.store.destroy(s.id()).await.unwrap(), "a second destroy removes nothing");
+
+    in_flight.set("cart", "1 item");
+    match c.store.save(&mut in_flight).await {
+        Err(Error::NotFound) => {}
+        other => panic!("saving a destroyed session must be NotFound, got {other:?}"),
+    }
+    match c.store.touch(&mut other).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touching a destroyed session must be NotFound, got {other:?}"),
+    }
+    match c.store.cycle_id(&mut third).await {
+        Err(Error::NotFound) => {}
+        other => panic!("rotating a destroyed session must be NotFound, got {other:?}"),
+    }
+    assert!(c.load(s.id()).await.is_none(), "the destroyed session stays gone");
+    assert!(c.load(third.id()).await.is_none());
+    assert_eq!(c.len().await, 0);
+}
+
+async fn touch_slides_idle_deadline_without_bumping_version(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let s = c.saved(&[("k", "v")]).await;
+    let mut reader = c.load(s.id()).await.unwrap();
+    let mut writer = c.load(s.id()).await.unwrap();
+    let before = reader.expires_at();
+
+    c.clock.advance(20 * MINUTE);
+    c.store.touch(&mut reader).await.unwrap();
+    assert_eq!(reader.expires_at(), before + 20 * MINUTE, "touch slides the idle deadline");
+    assert_eq!(reader.version(), 1, "touch does not bump the version");
+    let stored = c.load(s.id()).await.unwrap();
+    assert_eq!(stored.expires_at(), reader.expires_at(), "the slid deadline is stored");
+    assert_eq!(stored.last_active(), reader.last_active());
+    assert_eq!(stored.version(), 1);
+
+    c.clock.advance(20 * MINUTE);
+    assert!(c.load(s.id()).await.is_some(), "40 minutes after the save, 20 after the touch: alive");
+    writer.set("k", "w");
+    c.store.save(&mut writer).await.expect("a touch must not make a concurrent save conflict");
+}
+
+async fn save_slides_idle_deadline(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut s = c.saved(&[]).await;
+    c.clock.advance(20 * MINUTE);
+    s.set("n", "1");
+    c.store.save(&mut s).await.unwrap();
+    c.clock.advance(20 * MINUTE);
+    assert!(c.load(s.id()).await.is_some(), "a save slides the idle deadline");
+}
+
+async fn idle_timeout_expires_session(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let s = c.saved(&[("k", "v")]).await;
+    let mut in_flight = c.load(s.id()).await.unwrap();
+    let mut toucher = c.load(s.id()).await.unwrap();
+
+    c.clock.advance(IDLE - Duration::from_millis(1));
+    assert!(c.load(s.id()).await.is_some(), "alive until the idle deadline");
+    c.clock.advance(Duration::from_millis(1));
+    assert!(c.load(s.id()).await.is_none(), "expired at the idle deadline");
+    assert_eq!(c.len().await, 0, "len excludes expired sessions before any purge");
+    assert!(c.store.is_empty().await.unwrap());
+
+    in_flight.set("k", "late");
+    match c.store.save(&mut in_flight).await {
+        Err(Error::NotFound) => {}
+        other => panic!("saving an expired session must be NotFound, got {other:?}"),
+    }
+    match c.store.touch(&mut toucher).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touching an expired session must be NotFound, got {other:?}"),
+    }
+    assert!(c.load(s.id()).await.is_none(), "an expired session is not revived by a save or touch");
+}
+
+async fn expired_id_can_be_reused_by_insert(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let text = caller_id();
+    let mut old = c.store.create_with_id(&text).await.unwrap();
+    old.set("gen", "old");
+    c.store.save(&mut old).await.unwrap();
+    c.clock.advance(IDLE + MINUTE);
+
+    let mut new = c.store.create_with_id(&text).await.expect("an expired ID is free again");
+    new.set("gen", "new");
+    c.store.save(&mut new).await.expect("insert over an expired, unpurged record");
+    let loaded = c.load(new.id()).await.unwrap();
+    assert_eq!(loaded.get("gen"), Some("new"));
+    assert_eq!(loaded.version(), 1);
+    assert_eq!(c.len().await, 1);
+}
+
+async fn absolute_timeout_caps_lifetime(f: &impl StoreFactory) {
+    let c = ctx(f, |c| c.with_absolute_timeout(Duration::from_secs(3600))).await;
+    let mut s = c.saved(&[]).await;
+    let created = s.created_at();
+    assert_eq!(s.absolute_deadline(), Some(created + Duration::from_secs(3600)));
+
+    c.clock.advance(20 * MINUTE);
+    c.store.touch(&mut s).await.unwrap();
+    c.clock.advance(20 * MINUTE);
+    s.set("n", "1");
+    c.store.save(&mut s).await.unwrap();
+    assert_eq!(s.expires_at(), created + Duration::from_secs(3600), "expiry is capped by the absolute deadline");
+    c.clock.advance(19 * MINUTE);
+    assert!(c.load(s.id()).await.is_some(), "alive before the absolute deadline");
+    c.clock.advance(MINUTE);
+    assert!(c.load(s.id()).await.is_none(), "dead at the absolute deadline however active");
+    assert_eq!(c.len().await, 0);
+    match c.store.touch(&mut s).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touch past the absolute deadline must be NotFound, got {other:?}"),
+    }
+}
+
+async fn expired_sessions_are_invisible_then_purged(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        old.push(c.saved(&[("k", "v")]).await);
+    }
+    c.clock.advance(20 * MINUTE);
+    let young = [c.saved(&[]).await, c.saved(&[]).await];
+    c.clock.advance(15 * MINUTE);
+
+    assert_eq!(c.len().await, 2, "the three expired sessions are not counted");
+    for s in &old {
+        assert!(c.load(s.id()).await.is_none());
+    }
+    assert_eq!(c.store.purge_expired().await.unwrap(), 3, "purge removes exactly the expired sessions");
+    assert_eq!(c.store.purge_expired().await.unwrap(), 0, "nothing left to purge");
+    assert_eq!(c.len().await, 2);
+    for s in &young {
+        assert!(c.load(s.id()).await.is_some(), "purge keeps live sessions");
+    }
+}
+
+async fn rotation_keeps_data_and_kills_old_id(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut s = c.saved(&[("user_id", "42")]).await;
+    let old = s.id().clone();
+    let mut stale = c.load(&old).await.unwrap();
+    let created = s.created_at();
+
+    c.store.cycle_id(&mut s).await.unwrap();
+    assert_ne!(*s.id(), old, "rotation gives a new ID");
+    assert_eq!(s.id().as_str().len(), 43);
+    assert!(c.load(&old).await.is_none(), "the old ID is dead at once");
+    let loaded = c.load(s.id()).await.expect("the new ID loads");
+    assert_eq!(loaded.get("user_id"), Some("42"), "rotation keeps the data");
+    assert_eq!(loaded.created_at(), created, "rotation keeps the creation time");
+    assert_eq!(c.len().await, 1, "rotation does not duplicate the session");
+
+    stale.set("user_id", "attacker");
+    match c.store.save(&mut stale).await {
+        Err(Error::NotFound) => {}
+        other => panic!("a save under the rotated-away ID must be NotFound, got {other:?}"),
+    }
+    assert!(!c.store.destroy(&old).await.unwrap(), "nothing is left under the old ID");
+    s.set("after", "rotation");
+    c.store.save(&mut s).await.expect("the rotated session saves normally");
+    assert_eq!(c.load(s.id()).await.unwrap().get("user_id"), Some("42"));
+}
+
+async fn rotation_stores_pending_changes_and_new_sessions(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut fresh = c.store.create().await.unwrap();
+    let unsaved_id = fresh.id().clone();
+    fresh.set("cart", "3 items");
+    c.store.cycle_id(&mut fresh).await.unwrap();
+    assert_ne!(*fresh.id(), unsaved_id);
+    assert!(c.load(&unsaved_id).await.is_none());
+    assert_eq!(c.load(fresh.id()).await.expect("stored by rotation").get("cart"), Some("3 items"));
+
+    let mut s = c.load(fresh.id()).await.unwrap();
+    s.set("user_id", "7");
+    c.store.cycle_id(&mut s).await.unwrap();
+    assert!(!s.is_modified(), "rotation saved the pending change");
+    let loaded = c.load(s.id()).await.unwrap();
+    assert_eq!(loaded.get("user_id"), Some("7"));
+    assert_eq!(loaded.get("cart"), Some("3 items"));
+    assert_eq!(c.len().await, 1);
+}
+
+async fn stale_rotation_is_rejected(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let s = c.saved(&[("x", "0")]).await;
+    let mut a = c.load(s.id()).await.unwrap();
+    let mut b = c.load(s.id()).await.unwrap();
+    a.set("x", "a");
+    c.store.save(&mut a).await.unwrap();
+    match c.store.cycle_id(&mut b).await {
+        Err(Error::Conflict) => {}
+        other => panic!("rotating a stale session must be Conflict, got {other:?}"),
+    }
+    assert_eq!(b.id(), s.id(), "a refused rotation keeps the old ID");
+    assert_eq!(c.load(s.id()).await.unwrap().get("x"), Some("a"), "the stored session is untouched");
+    assert_eq!(c.len().await, 1, "a refused rotation stores nothing new");
+}
+
+async fn oversized_data_is_refused_and_loses_nothing(f: &impl StoreFactory) {
+    let c = ctx(f, |c| c.with_max_data_size(1024)).await;
+    let s = c.saved(&[("small", "ok")]).await;
+    let mut loaded = c.load(s.id()).await.unwrap();
+    loaded.set("big", "x".repeat(2048));
+    match c.store.save(&mut loaded).await {
+        Err(Error::TooLarge { limit: 1024, size }) => assert!(size > 1024),
+        other => panic!("oversized data must be TooLarge, got {other:?}"),
+    }
+    let stored = c.load(s.id()).await.unwrap();
+    assert_eq!(stored.get("small"), Some("ok"));
+    assert!(!stored.contains_key("big"));
+
+    let mut big = c.store.create().await.unwrap();
+    big.set("big", "x".repeat(2048));
+    assert!(matches!(c.store.save(&mut big).await, Err(Error::TooLarge { .. })));
+    assert!(matches!(c.store.cycle_id(&mut big).await, Err(Error::TooLarge { .. })));
+    assert_eq!(c.len().await, 1, "nothing oversized was stored");
+}
+
+async fn owner_binding_survives_save_touch_and_rotation(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut s = c.store.create().await.unwrap();
+    s.set("user_id", "1");
+    c.store.save(&mut s).await.unwrap();
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
+
+    s.set_owner("alice");
+    c.store.cycle_id(&mut s).await.unwrap();
+    assert_eq!(c.load(s.id()).await.unwrap().owner(), Some("alice"), "binding is stored");
+    c.store.touch(&mut s).await.unwrap();
+    s.set("n", "2");
+    c.store.save(&mut s).await.unwrap();
+    c.store.cycle_id(&mut s).await.unwrap();
+    assert_eq!(c.load(s.id()).await.unwrap().owner(), Some("alice"), "binding survives save, touch, rotation");
+    let listed = c.store.owner_sessions("alice", Some(s.id())).await.unwrap();
+    assert_eq!(listed.len(), 1, "a rotated session is listed once");
+    assert_eq!(listed[0].handle, s.id().handle(), "the listing follows the rotation");
+    assert!(listed[0].is_current);
+}
+
+async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let first = c.saved_for("alice").await;
+    c.clock.advance(MINUTE);
+    let mut second = c.saved_for("alice").await;
+    c.clock.advance(MINUTE);
+    let third = c.saved_for("alice").await;
+    let bobs = c.saved_for("bob").await;
+    let _anonymous = c.saved(&[]).await;
+
+    let listed = c.store.owner_sessions("alice", Some(second.id())).await.unwrap();
+    let handles: Vec<SessionHandle> = listed.iter().map(|i| i.handle).collect();
+    assert_eq!(
+        handles,
+        [first.id().handle(), second.id().handle(), third.id().handle()],
+        "alice's sessions, oldest first"
+    );
+    assert_eq!(listed.iter().filter(|i| i.is_current).count(), 1);
+    assert!(listed[1].is_current, "the caller's session is marked");
+    assert_eq!(listed[0].created_at, first.created_at());
+    assert_eq!(listed[0].last_active, first.last_active());
+    assert_eq!(listed[0].expires_at, first.expires_at());
+    for info in &listed {
+        let shown = format!("{info:?} {}", info.handle);
+        for s in [&first, &second, &third] {
+            assert!(!shown.contains(s.id().as_str()), "a listing must not reveal session IDs");
+        }
+    }
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 3);
+    assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 1);
+    assert_eq!(c.store.count_owner_sessions("nobody").await.unwrap(), 0);
+    assert!(c.store.owner_sessions("nobody", None).await.unwrap().is_empty());
+    assert_eq!(c.store.owner_sessions("bob", None).await.unwrap()[0].handle, bobs.id().handle());
+
+    // Keep only `second` active; the others pass their idle deadline.
+    c.clock.advance(20 * MINUTE);
+    c.store.touch(&mut second).await.unwrap();
+    c.clock.advance(15 * MINUTE);
+    let listed = c.store.owner_sessions("alice", None).await.unwrap();
+    assert_eq!(listed.len(), 1, "expired sessions are not listed");
+    assert_eq!(listed[0].handle, second.id().handle());
+    assert!(!listed[0].is_current);
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1, "nor counted");
+    assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 0);
+}
+
+async fn destroy_owner_session_by_handle_only_ends_own_sessions(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let laptop = c.saved_for("alice").await;
+    let phone = c.saved_for("alice").await;
+    let bobs = c.saved_for("bob").await;
+
+    assert!(
+        !c.store.destroy_owner_session("alice", &bobs.id().handle()).await.unwrap(),
+        "alice cannot end bob's session"
+    );
+    assert!(c.load(bobs.id()).await.is_some());
+    let unknown = SessionId::generate().unwrap().handle();
+    assert!(!c.store.destroy_owner_session("alice", &unknown).await.unwrap());
+
+    assert!(c.store.destroy_owner_session("alice", &phone.id().handle()).await.unwrap());
+    assert!(c.load(phone.id()).await.is_none(), "the chosen session ended");
+    assert!(c.load(laptop.id()).await.is_some(), "the others did not");
+    assert!(!c.store.destroy_owner_session("alice", &phone.id().handle()).await.unwrap());
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
+    assert_eq!(c.len().await, 2);
+}
+
+async fn destroy_owner_sessions_spares_the_current_one(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let here = c.saved_for("alice").await;
+    let a = c.saved_for("alice").await;
+    let b = c.saved_for("alice").await;
+    let bobs = c.saved_for("bob").await;
+
+    assert_eq!(c.store.destroy_owner_sessions("alice", Some(here.id())).await.unwrap(), 2);
+    assert!(c.load(here.id()).await.is_some(), "the current session is kept");
+    assert!(c.load(a.id()).await.is_none() && c.load(b.id()).await.is_none());
+    assert!(c.load(bobs.id()).await.is_some(), "other owners are untouched");
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
+
+    assert_eq!(c.store.destroy_owner_sessions("alice", None).await.unwrap(), 1);
+    assert!(c.load(here.id()).await.is_none());
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
+    assert_eq!(c.store.destroy_owner_sessions("alice", None).await.unwrap(), 0);
+    assert_eq!(c.len().await, 1);
+}
+
+async fn revoked_session_cannot_be_saved_back(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let s = c.saved_for("alice").await;
+    let mut in_flight = c.load(s.id()).await.unwrap();
+    assert_eq!(c.store.destroy_owner_sessions("alice", None).await.unwrap(), 1);
+    in_flight.set("late", "write");
+    match c.store.save(&mut in_flight).await {
+        Err(Error::NotFound) => {}
+        other => panic!("saving a revoked session must be NotFound, got {other:?}"),
+    }
+    match c.store.cycle_id(&mut in_flight).await {
+        Err(Error::NotFound) => {}
+        other => panic!("rotating a revoked session must be NotFound, got {other:?}"),
+    }
+    assert!(c.load(s.id()).await.is_none());
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
+}
+
+async fn rebinding_moves_a_session_between_owners(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut s = c.saved_for("alice").await;
+    s.set_owner("bob");
+    c.store.save(&mut s).await.unwrap();
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
+    assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 1);
+    assert_eq!(c.store.destroy_owner_sessions("alice", None).await.unwrap(), 0);
+    assert!(c.load(s.id()).await.is_some(), "revoking the old owner does not end it");
+
+    s.clear_owner();
+    c.store.save(&mut s).await.unwrap();
+    assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 0);
+    assert_eq!(c.load(s.id()).await.unwrap().owner(), None);
+}
+
+async fn owner_limit_refuses_new_sessions(f: &impl StoreFactory) {
+    let c = ctx(f, |c| c.with_max_sessions_per_owner(2, OwnerLimitPolicy::RefuseNew)).await;
+    let mut one = c.saved_for("alice").await;
+    let _two = c.saved_for("alice").await;
+    let _bobs = c.saved_for("bob").await;
+
+    let mut three = c.store.create().await.unwrap();
+    three.set_owner("alice");
+    match c.store.save(&mut three).await {
+        Err(Error::TooManySessions { limit: 2 }) => {}
+        other => panic!("a third session must be refused, got {other:?}"),
+    }
+    assert!(c.load(three.id()).await.is_none(), "the refused session is not stored");
+    let mut anon = c.saved(&[]).await;
+    anon.set_owner("alice");
+    match c.store.cycle_id(&mut anon).await {
+        Err(Error::TooManySessions { limit: 2 }) => {}
+        other => panic!("binding at login must be refused too, got {other:?}"),
+    }
+    assert_eq!(c.load(anon.id()).await.unwrap().owner(), None, "the refused binding is not stored");
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+
+    one.set("still", "fine");
+    c.store.save(&mut one).await.expect("saving an already-bound session is not a new session");
+    c.store.cycle_id(&mut one).await.expect("nor is rotating it");
+
+    c.clock.advance(IDLE + MINUTE);
+    let _fresh = c.saved_for("alice").await; // the old ones expired: room again
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
+}
+
+async fn owner_limit_ends_oldest_sessions(f: &impl StoreFactory) {
+    let c = ctx(f, |c| c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)).await;
+    let oldest = c.saved_for("alice").await;
+    c.clock.advance(MINUTE);
+    let middle = c.saved_for("alice").await;
+    c.clock.advance(MINUTE);
+    let newest = c.saved_for("alice").await;
+
+    assert!(c.load(oldest.id()).await.is_none(), "the oldest session was ended");
+    assert!(c.load(middle.id()).await.is_some());
+    assert!(c.load(newest.id()).await.is_some());
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+
+    c.clock.advance(MINUTE);
+    let mut anon = c.saved(&[]).await;
+    anon.set_owner("alice");
+    c.store.cycle_id(&mut anon).await.unwrap();
+    assert!(c.load(middle.id()).await.is_none(), "login through rotation also ends the oldest");
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+}
+
+async fn owner_limit_counts_a_rotated_session_once(f: &impl StoreFactory) {
+    let c = ctx(f, |c| c.with_max_sessions_per_owner(1, OwnerLimitPolicy::RefuseNew)).await;
+    let mut s = c.store.create().await.unwrap();
+    s.set("cart", "1");
+    c.store.save(&mut s).await.unwrap();
+    s.set_owner("alice");
+    c.store.cycle_id(&mut s).await.expect("the first binding fits the limit of one");
+    for _ in 0..3 {
+        c.store.cycle_id(&mut s).await.expect("rotating the bound session never trips the limit");
+    }
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
+    assert_eq!(c.len().await, 1);
+}

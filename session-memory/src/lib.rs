@@ -1,0 +1,840 @@
+//! In-process session storage: fast, zero-configuration, lost on restart.
+//!
+//! [`MemoryStore`] keeps sessions in a sharded map inside the process. It is
+//! the store for a single instance, for development and for tests. Sessions do
+//! not survive a restart and are not shared between processes: for that use
+//! `session-db` or `session-redis`, which offer the same
+//! [`SessionStore`] API.
+//!
+//! ```
+//! use session_core::{SessionStore, SessionStoreExt};
+//! use session_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> session_core::Result<()> {
+//! let store = MemoryStore::new(3600); // one hour idle timeout
+//!
+//! let mut session = store.create().await?;
+//! session.set("user_id", "42");
+//! store.save(&mut session).await?;
+//!
+//! let loaded = store.load(session.id()).await?.expect("stored");
+//! assert_eq!(loaded.get("user_id"), Some("42"));
+//! assert_eq!(store.len().await?, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Design
+//!
+//! * **Sharded.** Sessions are spread over independently locked shards by
+//!   their hashed key, and no lock is ever held across an `.await`, so many
+//!   tasks on many cores rarely wait for each other.
+//! * **Expiry index.** Each shard keeps its sessions ordered by expiry, so
+//!   [`purge_expired`](SessionStore::purge_expired) costs what it removes, not
+//!   a scan of every session, and [`len`](SessionStore::len) excludes expired
+//!   sessions at the cost of counting only those.
+//! * **Optional cap.** [`MemoryStoreBuilder::max_sessions`] bounds the number
+//!   of stored sessions, so a flood of visitors cannot exhaust memory; the
+//!   [`CapacityPolicy`] says whether new sessions are refused or the ones
+//!   closest to expiry make room.
+//! * **Optional background purge.** [`MemoryStore::spawn_purge_task`] runs
+//!   `purge_expired` periodically on tokio and stops when the store is
+//!   dropped.
+//! * **Keyed by hash.** Like every store, it keys sessions by
+//!   [`StorageKey`], never by the raw ID.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use session_core::{
+    Error, OwnerLimitPolicy, RecordMeta, Result, Rotation, Session, SessionConfig, SessionData, SessionHandle,
+    SessionId, SessionInfo, SessionStore, StorageKey, Write, async_trait,
+};
+
+/// Default number of shards.
+const DEFAULT_SHARDS: usize = 64;
+
+/// What a full store does with a new session (see
+/// [`MemoryStoreBuilder::max_sessions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CapacityPolicy {
+    /// Refuse it: the save returns [`Error::Capacity`]. Existing sessions are
+    /// never disturbed. The safe default for logged-in traffic.
+    RejectNew,
+    /// Make room by ending the session that would expire soonest. Keeps the
+    /// store accepting new visitors under a flood, at the price of ending
+    /// idle sessions early.
+    EvictSoonestExpiring,
+}
+
+/// An in-process [`SessionStore`]. Cheap to clone: clones share the sessions.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+/// Configures a [`MemoryStore`].
+#[derive(Debug, Clone)]
+pub struct MemoryStoreBuilder {
+    config: SessionConfig,
+    shards: usize,
+    capacity: Option<(u64, CapacityPolicy)>,
+}
+
+impl MemoryStoreBuilder {
+    /// Cap the number of stored sessions at `max`. When full, expired
+    /// sessions are purged first; if that frees nothing, `policy` decides.
+    #[must_use]
+    pub fn max_sessions(mut self, max: u64, policy: CapacityPolicy) -> Self {
+        self.capacity = Some((max.max(1), policy));
+        self
+    }
+
+    /// Number of independently locked shards (rounded up to a power of two;
+    /// default 64).
+    #[must_use]
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.clamp(1, 1 << 16).next_power_of_two();
+        self
+    }
+
+    /// Build the store.
+    pub fn build(self) -> MemoryStore {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..self.shards).map(|_| Mutex::new(Shard::default())).collect(),
+                config: self.config,
+                stored: AtomicU64::new(0),
+                capacity: self.capacity,
+                owner_lock: Mutex::new(()),
+            }),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store whose sessions expire after `idle_timeout_secs` seconds without
+    /// a save or touch.
+    pub fn new(idle_timeout_secs: u64) -> Self {
+        Self::with_config(SessionConfig::from_secs(idle_timeout_secs))
+    }
+
+    /// A store with the given timeouts and limits.
+    pub fn with_config(config: SessionConfig) -> Self {
+        Self::builder(config).build()
+    }
+
+    /// Configure a store: capacity, shards.
+    pub fn builder(config: SessionConfig) -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            config,
+            shards: DEFAULT_SHARDS,
+            capacity: None,
+        }
+    }
+
+    /// Run [`purge_expired`](SessionStore::purge_expired) every `interval` on
+    /// the current tokio runtime. The task holds only a weak reference and
+    /// ends by itself once every clone of the store has been dropped.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if called outside a tokio runtime.
+    pub fn spawn_purge_task(&self, interval: Duration) -> Result<tokio::task::JoinHandle<()>> {
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::backend_msg("spawn_purge_task must be called inside a tokio runtime"))?;
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let interval = interval.max(Duration::from_millis(1));
+        Ok(handle.spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // the first tick is immediate
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let purged = inner.purge();
+                if purged > 0 {
+                    tracing::debug!(purged, "purged expired sessions");
+                }
+            }
+        }))
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("config", &self.inner.config)
+            .field("shards", &self.inner.shards.len())
+            .field("stored", &self.inner.stored.load(Ordering::Relaxed))
+            .field("capacity", &self.inner.capacity)
+            .finish()
+    }
+}
+
+struct Inner {
+    config: SessionConfig,
+    shards: Box<[Mutex<Shard>]>,
+    /// Sessions held plus capacity reserved for inserts in progress.
+    stored: AtomicU64,
+    capacity: Option<(u64, CapacityPolicy)>,
+    /// Serialises saves that bind a session to an owner while a per-owner
+    /// limit is configured, so the count and the insert are one step.
+    owner_lock: Mutex<()>,
+}
+
+struct Entry {
+    meta: RecordMeta,
+    data: SessionData,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<StorageKey, Entry>,
+    /// `(expires_ms, key)` of every entry in `map`.
+    expiry: BTreeSet<(i64, StorageKey)>,
+    /// Keys in this shard bound to each owner.
+    owners: HashMap<Arc<str>, HashSet<StorageKey>>,
+}
+
+impl Shard {
+    fn live(&self, key: &StorageKey, now: i64) -> Option<&Entry> {
+        self.map.get(key).filter(|e| e.meta.is_live(now))
+    }
+
+    /// Insert where no entry exists.
+    fn insert(&mut self, key: StorageKey, entry: Entry) {
+        self.expiry.insert((entry.meta.expires_ms, key));
+        if let Some(owner) = &entry.meta.owner {
+            self.owners.entry(Arc::clone(owner)).or_default().insert(key);
+        }
+        self.map.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: &StorageKey) -> Option<Entry> {
+        let entry = self.map.remove(key)?;
+        self.expiry.remove(&(entry.meta.expires_ms, *key));
+        if let Some(owner) = &entry.meta.owner {
+            self.unbind(owner, key);
+        }
+        Some(entry)
+    }
+
+    fn unbind(&mut self, owner: &Arc<str>, key: &StorageKey) {
+        if let MapEntry::Occupied(mut set) = self.owners.entry(Arc::clone(owner)) {
+            set.get_mut().remove(key);
+            if set.get().is_empty() {
+                set.remove();
+            }
+        }
+    }
+
+    /// Replace the metadata and data of an existing entry, keeping the
+    /// indexes in step.
+    fn update(&mut self, key: StorageKey, meta: RecordMeta, data: Option<SessionData>) {
+        let Some(entry) = self.map.get_mut(&key) else { return };
+        let old_expiry = entry.meta.expires_ms;
+        let old_owner = entry.meta.owner.clone();
+        entry.meta = meta;
+        if let Some(data) = data {
+            entry.data = data;
+        }
+        let new_expiry = entry.meta.expires_ms;
+        let new_owner = entry.meta.owner.clone();
+        if old_expiry != new_expiry {
+            self.expiry.remove(&(old_expiry, key));
+            self.expiry.insert((new_expiry, key));
+        }
+        if old_owner != new_owner {
+            if let Some(old) = &old_owner {
+                self.unbind(old, &key);
+            }
+            if let Some(new) = new_owner {
+                self.owners.entry(new).or_default().insert(key);
+            }
+        }
+    }
+
+    /// Remove every expired entry; returns how many.
+    fn purge(&mut self, now: i64) -> u64 {
+        let mut purged = 0;
+        while let Some(&(expires, key)) = self.expiry.first() {
+            if session_core::is_live(expires, now) {
+                break;
+            }
+            self.remove(&key);
+            purged += 1;
+        }
+        purged
+    }
+
+    /// Entries that are stored but expired, counted from the expiry index.
+    fn expired_count(&self, now: i64) -> usize {
+        self.expiry.iter().take_while(|(expires, _)| !session_core::is_live(*expires, now)).count()
+    }
+
+    fn owned_keys(&self, owner: &str) -> Vec<StorageKey> {
+        self.owners.get(owner).map(|set| set.iter().copied().collect()).unwrap_or_default()
+    }
+}
+
+/// How the stored session relates to a write, checked under the shard lock.
+fn check_precondition(shard: &Shard, key: &StorageKey, expected: Option<u64>, now: i64) -> Result<()> {
+    match (shard.live(key, now), expected) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(Error::Conflict),
+        (None, Some(_)) => Err(Error::NotFound),
+        (Some(e), Some(v)) if e.meta.version == v => Ok(()),
+        (Some(_), Some(_)) => Err(Error::Conflict),
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while a shard was locked cannot leave it half-updated in a way
+    // that breaks memory safety; keep serving rather than poisoning forever.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Inner {
+    fn shard_index(&self, key: &StorageKey) -> usize {
+        let b = key.as_bytes();
+        let n = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        // Keys are SHA-256 output, so the low bits are uniform.
+        (n as usize) & (self.shards.len() - 1)
+    }
+
+    fn shard(&self, key: &StorageKey) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[self.shard_index(key)])
+    }
+
+    fn now(&self) -> i64 {
+        self.config.now_ms()
+    }
+
+    fn purge(&self) -> u64 {
+        let now = self.now();
+        let mut purged = 0;
+        for shard in &*self.shards {
+            purged += lock(shard).purge(now);
+        }
+        self.stored.fetch_sub(purged, Ordering::Relaxed);
+        purged
+    }
+
+    /// Reserve room for one more stored session, per the capacity policy.
+    fn reserve(&self) -> Result<()> {
+        let Some((max, policy)) = self.capacity else {
+            self.stored.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        loop {
+            let reserved = self
+                .stored
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+            if reserved.is_ok() {
+                return Ok(());
+            }
+            if self.purge() > 0 {
+                continue;
+            }
+            if policy == CapacityPolicy::EvictSoonestExpiring && self.evict_soonest_expiring() {
+                continue;
+            }
+            tracing::warn!(limit = max, "memory session store is full; refusing a new session");
+            return Err(Error::Capacity { limit: max });
+        }
+    }
+
+    fn release(&self) {
+        self.stored.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn evict_soonest_expiring(&self) -> bool {
+        let soonest = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| lock(s).expiry.first().map(|&(exp, key)| (exp, key, i)))
+            .min();
+        let Some((expires, key, index)) = soonest else { return false };
+        let mut shard = lock(&self.shards[index]);
+        // Only if it is still the same entry; otherwise the caller retries.
+        if shard.map.get(&key).is_some_and(|e| e.meta.expires_ms == expires) {
+            shard.remove(&key);
+            drop(shard);
+            self.release();
+            tracing::debug!("evicted the session closest to expiry to make room");
+        }
+        true
+    }
+
+    /// The live sessions of `owner`, as `(key, meta)`, oldest first.
+    fn owner_entries(&self, owner: &str, now: i64) -> Vec<(StorageKey, RecordMeta)> {
+        let mut found = Vec::new();
+        for shard in &*self.shards {
+            let shard = lock(shard);
+            if let Some(keys) = shard.owners.get(owner) {
+                found.extend(
+                    keys.iter()
+                        .filter_map(|k| shard.live(k, now).map(|e| (*k, e.meta.clone()))),
+                );
+            }
+        }
+        found.sort_by_key(|(key, meta)| (meta.created_ms, *key));
+        found
+    }
+
+    /// Remove the entry at `key` if it is live and bound to `owner`.
+    fn remove_owned(&self, key: &StorageKey, owner: &str, now: i64) -> bool {
+        let mut shard = self.shard(key);
+        let owned = shard.live(key, now).is_some_and(|e| e.meta.owner.as_deref() == Some(owner));
+        if owned {
+            shard.remove(key);
+            drop(shard);
+            self.release();
+        }
+        owned
+    }
+
+    /// If `write` newly binds its session to an owner and a per-owner limit
+    /// is set, take the owner lock and make room (or refuse). `current` is
+    /// where the session is stored now, if it is.
+    fn admit_owner(&self, write: &Write, current: Option<&StorageKey>) -> Result<Option<MutexGuard<'_, ()>>> {
+        let (Some(limit), Some(owner)) = (self.config.max_sessions_per_owner(), write.meta.owner.as_deref()) else {
+            return Ok(None);
+        };
+        let guard = self.owner_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = write.now_ms;
+        if let Some(key) = current {
+            let stored_owner = self.shard(key).live(key, now).and_then(|e| e.meta.owner.clone());
+            if stored_owner.as_deref() == Some(owner) {
+                return Ok(Some(guard)); // already bound: not a new session for this owner
+            }
+        }
+        let others: Vec<_> = self
+            .owner_entries(owner, now)
+            .into_iter()
+            .filter(|(k, _)| Some(k) != current)
+            .collect();
+        let excess = (others.len() + 1).saturating_sub(limit.max as usize);
+        if excess > 0 {
+            match limit.policy {
+                OwnerLimitPolicy::EndOldest => {
+                    for (key, _) in others.iter().take(excess) {
+                        self.remove_owned(key, owner, now);
+                    }
+                }
+                _ => return Err(Error::TooManySessions { limit: limit.max }),
+            }
+        }
+        Ok(Some(guard))
+    }
+
+    fn write(&self, write: Write) -> Result<Write> {
+        let current = write.expected_version.map(|_| write.key);
+        let _owner_guard = self.admit_owner(&write, current.as_ref())?;
+        let inserting = write.expected_version.is_none();
+        if inserting {
+            self.reserve()?;
+        }
+        let mut shard = self.shard(&write.key);
+        if let Err(e) = check_precondition(&shard, &write.key, write.expected_version, write.now_ms) {
+            drop(shard);
+            if inserting {
+                self.release();
+            }
+            return Err(e);
+        }
+        if inserting {
+            // An expired entry may still occupy the key: it is replaced.
+            if shard.remove(&write.key).is_some() {
+                self.release();
+            }
+            shard.insert(
+                write.key,
+                Entry {
+                    meta: write.meta.clone(),
+                    data: write.data.clone(),
+                },
+            );
+        } else {
+            shard.update(write.key, write.meta.clone(), Some(write.data.clone()));
+        }
+        Ok(write)
+    }
+
+    fn rotate(&self, rotation: &Rotation) -> Result<()> {
+        let write = &rotation.write;
+        let stored = write.expected_version.is_some();
+        let current = stored.then_some(rotation.old_key);
+        let _owner_guard = self.admit_owner(write, current.as_ref())?;
+        if !stored {
+            self.reserve()?;
+        }
+        let (a, b) = (self.shard_index(&rotation.old_key), self.shard_index(&write.key));
+        let (mut first, mut second) = if a == b {
+            (lock(&self.shards[a]), None)
+        } else {
+            let (lo, hi) = (a.min(b), a.max(b));
+            let lo_guard = lock(&self.shards[lo]);
+            let hi_guard = lock(&self.shards[hi]);
+            if a < b { (lo_guard, Some(hi_guard)) } else { (hi_guard, Some(lo_guard)) }
+        };
+        // `first` holds the old key's shard, `second` (if any) the new key's.
+        let checked = check_precondition(&first, &rotation.old_key, write.expected_version, write.now_ms).and_then(
+            |()| {
+                let new_shard = second.as_deref().unwrap_or(&*first);
+                check_precondition(new_shard, &write.key, None, write.now_ms)
+            },
+        );
+        if let Err(e) = checked {
+            drop((first, second));
+            if !stored {
+                self.release();
+            }
+            return Err(e);
+        }
+        if stored {
+            first.remove(&rotation.old_key);
+        }
+        let new_shard = second.as_deref_mut().unwrap_or(&mut *first);
+        if new_shard.remove(&write.key).is_some() {
+            self.release(); // an expired entry under the new key
+        }
+        new_shard.insert(
+            write.key,
+            Entry {
+                meta: write.meta.clone(),
+                data: write.data.clone(),
+            },
+        );
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn config(&self) -> &SessionConfig {
+        &self.inner.config
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>> {
+        let now = self.inner.now();
+        let key = id.storage_key();
+        let shard = self.inner.shard(key);
+        Ok(shard
+            .live(key, now)
+            .map(|e| Session::from_stored(id.clone(), e.meta.clone(), e.data.clone())))
+    }
+
+    async fn save(&self, session: &mut Session) -> Result<()> {
+        let write = session.prepare_write(&self.inner.config)?;
+        let write = self.inner.write(write)?;
+        session.commit_write(write);
+        Ok(())
+    }
+
+    async fn touch(&self, session: &mut Session) -> Result<()> {
+        let touch = session.prepare_touch(&self.inner.config)?;
+        let mut shard = self.inner.shard(&touch.key);
+        let Some(entry) = shard.live(&touch.key, touch.now_ms) else {
+            return Err(Error::NotFound);
+        };
+        let meta = RecordMeta {
+            last_active_ms: touch.last_active_ms,
+            expires_ms: touch.expires_ms,
+            ..entry.meta.clone()
+        };
+        shard.update(touch.key, meta, None);
+        drop(shard);
+        session.commit_touch(&touch);
+        Ok(())
+    }
+
+    async fn cycle_id(&self, session: &mut Session) -> Result<()> {
+        let rotation = session.prepare_rotation(&self.inner.config)?;
+        self.inner.rotate(&rotation)?;
+        session.commit_rotation(rotation);
+        Ok(())
+    }
+
+    async fn destroy(&self, id: &SessionId) -> Result<bool> {
+        let now = self.inner.now();
+        let key = id.storage_key();
+        let mut shard = self.inner.shard(key);
+        let Some(entry) = shard.remove(key) else {
+            return Ok(false);
+        };
+        drop(shard);
+        self.inner.release();
+        Ok(entry.meta.is_live(now))
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        Ok(self.inner.purge())
+    }
+
+    async fn len(&self) -> Result<u64> {
+        let now = self.inner.now();
+        let mut live = 0u64;
+        for shard in &*self.inner.shards {
+            let shard = lock(shard);
+            live += (shard.map.len() - shard.expired_count(now)) as u64;
+        }
+        Ok(live)
+    }
+
+    async fn owner_sessions(&self, owner: &str, current: Option<&SessionId>) -> Result<Vec<SessionInfo>> {
+        let now = self.inner.now();
+        Ok(self
+            .inner
+            .owner_entries(owner, now)
+            .iter()
+            .map(|(key, meta)| SessionInfo::from_meta(key, meta, current))
+            .collect())
+    }
+
+    async fn count_owner_sessions(&self, owner: &str) -> Result<u64> {
+        let now = self.inner.now();
+        let mut count = 0u64;
+        for shard in &*self.inner.shards {
+            let shard = lock(shard);
+            if let Some(keys) = shard.owners.get(owner) {
+                count += keys.iter().filter(|k| shard.live(k, now).is_some()).count() as u64;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn destroy_owner_session(&self, owner: &str, handle: &SessionHandle) -> Result<bool> {
+        let now = self.inner.now();
+        for shard in &*self.inner.shards {
+            let keys = lock(shard).owned_keys(owner);
+            if let Some(key) = keys.iter().find(|k| k.handle() == *handle) {
+                return Ok(self.inner.remove_owned(key, owner, now));
+            }
+        }
+        Ok(false)
+    }
+
+    async fn destroy_owner_sessions(&self, owner: &str, keep: Option<&SessionId>) -> Result<u64> {
+        let now = self.inner.now();
+        let keep = keep.map(SessionId::storage_key);
+        let mut ended = 0u64;
+        for shard in &*self.inner.shards {
+            let mut shard = lock(shard);
+            let mut removed = 0u64;
+            for key in shard.owned_keys(owner) {
+                if Some(&key) == keep {
+                    continue;
+                }
+                if let Some(entry) = shard.remove(&key) {
+                    removed += 1;
+                    if entry.meta.is_live(now) {
+                        ended += 1;
+                    }
+                }
+            }
+            drop(shard);
+            self.inner.stored.fetch_sub(removed, Ordering::Relaxed);
+        }
+        Ok(ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::ManualClock;
+
+    fn store_with(
+        clock: &ManualClock,
+        build: impl FnOnce(MemoryStoreBuilder) -> MemoryStoreBuilder,
+    ) -> MemoryStore {
+        build(MemoryStore::builder(SessionConfig::from_secs(60).with_clock(clock.clone()))).build()
+    }
+
+    async fn saved(store: &MemoryStore) -> Session {
+        let mut s = store.create().await.unwrap();
+        store.save(&mut s).await.unwrap();
+        s
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance() {
+        session_core::testing::run_conformance(|config| async move {
+            Arc::new(MemoryStore::with_config(config)) as Arc<dyn SessionStore>
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_with_a_single_shard() {
+        // Rotation and owner bookkeeping within one shard take other paths.
+        session_core::testing::run_conformance(|config| async move {
+            Arc::new(MemoryStore::builder(config).shards(1).build()) as Arc<dyn SessionStore>
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn seed_constructor_means_idle_seconds() {
+        let store = MemoryStore::new(3600);
+        assert_eq!(store.config().idle_timeout(), Duration::from_secs(3600));
+        assert_eq!(store.config().absolute_timeout(), None);
+    }
+
+    #[tokio::test]
+    async fn full_store_rejects_new_sessions_and_keeps_old_ones() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| b.max_sessions(2, CapacityPolicy::RejectNew));
+        let a = saved(&store).await;
+        let b = saved(&store).await;
+        let mut c = store.create().await.unwrap();
+        assert!(matches!(store.save(&mut c).await, Err(Error::Capacity { limit: 2 })));
+        assert!(store.load(a.id()).await.unwrap().is_some());
+        assert!(store.load(b.id()).await.unwrap().is_some());
+        assert_eq!(store.len().await.unwrap(), 2);
+
+        // Updates of stored sessions are not new sessions.
+        let mut a2 = store.load(a.id()).await.unwrap().unwrap();
+        a2.set("k", "v");
+        store.save(&mut a2).await.unwrap();
+        store.cycle_id(&mut a2).await.unwrap();
+
+        // Destroying one makes room.
+        store.destroy(b.id()).await.unwrap();
+        store.save(&mut c).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn full_store_purges_expired_sessions_before_refusing() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| b.max_sessions(2, CapacityPolicy::RejectNew));
+        saved(&store).await;
+        saved(&store).await;
+        clock.advance(Duration::from_secs(61));
+        let fresh = saved(&store).await;
+        assert!(store.load(fresh.id()).await.unwrap().is_some());
+        assert_eq!(store.len().await.unwrap(), 1);
+        assert_eq!(store.purge_expired().await.unwrap(), 0, "the full store already purged");
+    }
+
+    #[tokio::test]
+    async fn full_store_can_evict_the_session_closest_to_expiry() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| b.max_sessions(2, CapacityPolicy::EvictSoonestExpiring));
+        let oldest = saved(&store).await;
+        clock.advance(Duration::from_secs(10));
+        let mut busy = saved(&store).await;
+        clock.advance(Duration::from_secs(10));
+        store.touch(&mut busy).await.unwrap();
+        let newest = saved(&store).await;
+        assert!(store.load(oldest.id()).await.unwrap().is_none(), "closest to expiry was evicted");
+        assert!(store.load(busy.id()).await.unwrap().is_some());
+        assert!(store.load(newest.id()).await.unwrap().is_some());
+        assert_eq!(store.len().await.unwrap(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn capacity_holds_under_a_concurrent_flood() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| b.max_sessions(100, CapacityPolicy::RejectNew));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut refused = 0;
+                for _ in 0..50 {
+                    let mut s = store.create().await.unwrap();
+                    match store.save(&mut s).await {
+                        Ok(()) => {}
+                        Err(Error::Capacity { .. }) => refused += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                refused
+            }));
+        }
+        let mut refused = 0;
+        for t in tasks {
+            refused += t.await.unwrap();
+        }
+        assert_eq!(store.len().await.unwrap(), 100, "never more than the cap");
+        assert_eq!(refused, 300);
+    }
+
+    #[tokio::test]
+    async fn purge_costs_what_it_removes() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| b.shards(4));
+        for _ in 0..1000 {
+            saved(&store).await;
+        }
+        clock.advance(Duration::from_secs(30));
+        let young = saved(&store).await;
+        clock.advance(Duration::from_secs(31));
+        // The purge walks each shard's expiry index from the front and stops
+        // at the first live entry; the live sessions are never visited. We
+        // check the index invariant that makes this true: it is ordered by
+        // expiry and covers exactly the stored entries.
+        for shard in &*store.inner.shards {
+            let shard = lock(shard);
+            assert_eq!(shard.expiry.len(), shard.map.len());
+            for (expires, key) in &shard.expiry {
+                assert_eq!(shard.map[key].meta.expires_ms, *expires);
+            }
+        }
+        assert_eq!(store.purge_expired().await.unwrap(), 1000);
+        assert!(store.load(young.id()).await.unwrap().is_some());
+        assert_eq!(store.inner.stored.load(Ordering::Relaxed), 1);
+        for shard in &*store.inner.shards {
+            let shard = lock(shard);
+            assert_eq!(shard.expiry.len(), shard.map.len(), "purge keeps the index in step");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_purge_runs_and_stops_when_the_store_is_dropped() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| b);
+        let task = store.spawn_purge_task(Duration::from_secs(5)).unwrap();
+        saved(&store).await;
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(store.inner.stored.load(Ordering::Relaxed), 1);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(store.inner.stored.load(Ordering::Relaxed), 0, "the task purged");
+        assert!(!task.is_finished());
+        drop(store);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(task.is_finished(), "the task ends once the store is gone");
+    }
+
+    #[test]
+    fn purge_task_outside_a_runtime_is_an_error_not_a_panic() {
+        let store = MemoryStore::new(60);
+        assert!(matches!(store.spawn_purge_task(Duration::from_secs(1)), Err(Error::Backend(_))));
+    }
+
+    #[tokio::test]
+    async fn stores_only_the_hashed_key() {
+        let store = MemoryStore::new(60);
+        let s = saved(&store).await;
+        let shard = store.inner.shard(s.id().storage_key());
+        assert!(shard.map.contains_key(s.id().storage_key()));
+        assert_ne!(s.id().storage_key().to_hex(), s.id().as_str());
+    }
+
+    #[tokio::test]
+    async fn debug_output_reveals_no_session_id() {
+        let store = MemoryStore::new(60);
+        let s = saved(&store).await;
+        let shown = format!("{store:?} {s:?}");
+        assert!(!shown.contains(s.id().as_str()));
+    }
+}
