@@ -105,6 +105,27 @@ pub async fn run_conformance(factory: impl StoreFactory) {
     );
 }
 
+/// Environment variable that turns a missing test service into a failure.
+/// `cargo xtask ci --require-services` sets it.
+pub const REQUIRE_SERVICES_ENV: &str = "SESSION_TEST_REQUIRE_SERVICES";
+
+/// The URL of a test server from environment variable `var` (for example
+/// `SESSION_TEST_REDIS_URL`), or `None` after printing that the test is
+/// skipped. When [`REQUIRE_SERVICES_ENV`] is set, a missing URL panics
+/// instead, so CI cannot pass by skipping.
+pub fn service_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var_os(REQUIRE_SERVICES_ENV).is_some() => {
+            panic!("{var} is not set, but {REQUIRE_SERVICES_ENV} requires every server-backed test to run")
+        }
+        _ => {
+            println!("SKIPPED: {var} is not set; this test needs that server");
+            None
+        }
+    }
+}
+
 struct Ctx {
     store: Arc<dyn SessionStore>,
     clock: ManualClock,
