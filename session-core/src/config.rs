@@ -159,7 +159,10 @@ impl SessionConfig {
     /// raised to 1 if given as 0.
     #[must_use]
     pub fn with_max_sessions_per_owner(mut self, max: u32, policy: OwnerLimitPolicy) -> Self {
-        self.owner_limit = Some(OwnerLimit { max: max.max(1), policy });
+        self.owner_limit = Some(OwnerLimit {
+            max: max.max(1),
+            policy,
+        });
         self
     }
 
@@ -202,7 +205,8 @@ impl SessionConfig {
 
     /// The absolute deadline of a session created at `created_ms`.
     pub fn absolute_deadline(&self, created_ms: i64) -> Option<i64> {
-        self.absolute_timeout.map(|a| created_ms.saturating_add(duration_ms(a)))
+        self.absolute_timeout
+            .map(|a| created_ms.saturating_add(duration_ms(a)))
     }
 
     /// When a session active at `now_ms` expires: the idle deadline, capped by
@@ -265,7 +269,10 @@ mod tests {
         assert_eq!(abs, Some(101_000));
         assert_eq!(config.expiry_after_activity(1_000, abs), 61_000);
         assert_eq!(config.expiry_after_activity(80_000, abs), 101_000);
-        assert_eq!(SessionConfig::from_secs(60).expiry_after_activity(5, None), 60_005);
+        assert_eq!(
+            SessionConfig::from_secs(60).expiry_after_activity(5, None),
+            60_005
+        );
     }
 
     #[test]
@@ -289,7 +296,8 @@ mod tests {
 
     #[test]
     fn zero_limits_are_clamped() {
-        let c = SessionConfig::new(Duration::ZERO).with_max_sessions_per_owner(0, OwnerLimitPolicy::RefuseNew);
+        let c = SessionConfig::new(Duration::ZERO)
+            .with_max_sessions_per_owner(0, OwnerLimitPolicy::RefuseNew);
         assert!(c.idle_timeout() > Duration::ZERO);
         assert_eq!(c.max_sessions_per_owner().map(|l| l.max), Some(1));
     }

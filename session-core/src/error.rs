@@ -23,7 +23,9 @@ pub enum Error {
     /// and apply the change again, or use
     /// [`SessionStoreExt::update`](crate::SessionStoreExt::update), which does
     /// exactly that.
-    #[error("session was modified concurrently since it was loaded; reload it and apply the change again")]
+    #[error(
+        "session was modified concurrently since it was loaded; reload it and apply the change again"
+    )]
     Conflict,
 
     /// The session does not exist (any more): it was destroyed, rotated away
@@ -48,7 +50,9 @@ pub enum Error {
 
     /// The session data is larger than the configured limit; nothing was
     /// written.
-    #[error("session data is {size} bytes encoded, over the limit of {limit} bytes; store less in the session")]
+    #[error(
+        "session data is {size} bytes encoded, over the limit of {limit} bytes; store less in the session"
+    )]
     TooLarge {
         /// Encoded size of the data that was refused.
         size: usize,

@@ -66,7 +66,8 @@ impl SessionId {
     /// which on supported platforms does not happen after boot.
     pub fn generate() -> Result<Self, Error> {
         let mut bytes = [0u8; GENERATED_BYTES];
-        getrandom::fill(&mut bytes).map_err(|e| Error::backend_msg(format!("OS randomness unavailable: {e}")))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| Error::backend_msg(format!("OS randomness unavailable: {e}")))?;
         let mut text = [0u8; GENERATED_LEN];
         let written = URL_SAFE_NO_PAD
             .encode_slice(bytes, &mut text)
@@ -99,7 +100,10 @@ impl SessionId {
                 text.len()
             )));
         }
-        if let Some(pos) = text.bytes().position(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+        if let Some(pos) = text
+            .bytes()
+            .position(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
             return Err(Error::InvalidId(format!(
                 "character {} is not in the base64url alphabet (A-Z a-z 0-9 - _, no padding)",
                 pos + 1
@@ -213,7 +217,10 @@ impl StorageKey {
     pub fn from_hex(hex: &str) -> Result<Self, Error> {
         let bytes = hex.as_bytes();
         if bytes.len() != 64 {
-            return Err(Error::Codec(format!("a storage key has 64 hex digits, not {}", bytes.len())));
+            return Err(Error::Codec(format!(
+                "a storage key has 64 hex digits, not {}",
+                bytes.len()
+            )));
         }
         let mut out = [0u8; 32];
         for (i, pair) in bytes.chunks_exact(2).enumerate() {
@@ -221,7 +228,11 @@ impl StorageKey {
             let lo = hex_value(pair[1]);
             match (hi, lo) {
                 (Some(hi), Some(lo)) => out[i] = hi << 4 | lo,
-                _ => return Err(Error::Codec("a storage key contains a non-hex character".into())),
+                _ => {
+                    return Err(Error::Codec(
+                        "a storage key contains a non-hex character".into(),
+                    ));
+                }
             }
         }
         Ok(Self(out))
@@ -284,7 +295,9 @@ impl SessionHandle {
         let mut out = [0u8; 16];
         match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut out) {
             Ok(16) if text.len() == 22 => Ok(Self(out)),
-            _ => Err(Error::InvalidId("a session handle is 22 base64url characters".into())),
+            _ => Err(Error::InvalidId(
+                "a session handle is 22 base64url characters".into(),
+            )),
         }
     }
 }
@@ -318,7 +331,11 @@ mod tests {
         let a = SessionId::generate().unwrap();
         let b = SessionId::generate().unwrap();
         assert_eq!(a.as_str().len(), 43);
-        assert!(a.as_str().bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            a.as_str()
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
         assert_ne!(a, b);
         assert_ne!(a.as_str(), b.as_str());
         assert_eq!(SessionId::parse(a.as_str()).unwrap(), a);
@@ -327,7 +344,10 @@ mod tests {
     #[test]
     fn short_ids_are_rejected_and_22_chars_accepted() {
         assert!(matches!(SessionId::parse(""), Err(Error::InvalidId(_))));
-        assert!(matches!(SessionId::parse(&"A".repeat(21)), Err(Error::InvalidId(_))));
+        assert!(matches!(
+            SessionId::parse(&"A".repeat(21)),
+            Err(Error::InvalidId(_))
+        ));
         // 22 chars = 132 bits; the last char must leave its 4 spare bits zero.
         SessionId::parse(&"A".repeat(22)).unwrap();
         SessionId::parse("abcdefghijklmnopqrstuw").unwrap();
@@ -343,7 +363,10 @@ mod tests {
     #[test]
     fn impossible_base64_length_is_rejected() {
         // 4n+1 characters cannot come from any byte string.
-        assert!(matches!(SessionId::parse(&"A".repeat(25)), Err(Error::InvalidId(_))));
+        assert!(matches!(
+            SessionId::parse(&"A".repeat(25)),
+            Err(Error::InvalidId(_))
+        ));
     }
 
     #[test]
@@ -357,7 +380,10 @@ mod tests {
             format!("{}é", "A".repeat(22)),
             format!("{}\0", "A".repeat(23)),
         ] {
-            assert!(matches!(SessionId::parse(&bad), Err(Error::InvalidId(_))), "{bad:?} was accepted");
+            assert!(
+                matches!(SessionId::parse(&bad), Err(Error::InvalidId(_))),
+                "{bad:?} was accepted"
+            );
         }
     }
 
@@ -383,7 +409,11 @@ mod tests {
         let mut plain = Sha256::new();
         plain.update(id.as_str().as_bytes());
         let plain: [u8; 32] = plain.finalize().into();
-        assert_ne!(id.storage_key().as_bytes(), &plain, "the key must not be a bare hash of the ID");
+        assert_ne!(
+            id.storage_key().as_bytes(),
+            &plain,
+            "the key must not be a bare hash of the ID"
+        );
 
         let mut expected = Sha256::new();
         expected.update(b"sess.v1\0");

@@ -73,8 +73,8 @@ mod store;
 pub mod testing;
 
 pub use config::{
-    Clock, DEFAULT_MAX_DATA_SIZE, ManualClock, OwnerLimit, OwnerLimitPolicy, SessionConfig, SystemClock, duration_ms,
-    from_ms, to_ms,
+    Clock, DEFAULT_MAX_DATA_SIZE, ManualClock, OwnerLimit, OwnerLimitPolicy, SessionConfig,
+    SystemClock, duration_ms, from_ms, to_ms,
 };
 pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, MIN_ID_LEN, SessionHandle, SessionId, StorageKey};

@@ -68,7 +68,11 @@ impl Session {
     /// # Errors
     /// [`Error::Value`] if `value` cannot be serialized to JSON (for example a
     /// map with non-string keys); the session is left unchanged.
-    pub fn insert<T: Serialize + ?Sized>(&mut self, key: impl Into<String>, value: &T) -> Result<()> {
+    pub fn insert<T: Serialize + ?Sized>(
+        &mut self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<()> {
         let key = key.into();
         let value = match serde_json::to_value(value) {
             Ok(v) => v,
@@ -328,7 +332,11 @@ impl Session {
     ///
     /// # Errors
     /// As [`Session::prepare_rotation`].
-    pub fn prepare_rotation_to(&self, config: &SessionConfig, new_id: SessionId) -> Result<Rotation> {
+    pub fn prepare_rotation_to(
+        &self,
+        config: &SessionConfig,
+        new_id: SessionId,
+    ) -> Result<Rotation> {
         let write = self.prepare_write_under(config, new_id.storage_key())?;
         Ok(Rotation {
             old_key: *self.id.storage_key(),
@@ -482,7 +490,10 @@ mod tests {
     use std::time::Duration;
 
     fn session() -> Session {
-        Session::new(SessionId::generate().unwrap(), &SessionConfig::from_secs(60))
+        Session::new(
+            SessionId::generate().unwrap(),
+            &SessionConfig::from_secs(60),
+        )
     }
 
     #[test]
@@ -553,7 +564,10 @@ mod tests {
         // `get` only answers for strings.
         assert_eq!(s.get("cart"), None);
         let err = s.get_as::<u64>("name").unwrap_err();
-        assert!(matches!(err, Error::Value { ref key, .. } if key == "name"), "{err}");
+        assert!(
+            matches!(err, Error::Value { ref key, .. } if key == "name"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -575,8 +589,19 @@ mod tests {
         assert_eq!(bytes[0], CODEC_V1);
         assert_eq!(SessionData::decode(&bytes).unwrap(), *s.data());
 
-        for junk in [&b""[..], b"\x01", b"\x01[1,2]", b"\x01{\"a\":", b"\x02{}", b"{}", b"\xff\xfe\x00"] {
-            assert!(matches!(SessionData::decode(junk), Err(Error::Codec(_))), "{junk:?} decoded");
+        for junk in [
+            &b""[..],
+            b"\x01",
+            b"\x01[1,2]",
+            b"\x01{\"a\":",
+            b"\x02{}",
+            b"{}",
+            b"\xff\xfe\x00",
+        ] {
+            assert!(
+                matches!(SessionData::decode(junk), Err(Error::Codec(_))),
+                "{junk:?} decoded"
+            );
         }
     }
 
@@ -608,7 +633,11 @@ mod tests {
         let w = s.prepare_write(&config).unwrap();
         assert_eq!(w.expected_version, Some(1));
         assert_eq!(w.meta.version, 2);
-        assert_eq!(w.meta.expires_ms, created + 100_000, "capped by absolute deadline");
+        assert_eq!(
+            w.meta.expires_ms,
+            created + 100_000,
+            "capped by absolute deadline"
+        );
         assert_eq!(w.meta.created_ms, created);
         s.commit_write(w);
 
@@ -622,7 +651,10 @@ mod tests {
         let config = SessionConfig::from_secs(60).with_max_data_size(32);
         let mut s = Session::new(SessionId::generate().unwrap(), &config);
         s.set("big", "x".repeat(64));
-        assert!(matches!(s.prepare_write(&config), Err(Error::TooLarge { limit: 32, .. })));
+        assert!(matches!(
+            s.prepare_write(&config),
+            Err(Error::TooLarge { limit: 32, .. })
+        ));
     }
 
     #[test]

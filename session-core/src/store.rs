@@ -9,7 +9,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::config::from_ms;
-use crate::{Error, RecordMeta, Result, Session, SessionConfig, SessionHandle, SessionId, StorageKey};
+use crate::{
+    Error, RecordMeta, Result, Session, SessionConfig, SessionHandle, SessionId, StorageKey,
+};
 
 /// Where sessions live. One API for every backend.
 ///
@@ -131,7 +133,11 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// [`Error::Backend`] if storage fails.
-    async fn owner_sessions(&self, owner: &str, current: Option<&SessionId>) -> Result<Vec<SessionInfo>>;
+    async fn owner_sessions(
+        &self,
+        owner: &str,
+        current: Option<&SessionId>,
+    ) -> Result<Vec<SessionInfo>>;
 
     /// How many live sessions `owner` has.
     ///

@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
 use crate::{
-    Error, ManualClock, OwnerLimitPolicy, Session, SessionConfig, SessionHandle, SessionId, SessionStore,
-    SessionStoreExt,
+    Error, ManualClock, OwnerLimitPolicy, Session, SessionConfig, SessionHandle, SessionId,
+    SessionStore, SessionStoreExt,
 };
 
 const IDLE: Duration = Duration::from_secs(30 * 60);
@@ -117,7 +117,9 @@ pub fn service_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ if std::env::var_os(REQUIRE_SERVICES_ENV).is_some() => {
-            panic!("{var} is not set, but {REQUIRE_SERVICES_ENV} requires every server-backed test to run")
+            panic!(
+                "{var} is not set, but {REQUIRE_SERVICES_ENV} requires every server-backed test to run"
+            )
         }
         _ => {
             println!("SKIPPED: {var} is not set; this test needs that server");
@@ -150,14 +152,20 @@ impl Ctx {
         for (k, v) in pairs {
             s.set(*k, *v);
         }
-        self.store.save(&mut s).await.expect("first save of a new session");
+        self.store
+            .save(&mut s)
+            .await
+            .expect("first save of a new session");
         s
     }
 
     async fn saved_for(&self, owner: &str) -> Session {
         let mut s = self.store.create().await.expect("create");
         s.set_owner(owner);
-        self.store.save(&mut s).await.expect("save of an owned session");
+        self.store
+            .save(&mut s)
+            .await
+            .expect("save of an owned session");
         s
     }
 
@@ -176,7 +184,10 @@ async fn new_session_is_not_stored_until_saved(f: &impl StoreFactory) {
     assert!(s.is_new());
     assert_eq!(c.len().await, 0, "create must not store anything");
     assert!(c.store.is_empty().await.unwrap());
-    assert!(c.load(s.id()).await.is_none(), "an unsaved session must not load");
+    assert!(
+        c.load(s.id()).await.is_none(),
+        "an unsaved session must not load"
+    );
 
     s.set("user_id", "42");
     c.store.save(&mut s).await.unwrap();
@@ -246,7 +257,12 @@ async fn data_round_trips_through_storage(f: &impl StoreFactory) {
 
     let mut empty = c.store.create().await.unwrap();
     c.store.save(&mut empty).await.unwrap();
-    assert!(c.load(empty.id()).await.expect("an empty session can be stored").is_empty());
+    assert!(
+        c.load(empty.id())
+            .await
+            .expect("an empty session can be stored")
+            .is_empty()
+    );
 }
 
 async fn second_save_updates_in_place(f: &impl StoreFactory) {
@@ -298,10 +314,17 @@ async fn create_with_id_accepts_a_caller_id_and_refuses_a_live_one(f: &impl Stor
     let mut s = c.store.create_with_id(&text).await.unwrap();
     assert_eq!(s.id().as_str(), text);
     assert!(s.is_new());
-    assert_eq!(c.len().await, 0, "create_with_id stores nothing before save");
+    assert_eq!(
+        c.len().await,
+        0,
+        "create_with_id stores nothing before save"
+    );
     s.set("k", "v");
     c.store.save(&mut s).await.unwrap();
-    let loaded = c.load(&text.parse().unwrap()).await.expect("loads by the caller's ID");
+    let loaded = c
+        .load(&text.parse().unwrap())
+        .await
+        .expect("loads by the caller's ID");
     assert_eq!(loaded.get("k"), Some("v"));
 
     match c.store.create_with_id(&text).await {
@@ -338,12 +361,23 @@ async fn stale_save_is_rejected(f: &impl StoreFactory) {
         Err(Error::Conflict) => {}
         other => panic!("a save from a stale load must be Conflict, got {other:?}"),
     }
-    assert_eq!(b.version(), 1, "a refused save leaves the session's version alone");
-    assert_eq!(c.load(s.id()).await.unwrap().get("x"), Some("a"), "the winner's data stays");
+    assert_eq!(
+        b.version(),
+        1,
+        "a refused save leaves the session's version alone"
+    );
+    assert_eq!(
+        c.load(s.id()).await.unwrap().get("x"),
+        Some("a"),
+        "the winner's data stays"
+    );
 
     let mut fresh = c.load(s.id()).await.unwrap();
     fresh.set("x", "b");
-    c.store.save(&mut fresh).await.expect("a reloaded session saves");
+    c.store
+        .save(&mut fresh)
+        .await
+        .expect("a reloaded session saves");
     assert_eq!(c.load(s.id()).await.unwrap().get("x"), Some("b"));
 }
 
@@ -373,10 +407,18 @@ async fn concurrent_plain_saves_exactly_one_wins(f: &impl StoreFactory) {
                 (_, Err(e)) => panic!("round {round}: unexpected error {e}"),
             }
         }
-        assert_eq!(winners.len(), 1, "round {round}: exactly one racer must win, got {winners:?}");
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one racer must win, got {winners:?}"
+        );
         assert_eq!(conflicts, 1, "round {round}: the other must get a conflict");
         let stored = c.load(s.id()).await.unwrap();
-        assert_eq!(stored.get("winner"), Some(winners[0]), "round {round}: the winner's write is stored");
+        assert_eq!(
+            stored.get("winner"),
+            Some(winners[0]),
+            "round {round}: the winner's write is stored"
+        );
     }
 }
 
@@ -408,8 +450,16 @@ async fn update_helper_loses_no_increment(f: &impl StoreFactory) {
         t.await.unwrap();
     }
     let end = c.load(s.id()).await.unwrap();
-    assert_eq!(end.get_as::<u64>("counter").unwrap(), Some(TASKS * INCREMENTS), "increments were lost");
-    assert_eq!(end.version(), 1 + TASKS * INCREMENTS, "every increment is one stored version");
+    assert_eq!(
+        end.get_as::<u64>("counter").unwrap(),
+        Some(TASKS * INCREMENTS),
+        "increments were lost"
+    );
+    assert_eq!(
+        end.version(),
+        1 + TASKS * INCREMENTS,
+        "every increment is one stored version"
+    );
 
     let missing = SessionId::generate().unwrap();
     match c.store.update(&missing, |s| s.set("a", "b")).await {
@@ -426,8 +476,14 @@ async fn destroyed_session_is_not_resurrected(f: &impl StoreFactory) {
     let mut other = c.load(s.id()).await.unwrap();
     let mut third = c.load(s.id()).await.unwrap();
 
-    assert!(c.store.destroy(s.id()).await.unwrap(), "destroy reports a removal");
-    assert!(!c.store.destroy(s.id()).await.unwrap(), "a second destroy removes nothing");
+    assert!(
+        c.store.destroy(s.id()).await.unwrap(),
+        "destroy reports a removal"
+    );
+    assert!(
+        !c.store.destroy(s.id()).await.unwrap(),
+        "a second destroy removes nothing"
+    );
 
     in_flight.set("cart", "1 item");
     match c.store.save(&mut in_flight).await {
@@ -442,7 +498,10 @@ async fn destroyed_session_is_not_resurrected(f: &impl StoreFactory) {
         Err(Error::NotFound) => {}
         other => panic!("rotating a destroyed session must be NotFound, got {other:?}"),
     }
-    assert!(c.load(s.id()).await.is_none(), "the destroyed session stays gone");
+    assert!(
+        c.load(s.id()).await.is_none(),
+        "the destroyed session stays gone"
+    );
     assert!(c.load(third.id()).await.is_none());
     assert_eq!(c.len().await, 0);
 }
@@ -456,17 +515,31 @@ async fn touch_slides_idle_deadline_without_bumping_version(f: &impl StoreFactor
 
     c.clock.advance(20 * MINUTE);
     c.store.touch(&mut reader).await.unwrap();
-    assert_eq!(reader.expires_at(), before + 20 * MINUTE, "touch slides the idle deadline");
+    assert_eq!(
+        reader.expires_at(),
+        before + 20 * MINUTE,
+        "touch slides the idle deadline"
+    );
     assert_eq!(reader.version(), 1, "touch does not bump the version");
     let stored = c.load(s.id()).await.unwrap();
-    assert_eq!(stored.expires_at(), reader.expires_at(), "the slid deadline is stored");
+    assert_eq!(
+        stored.expires_at(),
+        reader.expires_at(),
+        "the slid deadline is stored"
+    );
     assert_eq!(stored.last_active(), reader.last_active());
     assert_eq!(stored.version(), 1);
 
     c.clock.advance(20 * MINUTE);
-    assert!(c.load(s.id()).await.is_some(), "40 minutes after the save, 20 after the touch: alive");
+    assert!(
+        c.load(s.id()).await.is_some(),
+        "40 minutes after the save, 20 after the touch: alive"
+    );
     writer.set("k", "w");
-    c.store.save(&mut writer).await.expect("a touch must not make a concurrent save conflict");
+    c.store
+        .save(&mut writer)
+        .await
+        .expect("a touch must not make a concurrent save conflict");
 }
 
 async fn save_slides_idle_deadline(f: &impl StoreFactory) {
@@ -476,7 +549,10 @@ async fn save_slides_idle_deadline(f: &impl StoreFactory) {
     s.set("n", "1");
     c.store.save(&mut s).await.unwrap();
     c.clock.advance(20 * MINUTE);
-    assert!(c.load(s.id()).await.is_some(), "a save slides the idle deadline");
+    assert!(
+        c.load(s.id()).await.is_some(),
+        "a save slides the idle deadline"
+    );
 }
 
 async fn idle_timeout_expires_session(f: &impl StoreFactory) {
@@ -486,10 +562,20 @@ async fn idle_timeout_expires_session(f: &impl StoreFactory) {
     let mut toucher = c.load(s.id()).await.unwrap();
 
     c.clock.advance(IDLE - Duration::from_millis(1));
-    assert!(c.load(s.id()).await.is_some(), "alive until the idle deadline");
+    assert!(
+        c.load(s.id()).await.is_some(),
+        "alive until the idle deadline"
+    );
     c.clock.advance(Duration::from_millis(1));
-    assert!(c.load(s.id()).await.is_none(), "expired at the idle deadline");
-    assert_eq!(c.len().await, 0, "len excludes expired sessions before any purge");
+    assert!(
+        c.load(s.id()).await.is_none(),
+        "expired at the idle deadline"
+    );
+    assert_eq!(
+        c.len().await,
+        0,
+        "len excludes expired sessions before any purge"
+    );
     assert!(c.store.is_empty().await.unwrap());
 
     in_flight.set("k", "late");
@@ -501,7 +587,10 @@ async fn idle_timeout_expires_session(f: &impl StoreFactory) {
         Err(Error::NotFound) => {}
         other => panic!("touching an expired session must be NotFound, got {other:?}"),
     }
-    assert!(c.load(s.id()).await.is_none(), "an expired session is not revived by a save or touch");
+    assert!(
+        c.load(s.id()).await.is_none(),
+        "an expired session is not revived by a save or touch"
+    );
 }
 
 async fn expired_id_can_be_reused_by_insert(f: &impl StoreFactory) {
@@ -512,9 +601,16 @@ async fn expired_id_can_be_reused_by_insert(f: &impl StoreFactory) {
     c.store.save(&mut old).await.unwrap();
     c.clock.advance(IDLE + MINUTE);
 
-    let mut new = c.store.create_with_id(&text).await.expect("an expired ID is free again");
+    let mut new = c
+        .store
+        .create_with_id(&text)
+        .await
+        .expect("an expired ID is free again");
     new.set("gen", "new");
-    c.store.save(&mut new).await.expect("insert over an expired, unpurged record");
+    c.store
+        .save(&mut new)
+        .await
+        .expect("insert over an expired, unpurged record");
     let loaded = c.load(new.id()).await.unwrap();
     assert_eq!(loaded.get("gen"), Some("new"));
     assert_eq!(loaded.version(), 1);
@@ -525,18 +621,31 @@ async fn absolute_timeout_caps_lifetime(f: &impl StoreFactory) {
     let c = ctx(f, |c| c.with_absolute_timeout(Duration::from_secs(3600))).await;
     let mut s = c.saved(&[]).await;
     let created = s.created_at();
-    assert_eq!(s.absolute_deadline(), Some(created + Duration::from_secs(3600)));
+    assert_eq!(
+        s.absolute_deadline(),
+        Some(created + Duration::from_secs(3600))
+    );
 
     c.clock.advance(20 * MINUTE);
     c.store.touch(&mut s).await.unwrap();
     c.clock.advance(20 * MINUTE);
     s.set("n", "1");
     c.store.save(&mut s).await.unwrap();
-    assert_eq!(s.expires_at(), created + Duration::from_secs(3600), "expiry is capped by the absolute deadline");
+    assert_eq!(
+        s.expires_at(),
+        created + Duration::from_secs(3600),
+        "expiry is capped by the absolute deadline"
+    );
     c.clock.advance(19 * MINUTE);
-    assert!(c.load(s.id()).await.is_some(), "alive before the absolute deadline");
+    assert!(
+        c.load(s.id()).await.is_some(),
+        "alive before the absolute deadline"
+    );
     c.clock.advance(MINUTE);
-    assert!(c.load(s.id()).await.is_none(), "dead at the absolute deadline however active");
+    assert!(
+        c.load(s.id()).await.is_none(),
+        "dead at the absolute deadline however active"
+    );
     assert_eq!(c.len().await, 0);
     match c.store.touch(&mut s).await {
         Err(Error::NotFound) => {}
@@ -554,12 +663,24 @@ async fn expired_sessions_are_invisible_then_purged(f: &impl StoreFactory) {
     let young = [c.saved(&[]).await, c.saved(&[]).await];
     c.clock.advance(15 * MINUTE);
 
-    assert_eq!(c.len().await, 2, "the three expired sessions are not counted");
+    assert_eq!(
+        c.len().await,
+        2,
+        "the three expired sessions are not counted"
+    );
     for s in &old {
         assert!(c.load(s.id()).await.is_none());
     }
-    assert_eq!(c.store.purge_expired().await.unwrap(), 3, "purge removes exactly the expired sessions");
-    assert_eq!(c.store.purge_expired().await.unwrap(), 0, "nothing left to purge");
+    assert_eq!(
+        c.store.purge_expired().await.unwrap(),
+        3,
+        "purge removes exactly the expired sessions"
+    );
+    assert_eq!(
+        c.store.purge_expired().await.unwrap(),
+        0,
+        "nothing left to purge"
+    );
     assert_eq!(c.len().await, 2);
     for s in &young {
         assert!(c.load(s.id()).await.is_some(), "purge keeps live sessions");
@@ -579,7 +700,11 @@ async fn rotation_keeps_data_and_kills_old_id(f: &impl StoreFactory) {
     assert!(c.load(&old).await.is_none(), "the old ID is dead at once");
     let loaded = c.load(s.id()).await.expect("the new ID loads");
     assert_eq!(loaded.get("user_id"), Some("42"), "rotation keeps the data");
-    assert_eq!(loaded.created_at(), created, "rotation keeps the creation time");
+    assert_eq!(
+        loaded.created_at(),
+        created,
+        "rotation keeps the creation time"
+    );
     assert_eq!(c.len().await, 1, "rotation does not duplicate the session");
 
     stale.set("user_id", "attacker");
@@ -587,9 +712,15 @@ async fn rotation_keeps_data_and_kills_old_id(f: &impl StoreFactory) {
         Err(Error::NotFound) => {}
         other => panic!("a save under the rotated-away ID must be NotFound, got {other:?}"),
     }
-    assert!(!c.store.destroy(&old).await.unwrap(), "nothing is left under the old ID");
+    assert!(
+        !c.store.destroy(&old).await.unwrap(),
+        "nothing is left under the old ID"
+    );
     s.set("after", "rotation");
-    c.store.save(&mut s).await.expect("the rotated session saves normally");
+    c.store
+        .save(&mut s)
+        .await
+        .expect("the rotated session saves normally");
     assert_eq!(c.load(s.id()).await.unwrap().get("user_id"), Some("42"));
 }
 
@@ -601,7 +732,13 @@ async fn rotation_stores_pending_changes_and_new_sessions(f: &impl StoreFactory)
     c.store.cycle_id(&mut fresh).await.unwrap();
     assert_ne!(*fresh.id(), unsaved_id);
     assert!(c.load(&unsaved_id).await.is_none());
-    assert_eq!(c.load(fresh.id()).await.expect("stored by rotation").get("cart"), Some("3 items"));
+    assert_eq!(
+        c.load(fresh.id())
+            .await
+            .expect("stored by rotation")
+            .get("cart"),
+        Some("3 items")
+    );
 
     let mut s = c.load(fresh.id()).await.unwrap();
     s.set("user_id", "7");
@@ -625,7 +762,11 @@ async fn stale_rotation_is_rejected(f: &impl StoreFactory) {
         other => panic!("rotating a stale session must be Conflict, got {other:?}"),
     }
     assert_eq!(b.id(), s.id(), "a refused rotation keeps the old ID");
-    assert_eq!(c.load(s.id()).await.unwrap().get("x"), Some("a"), "the stored session is untouched");
+    assert_eq!(
+        c.load(s.id()).await.unwrap().get("x"),
+        Some("a"),
+        "the stored session is untouched"
+    );
     assert_eq!(c.len().await, 1, "a refused rotation stores nothing new");
 }
 
@@ -644,8 +785,14 @@ async fn oversized_data_is_refused_and_loses_nothing(f: &impl StoreFactory) {
 
     let mut big = c.store.create().await.unwrap();
     big.set("big", "x".repeat(2048));
-    assert!(matches!(c.store.save(&mut big).await, Err(Error::TooLarge { .. })));
-    assert!(matches!(c.store.cycle_id(&mut big).await, Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        c.store.save(&mut big).await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        c.store.cycle_id(&mut big).await,
+        Err(Error::TooLarge { .. })
+    ));
     assert_eq!(c.len().await, 1, "nothing oversized was stored");
 }
 
@@ -658,15 +805,27 @@ async fn owner_binding_survives_save_touch_and_rotation(f: &impl StoreFactory) {
 
     s.set_owner("alice");
     c.store.cycle_id(&mut s).await.unwrap();
-    assert_eq!(c.load(s.id()).await.unwrap().owner(), Some("alice"), "binding is stored");
+    assert_eq!(
+        c.load(s.id()).await.unwrap().owner(),
+        Some("alice"),
+        "binding is stored"
+    );
     c.store.touch(&mut s).await.unwrap();
     s.set("n", "2");
     c.store.save(&mut s).await.unwrap();
     c.store.cycle_id(&mut s).await.unwrap();
-    assert_eq!(c.load(s.id()).await.unwrap().owner(), Some("alice"), "binding survives save, touch, rotation");
+    assert_eq!(
+        c.load(s.id()).await.unwrap().owner(),
+        Some("alice"),
+        "binding survives save, touch, rotation"
+    );
     let listed = c.store.owner_sessions("alice", Some(s.id())).await.unwrap();
     assert_eq!(listed.len(), 1, "a rotated session is listed once");
-    assert_eq!(listed[0].handle, s.id().handle(), "the listing follows the rotation");
+    assert_eq!(
+        listed[0].handle,
+        s.id().handle(),
+        "the listing follows the rotation"
+    );
     assert!(listed[0].is_current);
 }
 
@@ -680,11 +839,19 @@ async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
     let bobs = c.saved_for("bob").await;
     let _anonymous = c.saved(&[]).await;
 
-    let listed = c.store.owner_sessions("alice", Some(second.id())).await.unwrap();
+    let listed = c
+        .store
+        .owner_sessions("alice", Some(second.id()))
+        .await
+        .unwrap();
     let handles: Vec<SessionHandle> = listed.iter().map(|i| i.handle).collect();
     assert_eq!(
         handles,
-        [first.id().handle(), second.id().handle(), third.id().handle()],
+        [
+            first.id().handle(),
+            second.id().handle(),
+            third.id().handle()
+        ],
         "alice's sessions, oldest first"
     );
     assert_eq!(listed.iter().filter(|i| i.is_current).count(), 1);
@@ -695,14 +862,26 @@ async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
     for info in &listed {
         let shown = format!("{info:?} {}", info.handle);
         for s in [&first, &second, &third] {
-            assert!(!shown.contains(s.id().as_str()), "a listing must not reveal session IDs");
+            assert!(
+                !shown.contains(s.id().as_str()),
+                "a listing must not reveal session IDs"
+            );
         }
     }
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 3);
     assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 1);
     assert_eq!(c.store.count_owner_sessions("nobody").await.unwrap(), 0);
-    assert!(c.store.owner_sessions("nobody", None).await.unwrap().is_empty());
-    assert_eq!(c.store.owner_sessions("bob", None).await.unwrap()[0].handle, bobs.id().handle());
+    assert!(
+        c.store
+            .owner_sessions("nobody", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        c.store.owner_sessions("bob", None).await.unwrap()[0].handle,
+        bobs.id().handle()
+    );
 
     // Keep only `second` active; the others pass their idle deadline.
     c.clock.advance(20 * MINUTE);
@@ -712,7 +891,11 @@ async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
     assert_eq!(listed.len(), 1, "expired sessions are not listed");
     assert_eq!(listed[0].handle, second.id().handle());
     assert!(!listed[0].is_current);
-    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1, "nor counted");
+    assert_eq!(
+        c.store.count_owner_sessions("alice").await.unwrap(),
+        1,
+        "nor counted"
+    );
     assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 0);
 }
 
@@ -723,17 +906,38 @@ async fn destroy_owner_session_by_handle_only_ends_own_sessions(f: &impl StoreFa
     let bobs = c.saved_for("bob").await;
 
     assert!(
-        !c.store.destroy_owner_session("alice", &bobs.id().handle()).await.unwrap(),
+        !c.store
+            .destroy_owner_session("alice", &bobs.id().handle())
+            .await
+            .unwrap(),
         "alice cannot end bob's session"
     );
     assert!(c.load(bobs.id()).await.is_some());
     let unknown = SessionId::generate().unwrap().handle();
-    assert!(!c.store.destroy_owner_session("alice", &unknown).await.unwrap());
+    assert!(
+        !c.store
+            .destroy_owner_session("alice", &unknown)
+            .await
+            .unwrap()
+    );
 
-    assert!(c.store.destroy_owner_session("alice", &phone.id().handle()).await.unwrap());
-    assert!(c.load(phone.id()).await.is_none(), "the chosen session ended");
+    assert!(
+        c.store
+            .destroy_owner_session("alice", &phone.id().handle())
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.load(phone.id()).await.is_none(),
+        "the chosen session ended"
+    );
     assert!(c.load(laptop.id()).await.is_some(), "the others did not");
-    assert!(!c.store.destroy_owner_session("alice", &phone.id().handle()).await.unwrap());
+    assert!(
+        !c.store
+            .destroy_owner_session("alice", &phone.id().handle())
+            .await
+            .unwrap()
+    );
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
     assert_eq!(c.len().await, 2);
 }
@@ -745,16 +949,34 @@ async fn destroy_owner_sessions_spares_the_current_one(f: &impl StoreFactory) {
     let b = c.saved_for("alice").await;
     let bobs = c.saved_for("bob").await;
 
-    assert_eq!(c.store.destroy_owner_sessions("alice", Some(here.id())).await.unwrap(), 2);
-    assert!(c.load(here.id()).await.is_some(), "the current session is kept");
+    assert_eq!(
+        c.store
+            .destroy_owner_sessions("alice", Some(here.id()))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        c.load(here.id()).await.is_some(),
+        "the current session is kept"
+    );
     assert!(c.load(a.id()).await.is_none() && c.load(b.id()).await.is_none());
-    assert!(c.load(bobs.id()).await.is_some(), "other owners are untouched");
+    assert!(
+        c.load(bobs.id()).await.is_some(),
+        "other owners are untouched"
+    );
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
 
-    assert_eq!(c.store.destroy_owner_sessions("alice", None).await.unwrap(), 1);
+    assert_eq!(
+        c.store.destroy_owner_sessions("alice", None).await.unwrap(),
+        1
+    );
     assert!(c.load(here.id()).await.is_none());
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
-    assert_eq!(c.store.destroy_owner_sessions("alice", None).await.unwrap(), 0);
+    assert_eq!(
+        c.store.destroy_owner_sessions("alice", None).await.unwrap(),
+        0
+    );
     assert_eq!(c.len().await, 1);
 }
 
@@ -762,7 +984,10 @@ async fn revoked_session_cannot_be_saved_back(f: &impl StoreFactory) {
     let c = plain(f).await;
     let s = c.saved_for("alice").await;
     let mut in_flight = c.load(s.id()).await.unwrap();
-    assert_eq!(c.store.destroy_owner_sessions("alice", None).await.unwrap(), 1);
+    assert_eq!(
+        c.store.destroy_owner_sessions("alice", None).await.unwrap(),
+        1
+    );
     in_flight.set("late", "write");
     match c.store.save(&mut in_flight).await {
         Err(Error::NotFound) => {}
@@ -783,8 +1008,14 @@ async fn rebinding_moves_a_session_between_owners(f: &impl StoreFactory) {
     c.store.save(&mut s).await.unwrap();
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
     assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 1);
-    assert_eq!(c.store.destroy_owner_sessions("alice", None).await.unwrap(), 0);
-    assert!(c.load(s.id()).await.is_some(), "revoking the old owner does not end it");
+    assert_eq!(
+        c.store.destroy_owner_sessions("alice", None).await.unwrap(),
+        0
+    );
+    assert!(
+        c.load(s.id()).await.is_some(),
+        "revoking the old owner does not end it"
+    );
 
     s.clear_owner();
     c.store.save(&mut s).await.unwrap();
@@ -793,7 +1024,10 @@ async fn rebinding_moves_a_session_between_owners(f: &impl StoreFactory) {
 }
 
 async fn owner_limit_refuses_new_sessions(f: &impl StoreFactory) {
-    let c = ctx(f, |c| c.with_max_sessions_per_owner(2, OwnerLimitPolicy::RefuseNew)).await;
+    let c = ctx(f, |c| {
+        c.with_max_sessions_per_owner(2, OwnerLimitPolicy::RefuseNew)
+    })
+    .await;
     let mut one = c.saved_for("alice").await;
     let _two = c.saved_for("alice").await;
     let _bobs = c.saved_for("bob").await;
@@ -804,19 +1038,32 @@ async fn owner_limit_refuses_new_sessions(f: &impl StoreFactory) {
         Err(Error::TooManySessions { limit: 2 }) => {}
         other => panic!("a third session must be refused, got {other:?}"),
     }
-    assert!(c.load(three.id()).await.is_none(), "the refused session is not stored");
+    assert!(
+        c.load(three.id()).await.is_none(),
+        "the refused session is not stored"
+    );
     let mut anon = c.saved(&[]).await;
     anon.set_owner("alice");
     match c.store.cycle_id(&mut anon).await {
         Err(Error::TooManySessions { limit: 2 }) => {}
         other => panic!("binding at login must be refused too, got {other:?}"),
     }
-    assert_eq!(c.load(anon.id()).await.unwrap().owner(), None, "the refused binding is not stored");
+    assert_eq!(
+        c.load(anon.id()).await.unwrap().owner(),
+        None,
+        "the refused binding is not stored"
+    );
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
 
     one.set("still", "fine");
-    c.store.save(&mut one).await.expect("saving an already-bound session is not a new session");
-    c.store.cycle_id(&mut one).await.expect("nor is rotating it");
+    c.store
+        .save(&mut one)
+        .await
+        .expect("saving an already-bound session is not a new session");
+    c.store
+        .cycle_id(&mut one)
+        .await
+        .expect("nor is rotating it");
 
     c.clock.advance(IDLE + MINUTE);
     let _fresh = c.saved_for("alice").await; // the old ones expired: room again
@@ -824,14 +1071,20 @@ async fn owner_limit_refuses_new_sessions(f: &impl StoreFactory) {
 }
 
 async fn owner_limit_ends_oldest_sessions(f: &impl StoreFactory) {
-    let c = ctx(f, |c| c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)).await;
+    let c = ctx(f, |c| {
+        c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)
+    })
+    .await;
     let oldest = c.saved_for("alice").await;
     c.clock.advance(MINUTE);
     let middle = c.saved_for("alice").await;
     c.clock.advance(MINUTE);
     let newest = c.saved_for("alice").await;
 
-    assert!(c.load(oldest.id()).await.is_none(), "the oldest session was ended");
+    assert!(
+        c.load(oldest.id()).await.is_none(),
+        "the oldest session was ended"
+    );
     assert!(c.load(middle.id()).await.is_some());
     assert!(c.load(newest.id()).await.is_some());
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
@@ -840,19 +1093,31 @@ async fn owner_limit_ends_oldest_sessions(f: &impl StoreFactory) {
     let mut anon = c.saved(&[]).await;
     anon.set_owner("alice");
     c.store.cycle_id(&mut anon).await.unwrap();
-    assert!(c.load(middle.id()).await.is_none(), "login through rotation also ends the oldest");
+    assert!(
+        c.load(middle.id()).await.is_none(),
+        "login through rotation also ends the oldest"
+    );
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
 }
 
 async fn owner_limit_counts_a_rotated_session_once(f: &impl StoreFactory) {
-    let c = ctx(f, |c| c.with_max_sessions_per_owner(1, OwnerLimitPolicy::RefuseNew)).await;
+    let c = ctx(f, |c| {
+        c.with_max_sessions_per_owner(1, OwnerLimitPolicy::RefuseNew)
+    })
+    .await;
     let mut s = c.store.create().await.unwrap();
     s.set("cart", "1");
     c.store.save(&mut s).await.unwrap();
     s.set_owner("alice");
-    c.store.cycle_id(&mut s).await.expect("the first binding fits the limit of one");
+    c.store
+        .cycle_id(&mut s)
+        .await
+        .expect("the first binding fits the limit of one");
     for _ in 0..3 {
-        c.store.cycle_id(&mut s).await.expect("rotating the bound session never trips the limit");
+        c.store
+            .cycle_id(&mut s)
+            .await
+            .expect("rotating the bound session never trips the limit");
     }
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
     assert_eq!(c.len().await, 1);

@@ -52,8 +52,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use session_core::{
-    Error, OwnerLimitPolicy, RecordMeta, Result, Rotation, Session, SessionConfig, SessionData, SessionHandle,
-    SessionId, SessionInfo, SessionStore, StorageKey, Write, async_trait,
+    Error, OwnerLimitPolicy, RecordMeta, Result, Rotation, Session, SessionConfig, SessionData,
+    SessionHandle, SessionId, SessionInfo, SessionStore, StorageKey, Write, async_trait,
 };
 
 /// Default number of shards.
@@ -108,7 +108,9 @@ impl MemoryStoreBuilder {
     pub fn build(self) -> MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
-                shards: (0..self.shards).map(|_| Mutex::new(Shard::default())).collect(),
+                shards: (0..self.shards)
+                    .map(|_| Mutex::new(Shard::default()))
+                    .collect(),
                 config: self.config,
                 stored: AtomicU64::new(0),
                 capacity: self.capacity,
@@ -146,8 +148,9 @@ impl MemoryStore {
     /// # Errors
     /// [`Error::Backend`] if called outside a tokio runtime.
     pub fn spawn_purge_task(&self, interval: Duration) -> Result<tokio::task::JoinHandle<()>> {
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::backend_msg("spawn_purge_task must be called inside a tokio runtime"))?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::backend_msg("spawn_purge_task must be called inside a tokio runtime")
+        })?;
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let interval = interval.max(Duration::from_millis(1));
         Ok(handle.spawn(async move {
@@ -211,7 +214,10 @@ impl Shard {
     fn insert(&mut self, key: StorageKey, entry: Entry) {
         self.expiry.insert((entry.meta.expires_ms, key));
         if let Some(owner) = &entry.meta.owner {
-            self.owners.entry(Arc::clone(owner)).or_default().insert(key);
+            self.owners
+                .entry(Arc::clone(owner))
+                .or_default()
+                .insert(key);
         }
         self.map.insert(key, entry);
     }
@@ -237,7 +243,9 @@ impl Shard {
     /// Replace the metadata and data of an existing entry, keeping the
     /// indexes in step.
     fn update(&mut self, key: StorageKey, meta: RecordMeta, data: Option<SessionData>) {
-        let Some(entry) = self.map.get_mut(&key) else { return };
+        let Some(entry) = self.map.get_mut(&key) else {
+            return;
+        };
         let old_expiry = entry.meta.expires_ms;
         let old_owner = entry.meta.owner.clone();
         entry.meta = meta;
@@ -275,16 +283,27 @@ impl Shard {
 
     /// Entries that are stored but expired, counted from the expiry index.
     fn expired_count(&self, now: i64) -> usize {
-        self.expiry.iter().take_while(|(expires, _)| !session_core::is_live(*expires, now)).count()
+        self.expiry
+            .iter()
+            .take_while(|(expires, _)| !session_core::is_live(*expires, now))
+            .count()
     }
 
     fn owned_keys(&self, owner: &str) -> Vec<StorageKey> {
-        self.owners.get(owner).map(|set| set.iter().copied().collect()).unwrap_or_default()
+        self.owners
+            .get(owner)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
     }
 }
 
 /// How the stored session relates to a write, checked under the shard lock.
-fn check_precondition(shard: &Shard, key: &StorageKey, expected: Option<u64>, now: i64) -> Result<()> {
+fn check_precondition(
+    shard: &Shard,
+    key: &StorageKey,
+    expected: Option<u64>,
+    now: i64,
+) -> Result<()> {
     match (shard.live(key, now), expected) {
         (None, None) => Ok(()),
         (Some(_), None) => Err(Error::Conflict),
@@ -335,7 +354,9 @@ impl Inner {
         loop {
             let reserved = self
                 .stored
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                });
             if reserved.is_ok() {
                 return Ok(());
             }
@@ -345,7 +366,10 @@ impl Inner {
             if policy == CapacityPolicy::EvictSoonestExpiring && self.evict_soonest_expiring() {
                 continue;
             }
-            tracing::warn!(limit = max, "memory session store is full; refusing a new session");
+            tracing::warn!(
+                limit = max,
+                "memory session store is full; refusing a new session"
+            );
             return Err(Error::Capacity { limit: max });
         }
     }
@@ -361,10 +385,16 @@ impl Inner {
             .enumerate()
             .filter_map(|(i, s)| lock(s).expiry.first().map(|&(exp, key)| (exp, key, i)))
             .min();
-        let Some((expires, key, index)) = soonest else { return false };
+        let Some((expires, key, index)) = soonest else {
+            return false;
+        };
         let mut shard = lock(&self.shards[index]);
         // Only if it is still the same entry; otherwise the caller retries.
-        if shard.map.get(&key).is_some_and(|e| e.meta.expires_ms == expires) {
+        if shard
+            .map
+            .get(&key)
+            .is_some_and(|e| e.meta.expires_ms == expires)
+        {
             shard.remove(&key);
             drop(shard);
             self.release();
@@ -392,7 +422,9 @@ impl Inner {
     /// Remove the entry at `key` if it is live and bound to `owner`.
     fn remove_owned(&self, key: &StorageKey, owner: &str, now: i64) -> bool {
         let mut shard = self.shard(key);
-        let owned = shard.live(key, now).is_some_and(|e| e.meta.owner.as_deref() == Some(owner));
+        let owned = shard
+            .live(key, now)
+            .is_some_and(|e| e.meta.owner.as_deref() == Some(owner));
         if owned {
             shard.remove(key);
             drop(shard);
@@ -404,14 +436,27 @@ impl Inner {
     /// If `write` newly binds its session to an owner and a per-owner limit
     /// is set, take the owner lock and make room (or refuse). `current` is
     /// where the session is stored now, if it is.
-    fn admit_owner(&self, write: &Write, current: Option<&StorageKey>) -> Result<Option<MutexGuard<'_, ()>>> {
-        let (Some(limit), Some(owner)) = (self.config.max_sessions_per_owner(), write.meta.owner.as_deref()) else {
+    fn admit_owner(
+        &self,
+        write: &Write,
+        current: Option<&StorageKey>,
+    ) -> Result<Option<MutexGuard<'_, ()>>> {
+        let (Some(limit), Some(owner)) = (
+            self.config.max_sessions_per_owner(),
+            write.meta.owner.as_deref(),
+        ) else {
             return Ok(None);
         };
-        let guard = self.owner_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .owner_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = write.now_ms;
         if let Some(key) = current {
-            let stored_owner = self.shard(key).live(key, now).and_then(|e| e.meta.owner.clone());
+            let stored_owner = self
+                .shard(key)
+                .live(key, now)
+                .and_then(|e| e.meta.owner.clone());
             if stored_owner.as_deref() == Some(owner) {
                 return Ok(Some(guard)); // already bound: not a new session for this owner
             }
@@ -443,7 +488,8 @@ impl Inner {
             self.reserve()?;
         }
         let mut shard = self.shard(&write.key);
-        if let Err(e) = check_precondition(&shard, &write.key, write.expected_version, write.now_ms) {
+        if let Err(e) = check_precondition(&shard, &write.key, write.expected_version, write.now_ms)
+        {
             drop(shard);
             if inserting {
                 self.release();
@@ -476,22 +522,33 @@ impl Inner {
         if !stored {
             self.reserve()?;
         }
-        let (a, b) = (self.shard_index(&rotation.old_key), self.shard_index(&write.key));
+        let (a, b) = (
+            self.shard_index(&rotation.old_key),
+            self.shard_index(&write.key),
+        );
         let (mut first, mut second) = if a == b {
             (lock(&self.shards[a]), None)
         } else {
             let (lo, hi) = (a.min(b), a.max(b));
             let lo_guard = lock(&self.shards[lo]);
             let hi_guard = lock(&self.shards[hi]);
-            if a < b { (lo_guard, Some(hi_guard)) } else { (hi_guard, Some(lo_guard)) }
+            if a < b {
+                (lo_guard, Some(hi_guard))
+            } else {
+                (hi_guard, Some(lo_guard))
+            }
         };
         // `first` holds the old key's shard, `second` (if any) the new key's.
-        let checked = check_precondition(&first, &rotation.old_key, write.expected_version, write.now_ms).and_then(
-            |()| {
-                let new_shard = second.as_deref().unwrap_or(&*first);
-                check_precondition(new_shard, &write.key, None, write.now_ms)
-            },
-        );
+        let checked = check_precondition(
+            &first,
+            &rotation.old_key,
+            write.expected_version,
+            write.now_ms,
+        )
+        .and_then(|()| {
+            let new_shard = second.as_deref().unwrap_or(&*first);
+            check_precondition(new_shard, &write.key, None, write.now_ms)
+        });
         if let Err(e) = checked {
             drop((first, second));
             if !stored {
@@ -589,7 +646,11 @@ impl SessionStore for MemoryStore {
         Ok(live)
     }
 
-    async fn owner_sessions(&self, owner: &str, current: Option<&SessionId>) -> Result<Vec<SessionInfo>> {
+    async fn owner_sessions(
+        &self,
+        owner: &str,
+        current: Option<&SessionId>,
+    ) -> Result<Vec<SessionInfo>> {
         let now = self.inner.now();
         Ok(self
             .inner
@@ -656,7 +717,10 @@ mod tests {
         clock: &ManualClock,
         build: impl FnOnce(MemoryStoreBuilder) -> MemoryStoreBuilder,
     ) -> MemoryStore {
-        build(MemoryStore::builder(SessionConfig::from_secs(60).with_clock(clock.clone()))).build()
+        build(MemoryStore::builder(
+            SessionConfig::from_secs(60).with_clock(clock.clone()),
+        ))
+        .build()
     }
 
     async fn saved(store: &MemoryStore) -> Session {
@@ -696,7 +760,10 @@ mod tests {
         let a = saved(&store).await;
         let b = saved(&store).await;
         let mut c = store.create().await.unwrap();
-        assert!(matches!(store.save(&mut c).await, Err(Error::Capacity { limit: 2 })));
+        assert!(matches!(
+            store.save(&mut c).await,
+            Err(Error::Capacity { limit: 2 })
+        ));
         assert!(store.load(a.id()).await.unwrap().is_some());
         assert!(store.load(b.id()).await.unwrap().is_some());
         assert_eq!(store.len().await.unwrap(), 2);
@@ -722,20 +789,29 @@ mod tests {
         let fresh = saved(&store).await;
         assert!(store.load(fresh.id()).await.unwrap().is_some());
         assert_eq!(store.len().await.unwrap(), 1);
-        assert_eq!(store.purge_expired().await.unwrap(), 0, "the full store already purged");
+        assert_eq!(
+            store.purge_expired().await.unwrap(),
+            0,
+            "the full store already purged"
+        );
     }
 
     #[tokio::test]
     async fn full_store_can_evict_the_session_closest_to_expiry() {
         let clock = ManualClock::new();
-        let store = store_with(&clock, |b| b.max_sessions(2, CapacityPolicy::EvictSoonestExpiring));
+        let store = store_with(&clock, |b| {
+            b.max_sessions(2, CapacityPolicy::EvictSoonestExpiring)
+        });
         let oldest = saved(&store).await;
         clock.advance(Duration::from_secs(10));
         let mut busy = saved(&store).await;
         clock.advance(Duration::from_secs(10));
         store.touch(&mut busy).await.unwrap();
         let newest = saved(&store).await;
-        assert!(store.load(oldest.id()).await.unwrap().is_none(), "closest to expiry was evicted");
+        assert!(
+            store.load(oldest.id()).await.unwrap().is_none(),
+            "closest to expiry was evicted"
+        );
         assert!(store.load(busy.id()).await.unwrap().is_some());
         assert!(store.load(newest.id()).await.unwrap().is_some());
         assert_eq!(store.len().await.unwrap(), 2);
@@ -795,7 +871,11 @@ mod tests {
         assert_eq!(store.inner.stored.load(Ordering::Relaxed), 1);
         for shard in &*store.inner.shards {
             let shard = lock(shard);
-            assert_eq!(shard.expiry.len(), shard.map.len(), "purge keeps the index in step");
+            assert_eq!(
+                shard.expiry.len(),
+                shard.map.len(),
+                "purge keeps the index in step"
+            );
         }
     }
 
@@ -808,7 +888,11 @@ mod tests {
         clock.advance(Duration::from_secs(61));
         assert_eq!(store.inner.stored.load(Ordering::Relaxed), 1);
         tokio::time::sleep(Duration::from_secs(6)).await;
-        assert_eq!(store.inner.stored.load(Ordering::Relaxed), 0, "the task purged");
+        assert_eq!(
+            store.inner.stored.load(Ordering::Relaxed),
+            0,
+            "the task purged"
+        );
         assert!(!task.is_finished());
         drop(store);
         tokio::time::sleep(Duration::from_secs(6)).await;
@@ -818,7 +902,10 @@ mod tests {
     #[test]
     fn purge_task_outside_a_runtime_is_an_error_not_a_panic() {
         let store = MemoryStore::new(60);
-        assert!(matches!(store.spawn_purge_task(Duration::from_secs(1)), Err(Error::Backend(_))));
+        assert!(matches!(
+            store.spawn_purge_task(Duration::from_secs(1)),
+            Err(Error::Backend(_))
+        ));
     }
 
     #[tokio::test]
