@@ -1,0 +1,431 @@
+//! Configuring and connecting a [`RedisSessionStore`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::{Client, ClientLike, Config, LuaInterface, Pool, ReconnectPolicy};
+use session_core::{Error, Result, SessionConfig};
+
+use crate::keys::{DEFAULT_BUCKETS, DEFAULT_PREFIX, Layout, MAX_BUCKETS, valid_prefix};
+use crate::scripts::Scripts;
+use crate::store::{Inner, RedisSessionStore};
+
+/// Default number of pooled clients.
+pub const DEFAULT_POOL_SIZE: usize = 4;
+/// Default bound on every Redis command.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default bound on opening a connection (TCP, TLS, `AUTH`, cluster discovery).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default lifetime of a per-owner login lock.
+pub const DEFAULT_OWNER_LOCK_TTL: Duration = Duration::from_secs(10);
+
+enum Source {
+    Url(String),
+    Config(Box<Config>),
+    Pool(Pool),
+}
+
+/// Configures a [`RedisSessionStore`]; made by [`RedisSessionStore::builder`]
+/// and its siblings, finished by [`build`](Self::build).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use session_core::SessionConfig;
+/// use session_redis::RedisSessionStore;
+///
+/// # async fn demo() -> session_core::Result<()> {
+/// let store = RedisSessionStore::builder("redis://127.0.0.1:6379/0")
+///     .session_config(
+///         SessionConfig::new(Duration::from_secs(30 * 60))
+///             .with_absolute_timeout(Duration::from_secs(12 * 3600)),
+///     )
+///     .key_prefix("myapp:session:")
+///     .pool_size(8)
+///     .command_timeout(Duration::from_millis(500))
+///     .connect_timeout(Duration::from_secs(3))
+///     .build()
+///     .await?;
+/// # let _ = store; Ok(()) }
+/// ```
+pub struct RedisSessionStoreBuilder {
+    source: Source,
+    session: SessionConfig,
+    prefix: String,
+    buckets: u16,
+    pool_size: usize,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    reconnect: ReconnectPolicy,
+    lock_ttl: Duration,
+    lock_wait: Option<Duration>,
+}
+
+impl fmt::Debug for RedisSessionStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.source {
+            // A URL may carry a password: show only its scheme.
+            Source::Url(url) => format!("url({}://…)", url.split("://").next().unwrap_or("?")),
+            Source::Config(_) => "fred config".into(),
+            Source::Pool(pool) => format!("existing pool of {}", pool.size()),
+        };
+        f.debug_struct("RedisSessionStoreBuilder")
+            .field("source", &source)
+            .field("session", &self.session)
+            .field("prefix", &self.prefix)
+            .field("buckets", &self.buckets)
+            .field("pool_size", &self.pool_size)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("reconnect", &self.reconnect)
+            .field("lock_ttl", &self.lock_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSessionStore {
+    /// Configure a store that connects to `url`, in any form fred's
+    /// [`Config::from_url`] understands:
+    ///
+    /// * `redis://[[user:]password@]host[:port][/db]`, or `rediss://…` for
+    ///   TLS (feature `tls`);
+    /// * `redis-cluster://host:port?node=host:port&node=host:port` for a
+    ///   Cluster (any known nodes; the rest are discovered);
+    /// * `redis-sentinel://host:26379/db?sentinelServiceName=mymaster&node=host:port`
+    ///   for a primary found through Sentinel (the host and `node`s are
+    ///   sentinels).
+    ///
+    /// The URL is parsed by [`build`](RedisSessionStoreBuilder::build).
+    pub fn builder(url: impl Into<String>) -> RedisSessionStoreBuilder {
+        RedisSessionStoreBuilder::new(Source::Url(url.into()))
+    }
+
+    /// Configure a store that connects with a fred [`Config`] built in code
+    /// (custom TLS, credentials provider, …).
+    pub fn builder_from_config(config: Config) -> RedisSessionStoreBuilder {
+        RedisSessionStoreBuilder::new(Source::Config(Box::new(config)))
+    }
+
+    /// Configure a store over a pool the application already connected
+    /// (`pool.init().await`). The pool's own reconnect policy and timeouts
+    /// apply; the builder's [`pool_size`](RedisSessionStoreBuilder::pool_size),
+    /// [`connect_timeout`](RedisSessionStoreBuilder::connect_timeout) and
+    /// [`reconnect_policy`](RedisSessionStoreBuilder::reconnect_policy) are
+    /// ignored, and the store never closes the pool.
+    pub fn builder_from_pool(pool: Pool) -> RedisSessionStoreBuilder {
+        RedisSessionStoreBuilder::new(Source::Pool(pool))
+    }
+
+    /// As [`builder_from_pool`](Self::builder_from_pool), for a single
+    /// connected client.
+    ///
+    /// # Errors
+    /// Never in practice: a pool of one client is always valid.
+    pub fn builder_from_client(client: Client) -> Result<RedisSessionStoreBuilder> {
+        let pool = Pool::from_clients(vec![client]).map_err(Error::backend)?;
+        Ok(Self::builder_from_pool(pool))
+    }
+
+    /// Connect to `url` with the default settings and `config`'s timeouts.
+    ///
+    /// # Errors
+    /// As [`RedisSessionStoreBuilder::build`].
+    pub async fn connect(url: &str, config: SessionConfig) -> Result<Self> {
+        Self::builder(url).session_config(config).build().await
+    }
+}
+
+impl RedisSessionStoreBuilder {
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            session: SessionConfig::default(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            buckets: DEFAULT_BUCKETS,
+            pool_size: DEFAULT_POOL_SIZE,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            reconnect: ReconnectPolicy::new_exponential(0, 100, 2_000, 2),
+            lock_ttl: DEFAULT_OWNER_LOCK_TTL,
+            lock_wait: None,
+        }
+    }
+
+    /// Idle and absolute timeouts, size and per-owner limits, and the clock
+    /// (default: [`SessionConfig::default`], a 24-hour idle timeout).
+    #[must_use]
+    pub fn session_config(mut self, config: SessionConfig) -> Self {
+        self.session = config;
+        self
+    }
+
+    /// The prefix of every key the store writes (default `"session:"`).
+    /// Give each application (or each test) its own. It must not contain
+    /// `{` or `}`, which would change the Cluster hash tags.
+    #[must_use]
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How many buckets (hash tags) sessions are spread over (default 64,
+    /// at most 1024). Each bucket is one Cluster hash slot with its own
+    /// expiry index; [`len`](session_core::SessionStore::len) and
+    /// [`purge_expired`](session_core::SessionStore::purge_expired) visit
+    /// every bucket, and rotation draws about this many IDs to find one in
+    /// the same bucket. More buckets spread a Cluster's load more evenly.
+    /// Changing it for existing data orphans the sessions: pick it once.
+    #[must_use]
+    pub fn buckets(mut self, buckets: u16) -> Self {
+        self.buckets = buckets.clamp(1, MAX_BUCKETS);
+        self
+    }
+
+    /// Number of pooled clients (connections, or sets of connections for a
+    /// Cluster) commands are spread over round-robin (default 4).
+    #[must_use]
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// The longest any one Redis command may take, including waiting for a
+    /// reconnection; past it the operation fails with `Error::Backend`
+    /// (default 2 s).
+    #[must_use]
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The longest opening a connection may take (default 5 s); `build`
+    /// fails after it if the server cannot be reached.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How lost connections are re-opened (default: forever, exponential
+    /// back-off from 100 ms to 2 s). While reconnecting, commands wait at
+    /// most the command timeout.
+    #[must_use]
+    pub fn reconnect_policy(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// How long a per-owner login lock lives if its holder never releases it
+    /// (default 10 s). It must outlast a login's few round trips.
+    #[must_use]
+    pub fn owner_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = ttl.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a login waits for another login of the same owner to finish
+    /// before failing with `Error::Backend` (default: the lock TTL, so a
+    /// crashed holder never blocks logins for good).
+    #[must_use]
+    pub fn owner_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = Some(wait);
+        self
+    }
+
+    /// Connect (unless built from an existing pool), load the scripts, and
+    /// return the store.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the URL is invalid (or needs the `tls` feature),
+    /// the key prefix contains `{` or `}`, or Redis cannot be reached within
+    /// the connect timeout.
+    pub async fn build(self) -> Result<RedisSessionStore> {
+        if !valid_prefix(&self.prefix) {
+            return Err(Error::backend_msg(
+                "session-redis: the key prefix must not contain '{' or '}' (they would change the Cluster hash tags)",
+            ));
+        }
+        let (pool, owns_pool) = match self.source {
+            Source::Pool(pool) => (pool, false),
+            Source::Url(ref url) => {
+                let config = parse_url(url)?;
+                (self.connect(config).await?, true)
+            }
+            Source::Config(ref config) => (self.connect((**config).clone()).await?, true),
+        };
+        let scripts = Scripts::new();
+        let inner = Inner {
+            pool,
+            owns_pool,
+            config: self.session,
+            layout: Layout::new(self.prefix, self.buckets),
+            scripts,
+            command_timeout: self.command_timeout,
+            lock_ttl: self.lock_ttl,
+            lock_wait: self.lock_wait.unwrap_or(self.lock_ttl),
+        };
+        // Load every script once up front (on every primary of a Cluster);
+        // after a restart or fail-over they are sent again on demand.
+        for script in inner.scripts.all() {
+            let loaded = tokio::time::timeout(
+                inner.command_timeout,
+                inner.pool.next().script_load_cluster::<(), _>(script.lua),
+            )
+            .await;
+            match loaded {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Error::backend(e)),
+                Err(_) => {
+                    return Err(Error::backend_msg(
+                        "session-redis: timed out loading the scripts",
+                    ));
+                }
+            }
+        }
+        tracing::debug!(prefix = inner.layout.prefix(), "Redis session store ready");
+        Ok(RedisSessionStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    async fn connect(&self, config: Config) -> Result<Pool> {
+        let pool = fred::types::Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = self.connect_timeout;
+                c.internal_command_timeout = self.connect_timeout;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = self.command_timeout;
+            })
+            .set_policy(self.reconnect.clone())
+            .build_pool(self.pool_size)
+            .map_err(|e| {
+                Error::backend_msg(format!("session-redis: invalid Redis configuration: {e}"))
+            })?;
+        // Cluster discovery takes a few round trips beyond the TCP connect.
+        let limit = self.connect_timeout * 2;
+        match tokio::time::timeout(limit, pool.init()).await {
+            Ok(Ok(_connection_task)) => Ok(pool),
+            Ok(Err(e)) => {
+                let _ = pool.quit().await;
+                Err(Error::backend_msg(format!(
+                    "session-redis: cannot connect to Redis: {e}"
+                )))
+            }
+            Err(_) => {
+                let _ = pool.quit().await;
+                Err(Error::backend_msg(format!(
+                    "session-redis: cannot connect to Redis within {limit:?}"
+                )))
+            }
+        }
+    }
+}
+
+fn parse_url(url: &str) -> Result<Config> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    let tls = scheme.starts_with("rediss") || scheme.starts_with("valkeys");
+    if tls && !cfg!(feature = "tls") {
+        return Err(Error::backend_msg(format!(
+            "session-redis: {scheme}:// needs TLS; enable the `tls` feature of session-redis"
+        )));
+    }
+    #[cfg(feature = "tls")]
+    if tls {
+        // rustls needs a process-wide crypto provider; install ring unless the
+        // application already chose one.
+        let _ = fred::rustls::crypto::ring::default_provider().install_default();
+    }
+    // fred's messages quote the URL, which may hold a password: keep only
+    // the kind of error.
+    Config::from_url(url).map_err(|e| {
+        Error::backend_msg(format!(
+            "session-redis: invalid Redis URL ({:?}); expected redis://, rediss://, redis-cluster:// or redis-sentinel://",
+            e.kind()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fred::types::config::ServerConfig;
+
+    #[test]
+    fn urls_select_single_node_cluster_and_sentinel() {
+        let single = parse_url("redis://127.0.0.1:6379/2").unwrap();
+        assert!(matches!(single.server, ServerConfig::Centralized { .. }));
+        assert_eq!(single.database, Some(2));
+
+        let cluster =
+            parse_url("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002")
+                .unwrap();
+        match cluster.server {
+            ServerConfig::Clustered { hosts, .. } => assert_eq!(hosts.len(), 3),
+            other => panic!("not a cluster config: {other:?}"),
+        }
+
+        let sentinel =
+            parse_url("redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=mymaster").unwrap();
+        match sentinel.server {
+            ServerConfig::Sentinel { service_name, .. } => assert_eq!(service_name, "mymaster"),
+            other => panic!("not a sentinel config: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_errors_that_do_not_echo_secrets() {
+        let err = parse_url("redis-sentinel://:hunter2@127.0.0.1:26379/0").unwrap_err();
+        assert!(matches!(err, Error::Backend(_)));
+        assert!(!err.to_string().contains("hunter2"));
+        assert!(parse_url("not a url").is_err());
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_urls_need_the_tls_feature() {
+        let err = parse_url("rediss://127.0.0.1:6380").unwrap_err();
+        assert!(err.to_string().contains("`tls` feature"), "{err}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_urls_configure_rustls() {
+        let config = parse_url("rediss://127.0.0.1:6380").unwrap();
+        assert!(config.uses_rustls());
+    }
+
+    #[tokio::test]
+    async fn braces_in_the_prefix_are_refused_before_connecting() {
+        let err = RedisSessionStore::builder("redis://127.0.0.1:1")
+            .key_prefix("bad{tag}:")
+            .build()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("prefix"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_fails_the_build_within_the_connect_timeout() {
+        let started = std::time::Instant::now();
+        let err = RedisSessionStore::builder("redis://127.0.0.1:1")
+            .connect_timeout(Duration::from_millis(300))
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Backend(_)));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_url() {
+        let builder = RedisSessionStore::builder("redis://:hunter2@127.0.0.1:6379");
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("redis://"));
+    }
+}

@@ -1,0 +1,595 @@
+//! What the Redis store does beyond the shared contract, checked on a real
+//! single node and a real Cluster: what lands in Redis, native expiry,
+//! the per-owner limit under concurrent logins, purge, construction.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::testing::service_url;
+use session_core::{
+    Error, ManualClock, OwnerLimitPolicy, Session, SessionConfig, SessionStore, SystemClock,
+};
+use session_redis::fred::prelude::{KeysInterface, Pool, Value};
+use session_redis::{RedisSessionStore, RedisSessionStoreBuilder};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+struct Env {
+    pool: Pool,
+    store: RedisSessionStore,
+    clock: ManualClock,
+    prefix: String,
+}
+
+impl Env {
+    async fn new(url: &str, tweak: impl FnOnce(SessionConfig) -> SessionConfig) -> Self {
+        Self::with(url, tweak, |b| b).await
+    }
+
+    async fn with(
+        url: &str,
+        tweak: impl FnOnce(SessionConfig) -> SessionConfig,
+        build: impl FnOnce(RedisSessionStoreBuilder) -> RedisSessionStoreBuilder,
+    ) -> Self {
+        let clock = ManualClock::new();
+        let pool = common::pool(url, 2).await;
+        let prefix = common::unique_prefix("behaviour");
+        let builder = RedisSessionStore::builder_from_pool(pool.clone())
+            .session_config(tweak(
+                SessionConfig::new(30 * MINUTE).with_clock(clock.clone()),
+            ))
+            .key_prefix(prefix.clone());
+        let store = build(builder).build().await.unwrap();
+        Self {
+            pool,
+            store,
+            clock,
+            prefix,
+        }
+    }
+
+    async fn keys(&self) -> Vec<String> {
+        common::keys_with_prefix(&self.pool, &self.prefix).await
+    }
+
+    /// The one stored key whose name ends with `suffix`.
+    async fn key_ending(&self, suffix: &str) -> String {
+        let found: Vec<String> = self
+            .keys()
+            .await
+            .into_iter()
+            .filter(|k| k.ends_with(suffix))
+            .collect();
+        assert_eq!(found.len(), 1, "keys ending in {suffix}: {found:?}");
+        found.into_iter().next().unwrap()
+    }
+
+    async fn record_key(&self, s: &Session) -> String {
+        self.key_ending(&format!(":s:{}", s.id().storage_key().to_hex()))
+            .await
+    }
+
+    async fn saved(&self, owner: Option<&str>) -> Session {
+        let mut s = self.store.create().await.unwrap();
+        s.set("k", "v");
+        if let Some(o) = owner {
+            s.set_owner(o);
+        }
+        self.store.save(&mut s).await.unwrap();
+        s
+    }
+
+    async fn cleanup(self) {
+        common::delete_prefix(&self.pool, &self.prefix).await;
+    }
+}
+
+fn ms(t: std::time::SystemTime) -> i64 {
+    session_core::to_ms(t)
+}
+
+async fn stored_keys_and_values_never_contain_the_session_id(url: &str) {
+    let env = Env::new(url, |c| c.with_absolute_timeout(12 * 60 * MINUTE)).await;
+    let mut secrets = Vec::new();
+    for i in 0..12 {
+        let owner = format!("user-{}", i % 3);
+        let mut s = env.saved((i % 2 == 0).then_some(owner.as_str())).await;
+        secrets.push(s.id().as_str().to_owned());
+        if i % 3 == 0 {
+            s.set_owner(owner.as_str());
+            env.store.cycle_id(&mut s).await.unwrap();
+            secrets.push(s.id().as_str().to_owned());
+        }
+        env.store.touch(&mut s).await.unwrap();
+    }
+    let keys = env.keys().await;
+    assert!(
+        keys.len() > 12,
+        "records, bucket indexes and owner indexes: {keys:?}"
+    );
+    for key in &keys {
+        for item in common::dump(&env.pool, key).await {
+            let text = String::from_utf8_lossy(&item);
+            for id in &secrets {
+                assert!(!text.contains(id.as_str()), "{key} holds a raw session ID");
+                assert!(
+                    !text.contains(&id[..16]),
+                    "{key} holds a fragment of a session ID"
+                );
+            }
+        }
+        assert!(
+            !key.contains("user-"),
+            "owner names stay out of key names: {key}"
+        );
+    }
+    env.cleanup().await;
+}
+
+async fn records_and_indexes_expire_natively_at_the_session_deadline(url: &str) {
+    // One bucket, so the bucket index holds exactly these sessions.
+    let env = Env::with(
+        url,
+        |c| c.with_absolute_timeout(60 * MINUTE),
+        |b| b.buckets(1),
+    )
+    .await;
+    let mut anon = env.saved(None).await;
+    env.clock.advance(MINUTE);
+    let mut owned = env.saved(Some("erin")).await;
+
+    let anon_key = env.record_key(&anon).await;
+    let owned_key = env.record_key(&owned).await;
+    let index = env.key_ending(":idx").await;
+    let owner_index = env.key_ending(":owner").await;
+    assert_eq!(
+        common::pexpiretime(&env.pool, &anon_key).await,
+        ms(anon.expires_at())
+    );
+    assert_eq!(
+        common::pexpiretime(&env.pool, &owned_key).await,
+        ms(owned.expires_at())
+    );
+    assert_eq!(
+        common::pexpiretime(&env.pool, &index).await,
+        ms(owned.expires_at()),
+        "latest deadline"
+    );
+    assert_eq!(
+        common::pexpiretime(&env.pool, &owner_index).await,
+        ms(owned.expires_at())
+    );
+
+    // Touch and save slide every deadline that covers the session.
+    env.clock.advance(10 * MINUTE);
+    env.store.touch(&mut anon).await.unwrap();
+    assert_eq!(
+        common::pexpiretime(&env.pool, &anon_key).await,
+        ms(anon.expires_at())
+    );
+    assert_eq!(
+        common::pexpiretime(&env.pool, &index).await,
+        ms(anon.expires_at())
+    );
+    env.clock.advance(MINUTE);
+    owned.set("n", "1");
+    env.store.save(&mut owned).await.unwrap();
+    assert_eq!(
+        common::pexpiretime(&env.pool, &owned_key).await,
+        ms(owned.expires_at())
+    );
+    assert_eq!(
+        common::pexpiretime(&env.pool, &owner_index).await,
+        ms(owned.expires_at())
+    );
+    assert_eq!(
+        common::pexpiretime(&env.pool, &index).await,
+        ms(owned.expires_at())
+    );
+
+    // Near the end of its life the absolute deadline caps the key.
+    env.clock.advance(25 * MINUTE);
+    env.store.touch(&mut owned).await.unwrap();
+    assert_eq!(owned.expires_at(), owned.absolute_deadline().unwrap());
+    assert_eq!(
+        common::pexpiretime(&env.pool, &owned_key).await,
+        ms(owned.expires_at())
+    );
+
+    // Rotation moves the deadline to the new key; the old one is gone.
+    env.store.cycle_id(&mut owned).await.unwrap();
+    let rotated_key = env.record_key(&owned).await;
+    assert_eq!(common::pexpiretime(&env.pool, &owned_key).await, -2);
+    assert_eq!(
+        common::pexpiretime(&env.pool, &rotated_key).await,
+        ms(owned.expires_at())
+    );
+    env.cleanup().await;
+}
+
+async fn redis_removes_an_idle_session_by_itself(url: &str) {
+    let pool = common::pool(url, 1).await;
+    let prefix = common::unique_prefix("realtime");
+    let store = RedisSessionStore::builder_from_pool(pool.clone())
+        .session_config(SessionConfig::new(Duration::from_secs(1)).with_clock(SystemClock))
+        .key_prefix(prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut s = store.create().await.unwrap();
+    s.set_owner("frank");
+    store.save(&mut s).await.unwrap();
+    assert!(!common::keys_with_prefix(&pool, &prefix).await.is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let left = common::keys_with_prefix(&pool, &prefix).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis kept {left:?} past the deadline"
+        );
+    }
+    assert_eq!(store.len().await.unwrap(), 0);
+    assert!(store.load(s.id()).await.unwrap().is_none());
+}
+
+async fn concurrent_logins_cannot_exceed_a_refusing_owner_limit(url: &str) {
+    let env = Env::new(url, |c| {
+        c.with_max_sessions_per_owner(3, OwnerLimitPolicy::RefuseNew)
+    })
+    .await;
+    let store = Arc::new(env.store.clone());
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut s = store.create().await.unwrap();
+            s.set_owner("grace");
+            if i % 2 == 0 {
+                store.save(&mut s).await
+            } else {
+                store.cycle_id(&mut s).await
+            }
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(Error::TooManySessions { limit: 3 }) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, refused), (3, 13));
+    assert_eq!(env.store.count_owner_sessions("grace").await.unwrap(), 3);
+    assert_eq!(env.store.len().await.unwrap(), 3);
+    env.cleanup().await;
+}
+
+async fn concurrent_logins_end_the_oldest_sessions_to_keep_the_limit(url: &str) {
+    let env = Env::new(url, |c| {
+        c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)
+    })
+    .await;
+    let store = Arc::new(env.store.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut s = store.create().await.unwrap();
+            s.set_owner("heidi");
+            store.save(&mut s).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("EndOldest never refuses");
+    }
+    assert_eq!(env.store.count_owner_sessions("heidi").await.unwrap(), 2);
+    assert_eq!(
+        env.store.len().await.unwrap(),
+        2,
+        "the ended sessions are deleted"
+    );
+    env.cleanup().await;
+}
+
+async fn purge_removes_expired_records_and_leaves_no_key_behind(url: &str) {
+    let env = Env::new(url, |c| c).await;
+    let mut owned = Vec::new();
+    for _ in 0..5 {
+        owned.push(env.saved(Some("ivan")).await);
+    }
+    for _ in 0..3 {
+        env.saved(None).await;
+    }
+    env.clock.advance(31 * MINUTE);
+    // Redis expiring two records on its own (its clock is hours behind the
+    // manual one here) is simulated by deleting them.
+    for s in &owned[..2] {
+        let key = env.record_key(s).await;
+        let _: i64 = env.pool.del(key).await.unwrap();
+    }
+    assert_eq!(env.store.len().await.unwrap(), 0);
+    assert_eq!(
+        env.store.purge_expired().await.unwrap(),
+        6,
+        "the records it deleted"
+    );
+    assert_eq!(env.store.purge_expired().await.unwrap(), 0);
+    assert_eq!(
+        env.keys().await,
+        Vec::<String>::new(),
+        "no record, index or owner key is left"
+    );
+}
+
+async fn len_counts_only_this_stores_live_sessions(url: &str) {
+    let env = Env::new(url, |c| c).await;
+    let other = Env::new(url, |c| c).await;
+    for _ in 0..3 {
+        env.saved(None).await;
+    }
+    for _ in 0..5 {
+        other.saved(Some("judy")).await;
+    }
+    let unrelated: Vec<(String, Value)> = (0..50)
+        .map(|i| {
+            (
+                format!("{}{{7}}:s:{i}", env.prefix.trim_end_matches(':')),
+                "x".into(),
+            )
+        })
+        .collect();
+    for (k, v) in &unrelated {
+        let _: () = env
+            .pool
+            .set(k.as_str(), v.clone(), None, None, false)
+            .await
+            .unwrap();
+    }
+    assert_eq!(env.store.len().await.unwrap(), 3);
+    assert_eq!(other.store.len().await.unwrap(), 5);
+    env.clock.advance(31 * MINUTE);
+    assert_eq!(env.store.len().await.unwrap(), 0);
+    assert_eq!(
+        other.store.len().await.unwrap(),
+        5,
+        "another store's clock and keys are its own"
+    );
+    for (k, _) in &unrelated {
+        let _: i64 = env.pool.del(k.as_str()).await.unwrap();
+    }
+    env.cleanup().await;
+    other.cleanup().await;
+}
+
+async fn a_corrupt_record_is_a_codec_error_and_harms_no_other_session(url: &str) {
+    let env = Env::new(url, |c| c).await;
+    let broken = env.saved(Some("pat")).await;
+    let fine = env.saved(Some("pat")).await;
+    let key = env.record_key(&broken).await;
+    common::raw(
+        &env.pool,
+        "HSET",
+        vec![key.as_str().into(), "data".into(), "not a record".into()],
+    )
+    .await;
+    assert!(matches!(
+        env.store.load(broken.id()).await,
+        Err(Error::Codec(_))
+    ));
+    assert_eq!(
+        env.store.load(fine.id()).await.unwrap().unwrap().get("k"),
+        Some("v")
+    );
+    common::raw(
+        &env.pool,
+        "HSET",
+        vec![key.as_str().into(), "version".into(), "many".into()],
+    )
+    .await;
+    assert!(matches!(
+        env.store.load(broken.id()).await,
+        Err(Error::Codec(_))
+    ));
+    let listed = env.store.owner_sessions("pat", None).await.unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "the owner's readable session is still listed"
+    );
+    assert_eq!(listed[0].handle, fine.id().handle());
+    assert!(
+        env.store.destroy(broken.id()).await.unwrap(),
+        "a corrupt session can still be ended"
+    );
+    assert_eq!(env.store.len().await.unwrap(), 1);
+    env.cleanup().await;
+}
+
+async fn owner_index_entries_are_checked_against_the_record(url: &str) {
+    let env = Env::new(url, |c| c).await;
+    let mine = env.saved(Some("nina")).await;
+    let index = env.key_ending(":owner").await;
+    let mut theirs = env.saved(Some("oscar")).await;
+    let ghost = session_core::SessionId::generate().unwrap();
+    // Entries no record backs: a session of someone else, and one that never
+    // existed (as an interrupted login would leave).
+    let far = ms(mine.expires_at()) + 60_000;
+    for key in [theirs.id().storage_key(), ghost.storage_key()] {
+        let args = vec![index.as_str().into(), far.into(), key.to_hex().into()];
+        common::raw(&env.pool, "ZADD", args).await;
+    }
+    let listed = env.store.owner_sessions("nina", None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].handle, mine.id().handle());
+    assert_eq!(env.store.count_owner_sessions("nina").await.unwrap(), 1);
+    assert!(
+        !env.store
+            .destroy_owner_session("nina", &theirs.id().handle())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        env.store
+            .destroy_owner_sessions("nina", None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        env.store.load(theirs.id()).await.unwrap().is_some(),
+        "another owner's session survives"
+    );
+    let left = common::raw(&env.pool, "ZCARD", vec![index.as_str().into()]).await;
+    assert_eq!(
+        left.as_i64(),
+        Some(0),
+        "revocation pruned the stale entries"
+    );
+
+    // Rebinding moves the entry: the old owner's index is emptied.
+    theirs.set_owner("nina");
+    env.store.save(&mut theirs).await.unwrap();
+    assert_eq!(env.store.count_owner_sessions("oscar").await.unwrap(), 0);
+    let owner_keys: Vec<String> = env
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":owner"))
+        .collect();
+    assert_eq!(owner_keys, [index], "only the new owner's index is left");
+    env.cleanup().await;
+}
+
+async fn owner_locks_are_released_after_each_login(url: &str) {
+    let env = Env::new(url, |c| {
+        c.with_max_sessions_per_owner(5, OwnerLimitPolicy::RefuseNew)
+    })
+    .await;
+    let mut s = env.saved(Some("kim")).await;
+    env.store.cycle_id(&mut s).await.unwrap();
+    env.store.destroy_owner_sessions("kim", None).await.unwrap();
+    assert!(
+        env.keys().await.iter().all(|k| !k.ends_with(":lock")),
+        "no lock key is left"
+    );
+    env.cleanup().await;
+}
+
+async fn builds_from_a_url_and_round_trips(url: &str) {
+    let prefix = common::unique_prefix("url");
+    let store = RedisSessionStore::builder(url)
+        .key_prefix(prefix.clone())
+        .pool_size(2)
+        .buckets(16)
+        .command_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!((store.key_prefix(), store.buckets()), (prefix.as_str(), 16));
+    let mut s = store.create().await.unwrap();
+    s.set("via", "url");
+    s.set_owner("leo");
+    store.cycle_id(&mut s).await.unwrap();
+    assert_eq!(
+        store.load(s.id()).await.unwrap().unwrap().get("via"),
+        Some("url")
+    );
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert_eq!(store.count_owner_sessions("leo").await.unwrap(), 1);
+    assert!(store.destroy(s.id()).await.unwrap());
+    let pool = common::pool(url, 1).await;
+    common::delete_prefix(&pool, &prefix).await;
+}
+
+macro_rules! against {
+    ($module:ident, $var:expr, [$($check:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(url) = session_core::testing::service_url($var) else { return };
+                    super::$check(&url).await;
+                }
+            )*
+        }
+    };
+}
+
+against!(
+    single_node,
+    crate::common::SINGLE,
+    [
+        stored_keys_and_values_never_contain_the_session_id,
+        records_and_indexes_expire_natively_at_the_session_deadline,
+        redis_removes_an_idle_session_by_itself,
+        concurrent_logins_cannot_exceed_a_refusing_owner_limit,
+        concurrent_logins_end_the_oldest_sessions_to_keep_the_limit,
+        purge_removes_expired_records_and_leaves_no_key_behind,
+        len_counts_only_this_stores_live_sessions,
+        a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
+        owner_index_entries_are_checked_against_the_record,
+        owner_locks_are_released_after_each_login,
+        builds_from_a_url_and_round_trips,
+    ]
+);
+
+against!(
+    cluster,
+    crate::common::CLUSTER,
+    [
+        stored_keys_and_values_never_contain_the_session_id,
+        records_and_indexes_expire_natively_at_the_session_deadline,
+        redis_removes_an_idle_session_by_itself,
+        concurrent_logins_cannot_exceed_a_refusing_owner_limit,
+        concurrent_logins_end_the_oldest_sessions_to_keep_the_limit,
+        purge_removes_expired_records_and_leaves_no_key_behind,
+        len_counts_only_this_stores_live_sessions,
+        a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
+        owner_index_entries_are_checked_against_the_record,
+        owner_locks_are_released_after_each_login,
+        builds_from_a_url_and_round_trips,
+    ]
+);
+
+against!(
+    sentinel,
+    crate::common::SENTINEL,
+    [builds_from_a_url_and_round_trips]
+);
+
+#[tokio::test]
+async fn builds_around_an_existing_client() {
+    let Some(url) = service_url(common::SINGLE) else {
+        return;
+    };
+    use session_redis::fred::prelude::{Builder, ClientLike, Config};
+    let client = Builder::from_config(Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let prefix = common::unique_prefix("client");
+    let store = RedisSessionStore::builder_from_client(client.clone())
+        .unwrap()
+        .key_prefix(prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut s = store.create().await.unwrap();
+    store.save(&mut s).await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert!(store.destroy(s.id()).await.unwrap());
+    drop(store);
+    assert!(
+        client.is_connected(),
+        "the store leaves a client it did not make open"
+    );
+}

@@ -1,0 +1,398 @@
+//! Connection loss, server restarts and lost scripts, on a private
+//! `redis-server` each test starts on a free port (the shared server is never
+//! restarted or flushed). Runs when `SESSION_TEST_REDIS_URL` is set, since it
+//! needs the same Redis installation.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::io::{Read, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use session_core::testing::service_url;
+use session_core::{Error, SessionConfig, SessionId, SessionStore, SessionStoreExt};
+use session_redis::RedisSessionStore;
+use session_redis::fred::prelude::{ReconnectPolicy, Value};
+
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// A `redis-server` of our own, with an fsync-always append-only file so a
+/// restart keeps every acknowledged write.
+struct PrivateRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "session-redis-outage-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed to run the outage tests");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut reply = [0u8; 5];
+        conn.write_all(b"PING\r\n").is_ok()
+            && conn.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG"
+    }
+
+    /// SIGKILL: the harshest way to lose the server.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn store_for(server: &PrivateRedis) -> RedisSessionStore {
+    RedisSessionStore::builder(server.url())
+        .session_config(SessionConfig::from_secs(3600))
+        .command_timeout(COMMAND_TIMEOUT)
+        .connect_timeout(Duration::from_secs(1))
+        .reconnect_policy(ReconnectPolicy::new_constant(0, 50))
+        .pool_size(2)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Counters incremented in a loop by one task each, remembering the highest
+/// value Redis acknowledged and how long each failed call took.
+struct Workload {
+    ids: Vec<SessionId>,
+    acked: Vec<Arc<AtomicU64>>,
+    errors: Arc<AtomicU64>,
+    slowest_error_ms: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workload {
+    async fn start(store: &RedisSessionStore, sessions: usize) -> Self {
+        let mut ids = Vec::new();
+        for i in 0..sessions {
+            let mut s = store.create().await.unwrap();
+            s.insert("n", &0u64).unwrap();
+            if i % 2 == 0 {
+                s.set_owner(format!("owner-{i}"));
+            }
+            store.save(&mut s).await.unwrap();
+            ids.push(s.id().clone());
+        }
+        let errors = Arc::new(AtomicU64::new(0));
+        let slowest_error_ms = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut acked = Vec::new();
+        let mut tasks = Vec::new();
+        for id in &ids {
+            let ack = Arc::new(AtomicU64::new(0));
+            acked.push(Arc::clone(&ack));
+            let (store, id) = (store.clone(), id.clone());
+            let (errors, slowest, stop) = (
+                Arc::clone(&errors),
+                Arc::clone(&slowest_error_ms),
+                Arc::clone(&stop),
+            );
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let result = store
+                        .update(&id, |s| {
+                            let n = s.get_as::<u64>("n").unwrap().unwrap() + 1;
+                            s.insert("n", &n).unwrap();
+                            n
+                        })
+                        .await;
+                    match result {
+                        Ok(n) => ack.store(n, Ordering::SeqCst),
+                        Err(Error::Backend(_)) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            let ms = u64::try_from(started.elapsed().as_millis()).unwrap();
+                            slowest.fetch_max(ms, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("an outage must surface as Error::Backend, got {e:?}"),
+                    }
+                }
+            }));
+        }
+        Self {
+            ids,
+            acked,
+            errors,
+            slowest_error_ms,
+            stop,
+            tasks,
+        }
+    }
+
+    fn acked(&self) -> Vec<u64> {
+        self.acked
+            .iter()
+            .map(|a| a.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// Wait until every counter moved past `than`.
+    async fn progressed(&self, than: &[u64]) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self
+            .acked()
+            .iter()
+            .zip(than)
+            .any(|(now, before)| now <= before)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the workload did not resume: {:?} vs {than:?}",
+                self.acked()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self, store: &RedisSessionStore) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        for (id, acked) in self.ids.iter().zip(&self.acked) {
+            let stored: u64 = store
+                .load(id)
+                .await
+                .unwrap()
+                .expect("session kept")
+                .get_as("n")
+                .unwrap()
+                .unwrap();
+            let acked = acked.load(Ordering::SeqCst);
+            assert!(
+                stored >= acked,
+                "an acknowledged save was lost: stored {stored}, acknowledged {acked}"
+            );
+        }
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_gives_prompt_backend_errors_then_the_same_store_recovers() {
+    if service_url(common::SINGLE).is_none() {
+        return;
+    }
+    let mut server = PrivateRedis::start();
+    let store = store_for(&server).await;
+    let work = Workload::start(&store, 4).await;
+    work.progressed(&[0; 4]).await;
+
+    server.kill();
+    let started = Instant::now();
+    let err = store.len().await.unwrap_err();
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    assert!(
+        started.elapsed() < COMMAND_TIMEOUT * 3,
+        "len took {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let before = work.acked();
+    server.spawn(); // same data (fsync'ed append-only file), empty script cache
+    work.progressed(&before).await;
+    let slowest = Duration::from_millis(work.slowest_error_ms.load(Ordering::Relaxed));
+    let errors = work.stop(&store).await;
+    assert!(errors > 0, "the outage was noticed");
+    // An update is a load and a save; each command gives up after the
+    // command timeout.
+    assert!(
+        slowest < COMMAND_TIMEOUT * 3,
+        "a failing call took {slowest:?}"
+    );
+
+    // Everything else works again on the same store value too.
+    let mut s = store.create().await.unwrap();
+    s.set_owner("after-restart");
+    store.cycle_id(&mut s).await.unwrap();
+    store.touch(&mut s).await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 5);
+    assert_eq!(
+        store.count_owner_sessions("after-restart").await.unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_are_reopened_without_losing_acknowledged_saves() {
+    if service_url(common::SINGLE).is_none() {
+        return;
+    }
+    let server = PrivateRedis::start();
+    let store = store_for(&server).await;
+    let admin = common::pool(&server.url(), 1).await;
+    let own_id = common::raw(&admin, "CLIENT", vec!["ID".into()])
+        .await
+        .as_i64()
+        .unwrap();
+    // The ids of the store's connections (every normal client but the admin).
+    let store_connections = || async {
+        let list = common::raw(
+            &admin,
+            "CLIENT",
+            vec!["LIST".into(), "TYPE".into(), "normal".into()],
+        )
+        .await;
+        let list = list.as_str().unwrap().into_owned();
+        let ids: std::collections::BTreeSet<i64> = list
+            .lines()
+            .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+            .filter(|id| *id != own_id)
+            .collect();
+        ids
+    };
+    let work = Workload::start(&store, 4).await;
+    for _ in 0..3 {
+        work.progressed(&work.acked()).await;
+        let before = store_connections().await;
+        assert!(!before.is_empty());
+        common::raw(
+            &admin,
+            "CLIENT",
+            vec![
+                "KILL".into(),
+                "TYPE".into(),
+                "normal".into(),
+                "SKIPME".into(),
+                "yes".into(),
+            ],
+        )
+        .await;
+        work.progressed(&work.acked()).await;
+        let after = store_connections().await;
+        assert!(
+            before.is_disjoint(&after),
+            "the store works on new connections: {before:?} {after:?}"
+        );
+    }
+    work.stop(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_flushed_from_the_server_are_sent_again_transparently() {
+    if service_url(common::SINGLE).is_none() {
+        return;
+    }
+    let server = PrivateRedis::start();
+    let store = store_for(&server).await;
+    let admin = common::pool(&server.url(), 1).await;
+    let cached = || async {
+        let info = common::raw(&admin, "INFO", vec!["memory".into()]).await;
+        let info = info.as_str().unwrap().into_owned();
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("number_of_cached_scripts:"))
+            .unwrap()
+            .to_owned();
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(
+        cached().await > 0,
+        "the scripts were loaded when the store was built"
+    );
+
+    let mut s = store.create().await.unwrap();
+    s.set_owner("mallory");
+    store.save(&mut s).await.unwrap();
+    common::raw(&admin, "SCRIPT", vec![Value::from("FLUSH")]).await;
+    assert_eq!(cached().await, 0);
+
+    s.set("after", "flush");
+    store.save(&mut s).await.expect("save after SCRIPT FLUSH");
+    store.touch(&mut s).await.expect("touch after SCRIPT FLUSH");
+    store
+        .cycle_id(&mut s)
+        .await
+        .expect("rotation after SCRIPT FLUSH");
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+    assert_eq!(
+        store.destroy_owner_sessions("mallory", None).await.unwrap(),
+        1
+    );
+    assert!(cached().await > 0, "the scripts are cached again");
+}
