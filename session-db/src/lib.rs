@@ -1,1 +1,650 @@
-//! Work in progress.
+//! SQL session storage on diesel and r2d2: SQLite (the default, compiled
+//! in), PostgreSQL and MySQL/MariaDB, all behind one type,
+//! [`DbSessionStore`].
+//!
+//! Sessions survive restarts and are shared by every process that uses the
+//! same database. The store implements the whole
+//! [`SessionStore`](session_core::SessionStore) contract of `session-core`
+//! (insert-only first saves, compare-and-set updates, idle and absolute
+//! timeouts read from the injected clock, atomic ID rotation, per-owner
+//! listing, revocation and limits) and passes its conformance suite on all
+//! three databases.
+//!
+//! # Quick start
+//!
+#![cfg_attr(feature = "sqlite", doc = "```")]
+#![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
+//! use session_core::{SessionStore, SessionStoreExt};
+//! use session_db::DbSessionStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+//! // `url` is for example "sqlite://data/sessions.db". The file, the table
+//! // and its indexes are created if they are missing.
+//! let store = DbSessionStore::connect(&url).await?;
+//!
+//! // Login: a new session bound to its user, stored under a fresh ID.
+//! let mut session = store.create().await?;
+//! session.set("user_id", "42");
+//! session.set_owner("user:42");
+//! store.cycle_id(&mut session).await?;
+//! let id = session.id().clone(); // its text goes into the cookie
+//!
+//! // Another process, or this one after a restart, sees the same sessions.
+//! let other = DbSessionStore::connect(&url).await?;
+//! let loaded = other.load(&id).await?.expect("stored");
+//! assert_eq!(loaded.get("user_id"), Some("42"));
+//!
+//! // Concurrent-safe read-modify-write, then "sign out everywhere".
+//! other.update(&id, |s| s.set("theme", "dark")).await?;
+//! assert_eq!(store.count_owner_sessions("user:42").await?, 1);
+//! assert_eq!(store.destroy_owner_sessions("user:42", None).await?, 1);
+//! assert!(store.load(&id).await?.is_none());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! * `sqlite` (default): SQLite, compiled into the binary (`libsqlite3-sys`
+//!   with "bundled"), so no system library is needed.
+//! * `postgres`: PostgreSQL through libpq (Debian/Ubuntu: `libpq-dev`).
+//! * `mysql`: MySQL and MariaDB through libmysqlclient (Debian/Ubuntu:
+//!   `default-libmysqlclient-dev` and `pkg-config`).
+//!
+//! Enable only what you use: with `default-features = false, features =
+//! ["postgres"]` neither SQLite nor the MySQL client is compiled. A URL for a
+//! database whose feature is off fails with [`DbError::FeatureDisabled`],
+//! which names the feature to enable.
+//!
+//! # Connecting
+//!
+//! [`DbSessionStore::connect`] takes a URL and uses the defaults;
+//! [`DbSessionStore::builder`] also sets the [`SessionConfig`] (idle and
+//! absolute timeouts, limits), the table name, the pool size and the
+//! connection timeout.
+//!
+//! | URL | database |
+//! |---|---|
+//! | `sqlite://data/sessions.db`, `sqlite:///var/lib/app/sessions.db`, `sqlite:sessions.db`, or a plain path `data/sessions.db` | SQLite file (created if missing) |
+//! | `file:sessions.db?mode=rwc` | SQLite [URI filename](https://www.sqlite.org/uri.html), passed on unchanged |
+//! | `sqlite::memory:` | SQLite in memory: one connection, gone when the store is dropped, not shared between processes; for tests and demos |
+//! | `postgres://user:password@host:5432/app` or `postgresql://…` | PostgreSQL; every libpq parameter works (`?sslmode=require&application_name=web`) |
+//! | `mysql://user:password@host:3306/app` or `mariadb://…` | MySQL or MariaDB |
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use session_core::SessionConfig;
+//! use session_db::DbSessionStore;
+//!
+//! # async fn demo() -> Result<(), session_db::DbError> {
+//! let config = SessionConfig::new(Duration::from_secs(30 * 60)) // idle
+//!     .with_absolute_timeout(Duration::from_secs(12 * 3600));
+//!
+//! // SQLite (feature `sqlite`, the default)
+//! let sqlite = DbSessionStore::builder("sqlite://data/sessions.db")
+//!     .config(config.clone())
+//!     .build()
+//!     .await?;
+//!
+//! // PostgreSQL (feature `postgres`)
+//! let postgres = DbSessionStore::builder("postgres://app:secret@db.internal:5432/app")
+//!     .config(config.clone())
+//!     .table_name("web_sessions")
+//!     .pool_size(20)
+//!     .connection_timeout(Duration::from_secs(2))
+//!     .build()
+//!     .await?;
+//!
+//! // MySQL / MariaDB (feature `mysql`)
+//! let mysql = DbSessionStore::builder("mysql://app:secret@db.internal:3306/app")
+//!     .config(config)
+//!     .build()
+//!     .await?;
+//! # let _ = (sqlite, postgres, mysql);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Using an existing pool
+//!
+//! An application that already has an r2d2 pool of diesel connections can
+//! keep sessions in the same database without a second pool:
+//! [`DbSessionStore::from_pool`] takes a [`SqlitePool`], [`PgPool`] or
+//! [`MysqlPool`]: aliases of `diesel::r2d2::Pool<ConnectionManager<…>>`
+//! (diesel is re-exported as [`session_db::diesel`](diesel), so the versions
+//! match). The pool's own size and connection timeout apply, and
+//! [`DbSessionStore::pool`] hands the pool back. For SQLite, install
+//! [`SqliteTuning`] as the pool's connection customizer so writers wait for
+//! each other instead of failing with "database is locked".
+//!
+#![cfg_attr(feature = "sqlite", doc = "```")]
+#![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
+//! use std::time::Duration;
+//! use session_core::SessionStore;
+//! use session_db::diesel::SqliteConnection;
+//! use session_db::diesel::r2d2::{ConnectionManager, Pool};
+//! use session_db::{DbSessionStore, SqliteTuning};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("app.db").to_string_lossy().into_owned();
+//! // The application's pool, also used for its own tables.
+//! let pool = Pool::builder()
+//!     .max_size(8)
+//!     .connection_customizer(Box::new(SqliteTuning::new(Duration::from_secs(5))))
+//!     .build(ConnectionManager::<SqliteConnection>::new(path))?;
+//!
+//! let store = DbSessionStore::from_pool(pool.clone()).table_name("sessions").build().await?;
+//! assert!(store.is_empty().await?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Schema
+//!
+//! One table (default name `sessions`, see
+//! [`DbSessionStoreBuilder::table_name`]) with one row per session:
+//!
+//! | column | content |
+//! |---|---|
+//! | `id_hash` | primary key: the session's [`StorageKey`], a domain-separated SHA-256 of the ID, as 32 raw bytes. The ID itself is never stored, so a dump of the table yields no usable cookie |
+//! | `version` | incremented by every save; compare-and-set updates check it |
+//! | `created_ms` | creation time, Unix milliseconds |
+//! | `last_active_ms` | last save or touch |
+//! | `expires_ms` | when the session expires: the idle deadline, capped by the absolute one. Live means `expires_ms > now` |
+//! | `absolute_ms` | the absolute deadline, if the configuration has one |
+//! | `owner` | the owner the session is bound to, or NULL |
+//! | `data` | the session data in `session-core`'s versioned encoding (a JSON object after a format byte) |
+//!
+//! with an index on `expires_ms` (for `len` and `purge_expired`) and one on
+//! `(owner, expires_ms)` (every owner query reads only that owner's rows;
+//! partial, `WHERE owner IS NOT NULL`, where the database supports it). The
+//! DDL, where `{table}` is the configured name:
+//!
+//! SQLite:
+//!
+//! ```sql
+#![doc = include_str!("schema/sqlite.sql")]
+//! ```
+//!
+//! PostgreSQL:
+//!
+//! ```sql
+#![doc = include_str!("schema/postgres.sql")]
+//! ```
+//!
+//! MySQL/MariaDB (the owner is stored as bytes so it compares exactly: no
+//! case folding, no ignored trailing spaces; at most 1024 bytes, longer ones
+//! are refused with [`DbError::OwnerTooLong`]):
+//!
+//! ```sql
+#![doc = include_str!("schema/mysql.sql")]
+//! ```
+//!
+//! ## Migrations
+//!
+//! The DDL above is embedded and run by [`DbSessionStoreBuilder::build`]
+//! through diesel's `MigrationHarness`, from a `MigrationSource` that renders
+//! it for the configured table. diesel records each applied migration in
+//! `__diesel_schema_migrations` as `00000000000001_{table}`: one row per
+//! table, so several session tables do not collide, and numbered below any
+//! timestamped migration of your own, so `diesel migration revert` never
+//! picks it. Running them is idempotent (`IF NOT EXISTS` everywhere) and
+//! safe when several processes start at once: PostgreSQL serialises the run
+//! with an advisory lock, MySQL with a named lock (`GET_LOCK`), SQLite with
+//! one `BEGIN IMMEDIATE` transaction. If you drop the table by hand, also
+//! delete its row from `__diesel_schema_migrations`. To manage the schema
+//! yourself, take the DDL from [`DbSessionStore::schema_sql`] and build with
+//! [`run_migrations(false)`](DbSessionStoreBuilder::run_migrations).
+//!
+//! # How the promises are kept
+//!
+//! * **Time comes from the store's clock**, bound into every statement as
+//!   `now`, never from the database server's: expiry is tested with a
+//!   `ManualClock`, and the database's clock does not matter (keep the
+//!   application servers' clocks in sync, as for any expiry).
+//! * **Insert-only create** is one statement checked by rows affected. On
+//!   SQLite and PostgreSQL, `INSERT … ON CONFLICT (id_hash) DO UPDATE …
+//!   WHERE expires_ms <= now` also replaces an expired row nobody purged yet,
+//!   and changes nothing (0 rows: [`Conflict`](session_core::Error::Conflict))
+//!   over a live one. MySQL has no conditional upsert: a plain `INSERT`, and
+//!   only on a duplicate key a `DELETE … WHERE expires_ms <= now` and a
+//!   second `INSERT`.
+//! * **Compare-and-set update**: `UPDATE … WHERE id_hash = ? AND version = ?
+//!   AND expires_ms > now`. When it matches no row, one more read tells a
+//!   version [`Conflict`](session_core::Error::Conflict) from a session that
+//!   is gone ([`NotFound`](session_core::Error::NotFound)). MySQL counts
+//!   matched rather than changed rows (diesel connects with
+//!   `CLIENT_FOUND_ROWS`), so a touch that changes nothing is still found.
+//! * **Touch** updates only `last_active_ms` and `expires_ms` of a live row.
+//! * **Rotation** is one `UPDATE` of the key column itself, compare-and-set
+//!   on the version: the old ID is dead in the same instant the new one is
+//!   live.
+//! * **`len`** counts `WHERE expires_ms > now`; **`purge_expired`** deletes
+//!   expired rows 1000 per statement, looping, so it never holds long locks.
+//! * **Blocking work stays off the async executor**: every database call runs
+//!   on tokio's blocking pool (`spawn_blocking`), with one pooled connection.
+//!   When every connection is busy for longer than the connection timeout,
+//!   the operation fails promptly with
+//!   [`Error::Backend`](session_core::Error::Backend) instead of hanging.
+//! * **A corrupt row** fails to decode with
+//!   [`Error::Codec`](session_core::Error::Codec) for that session only.
+//!
+//! # Per-owner limit and concurrency
+//!
+//! With [`SessionConfig::with_max_sessions_per_owner`], a write that newly
+//! binds a session to an owner counts the owner's live sessions (through the
+//! owner index) and refuses or ends the oldest, and then writes, in one
+//! transaction that holds a lock for that owner, so two logins of the same
+//! user in different processes cannot both squeeze under the limit:
+//!
+//! * PostgreSQL: `pg_advisory_xact_lock` on a 64-bit hash of table and owner,
+//!   released at commit; waiting longer than the pool's connection timeout
+//!   (a transaction-local `lock_timeout`) fails with a backend error;
+//! * MySQL/MariaDB: `GET_LOCK` on a hashed name, taken before the transaction
+//!   begins (so its reads see the previous holder's commit) and released
+//!   after it ends; waiting longer than the pool's connection timeout fails
+//!   with [`DbError::LockTimeout`];
+//! * SQLite: `BEGIN IMMEDIATE`, which serialises all writers anyway (waiting
+//!   up to `busy_timeout`).
+//!
+//! Only writes that bind an owner take the lock; other owners and anonymous
+//! sessions never wait for it. Every process writing to the table must be
+//! configured with the same limit.
+//!
+//! # SQLite tuning
+//!
+//! Every pooled SQLite connection is opened with `PRAGMA busy_timeout` (the
+//! connection timeout), `journal_mode = WAL` (readers never block writers or
+//! each other, and a writer does not block readers) and `synchronous =
+//! NORMAL` (no fsync per commit; a crash of the application loses nothing,
+//! a power failure at most the last commits), through [`SqliteTuning`], an
+//! r2d2 connection customizer. Every write runs in a `BEGIN IMMEDIATE`
+//! transaction, which takes the write lock up front and so waits for it
+//! (`busy_timeout`) instead of failing with `SQLITE_BUSY` when a deferred
+//! transaction tries to upgrade. WAL needs the database on a local
+//! filesystem, and leaves `-wal` and `-shm` files beside it.
+//!
+//! # Errors and tracing
+//!
+//! Building a store returns [`DbError`]. Operations return
+//! [`session_core::Error`]; database failures are
+//! [`Error::Backend`](session_core::Error::Backend) wrapping a [`DbError`].
+//! Messages never contain the database URL.
+//!
+//! Each operation runs in a `tracing` span named `session_db` with fields
+//! `op` (`load`, `save`, …) and `key`: the first 8 hex digits of the
+//! storage key, never the session ID. Backend failures are logged at `warn`.
+#![deny(missing_docs)]
+// The docs link to every database's types; with some features off, those
+// links have no target (docs.rs builds with all features).
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!(
+    "session-db needs at least one database feature: `sqlite` (the default), `postgres` or `mysql`"
+);
+
+mod builder;
+mod conn;
+mod error;
+mod migrations;
+mod ops;
+mod sql;
+mod table;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{
+    Result, Session, SessionConfig, SessionHandle, SessionId, SessionInfo, SessionStore,
+    StorageKey, async_trait,
+};
+
+#[cfg(feature = "mysql")]
+pub use builder::MysqlPool;
+#[cfg(feature = "postgres")]
+pub use builder::PgPool;
+pub use builder::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_POOL_SIZE, DbPool, DbSessionStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use builder::{SqlitePool, SqliteTuning};
+/// The diesel this crate is built on, for naming pool and connection types
+/// that match it.
+pub use diesel;
+pub use error::DbError;
+pub use sql::Database;
+pub use table::{DEFAULT_TABLE_NAME, MAX_TABLE_NAME_LEN};
+
+use crate::error::OpError;
+use crate::ops::Limits;
+use crate::sql::Statements;
+use crate::table::TableName;
+
+/// A [`SessionStore`] in a SQL database: SQLite, PostgreSQL or
+/// MySQL/MariaDB. Cheap to clone: clones share the pool.
+///
+/// See the [crate documentation](crate) for URLs, the schema and how each
+/// guarantee is kept.
+#[derive(Clone)]
+pub struct DbSessionStore {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pool: DbPool,
+    sql: Statements,
+    config: SessionConfig,
+    /// How long to wait for a per-owner lock (the pool's connection timeout).
+    lock_wait: Duration,
+}
+
+impl DbSessionStore {
+    /// Connect with default settings: a pool of 10, a 5 s connection timeout,
+    /// table `sessions`, a 24-hour idle timeout. Creates the table if needed.
+    ///
+    /// # Errors
+    /// As [`DbSessionStoreBuilder::build`].
+    pub async fn connect(url: impl Into<String>) -> Result<Self, DbError> {
+        Self::builder(url).build().await
+    }
+
+    /// Configure a store on the database at `url` (see the
+    /// [crate documentation](crate#connecting) for the accepted forms).
+    pub fn builder(url: impl Into<String>) -> DbSessionStoreBuilder {
+        DbSessionStoreBuilder::from_url(url.into())
+    }
+
+    /// Configure a store on a pool the application already has (see
+    /// [Using an existing pool](crate#using-an-existing-pool)).
+    pub fn from_pool(pool: impl Into<DbPool>) -> DbSessionStoreBuilder {
+        DbSessionStoreBuilder::from_pool(pool.into())
+    }
+
+    /// The DDL that creates the session table `table` on `database`, for
+    /// applications that manage the schema with their own migrations.
+    ///
+    /// ```
+    /// use session_db::{Database, DbSessionStore};
+    ///
+    /// let ddl = DbSessionStore::schema_sql(Database::Postgres, "web_sessions")?;
+    /// assert!(ddl.starts_with("CREATE TABLE IF NOT EXISTS \"web_sessions\""));
+    /// # Ok::<(), session_db::DbError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`DbError::InvalidTableName`].
+    pub fn schema_sql(database: Database, table: &str) -> Result<String, DbError> {
+        Ok(sql::create_table_sql(database, &TableName::parse(table)?))
+    }
+
+    /// Which database the store uses.
+    pub fn database(&self) -> Database {
+        self.inner.sql.db
+    }
+
+    /// The table the store uses.
+    pub fn table_name(&self) -> &str {
+        self.inner.sql.table.as_str()
+    }
+
+    /// The connection pool, for example to run the application's own queries
+    /// on the same connections.
+    pub fn pool(&self) -> &DbPool {
+        &self.inner.pool
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            owner: self.inner.config.max_sessions_per_owner(),
+            lock_wait: self.inner.lock_wait,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.config.now_ms()
+    }
+
+    /// Run `f` on a blocking thread inside a `session_db` span.
+    async fn run<T, F>(&self, op: &'static str, key: Option<&StorageKey>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, OpError> + Send + 'static,
+    {
+        let span = tracing::debug_span!("session_db", op, key = tracing::field::Empty);
+        if let Some(key) = key {
+            span.record("key", tracing::field::display(KeyPrefix(key)));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| DbError::NoRuntime)?;
+        let inner = Arc::clone(&self.inner);
+        let task_span = span.clone();
+        let joined = runtime
+            .spawn_blocking(move || {
+                let _entered = task_span.enter();
+                f(&inner)
+            })
+            .await;
+        let result = match joined {
+            Ok(result) => result.map_err(session_core::Error::from),
+            Err(e) => Err(DbError::TaskFailed(e.to_string()).into()),
+        };
+        if let Err(session_core::Error::Backend(e)) = &result {
+            span.in_scope(|| tracing::warn!(error = %e, "session storage failed"));
+        }
+        result
+    }
+}
+
+/// Check out a connection from `inner`'s pool and evaluate `$body` with
+/// `$conn` (the connection, of the pool's concrete type) and `$sql` (the
+/// store's statements). The body is generic code over `conn::Conn`.
+macro_rules! with_conn {
+    ($inner:expr, |$conn:ident, $sql:ident| $body:expr) => {{
+        let inner: &Inner = $inner;
+        let $sql = &inner.sql;
+        match inner.pool {
+            #[cfg(feature = "sqlite")]
+            DbPool::Sqlite(ref pool) => {
+                let mut pooled = pool.get().map_err(DbError::Pool)?;
+                let $conn: &mut diesel::SqliteConnection = &mut pooled;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            DbPool::Postgres(ref pool) => {
+                let mut pooled = pool.get().map_err(DbError::Pool)?;
+                let $conn: &mut diesel::PgConnection = &mut pooled;
+                $body
+            }
+            #[cfg(feature = "mysql")]
+            DbPool::Mysql(ref pool) => {
+                let mut pooled = pool.get().map_err(DbError::Pool)?;
+                let $conn: &mut diesel::MysqlConnection = &mut pooled;
+                $body
+            }
+        }
+    }};
+}
+
+/// The first 8 hex digits of a storage key: enough to correlate log lines,
+/// useless as a credential.
+struct KeyPrefix<'a>(&'a StorageKey);
+
+impl fmt::Display for KeyPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0.as_bytes()[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for DbSessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbSessionStore")
+            .field("database", &self.database())
+            .field("table", &self.table_name())
+            .field("pool", &self.inner.pool)
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl SessionStore for DbSessionStore {
+    fn config(&self) -> &SessionConfig {
+        &self.inner.config
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>> {
+        let key = *id.storage_key();
+        let now = self.now();
+        let found = self
+            .run("load", Some(&key), move |inner| {
+                with_conn!(inner, |c, sql| ops::load(c, sql, &key, now))
+            })
+            .await?;
+        Ok(found.map(|(meta, data)| Session::from_stored(id.clone(), meta, data)))
+    }
+
+    async fn save(&self, session: &mut Session) -> Result<()> {
+        let write = session.prepare_write(&self.inner.config)?;
+        let key = write.key;
+        let limits = self.limits();
+        let write = self
+            .run("save", Some(&key), move |inner| {
+                with_conn!(inner, |c, sql| ops::save(c, sql, limits, &write))?;
+                Ok(write)
+            })
+            .await?;
+        session.commit_write(write);
+        Ok(())
+    }
+
+    async fn touch(&self, session: &mut Session) -> Result<()> {
+        let touch = session.prepare_touch(&self.inner.config)?;
+        self.run("touch", Some(&touch.key), move |inner| {
+            with_conn!(inner, |c, sql| ops::touch(c, sql, &touch))
+        })
+        .await?;
+        session.commit_touch(&touch);
+        Ok(())
+    }
+
+    async fn cycle_id(&self, session: &mut Session) -> Result<()> {
+        let rotation = session.prepare_rotation(&self.inner.config)?;
+        let key = rotation.old_key;
+        let limits = self.limits();
+        let rotation = self
+            .run("cycle_id", Some(&key), move |inner| {
+                with_conn!(inner, |c, sql| ops::rotate(c, sql, limits, &rotation))?;
+                Ok(rotation)
+            })
+            .await?;
+        session.commit_rotation(rotation);
+        Ok(())
+    }
+
+    async fn destroy(&self, id: &SessionId) -> Result<bool> {
+        let key = *id.storage_key();
+        let now = self.now();
+        self.run("destroy", Some(&key), move |inner| {
+            with_conn!(inner, |c, sql| ops::destroy(c, sql, &key, now))
+        })
+        .await
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        let now = self.now();
+        let purged = self
+            .run("purge_expired", None, move |inner| {
+                with_conn!(inner, |c, sql| ops::purge(c, sql, now))
+            })
+            .await?;
+        if purged > 0 {
+            tracing::debug!(purged, "purged expired sessions");
+        }
+        Ok(purged)
+    }
+
+    async fn len(&self) -> Result<u64> {
+        let now = self.now();
+        self.run("len", None, move |inner| {
+            with_conn!(inner, |c, sql| ops::len(c, sql, now))
+        })
+        .await
+    }
+
+    async fn is_empty(&self) -> Result<bool> {
+        let now = self.now();
+        self.run("is_empty", None, move |inner| {
+            with_conn!(inner, |c, sql| ops::is_empty(c, sql, now))
+        })
+        .await
+    }
+
+    async fn owner_sessions(
+        &self,
+        owner: &str,
+        current: Option<&SessionId>,
+    ) -> Result<Vec<SessionInfo>> {
+        let now = self.now();
+        let owner = owner.to_owned();
+        let current = current.cloned();
+        self.run("owner_sessions", None, move |inner| {
+            with_conn!(inner, |c, sql| ops::owner_sessions(
+                c,
+                sql,
+                &owner,
+                current.as_ref(),
+                now
+            ))
+        })
+        .await
+    }
+
+    async fn count_owner_sessions(&self, owner: &str) -> Result<u64> {
+        let now = self.now();
+        let owner = owner.to_owned();
+        self.run("count_owner_sessions", None, move |inner| {
+            with_conn!(inner, |c, sql| ops::count_owner_sessions(
+                c, sql, &owner, now
+            ))
+        })
+        .await
+    }
+
+    async fn destroy_owner_session(&self, owner: &str, handle: &SessionHandle) -> Result<bool> {
+        let now = self.now();
+        let owner = owner.to_owned();
+        let handle = *handle;
+        self.run("destroy_owner_session", None, move |inner| {
+            with_conn!(inner, |c, sql| ops::destroy_owner_session(
+                c, sql, &owner, &handle, now
+            ))
+        })
+        .await
+    }
+
+    async fn destroy_owner_sessions(&self, owner: &str, keep: Option<&SessionId>) -> Result<u64> {
+        let now = self.now();
+        let owner = owner.to_owned();
+        let keep = keep.map(|id| *id.storage_key());
+        self.run("destroy_owner_sessions", None, move |inner| {
+            with_conn!(inner, |c, sql| ops::destroy_owner_sessions(
+                c,
+                sql,
+                &owner,
+                keep.as_ref(),
+                now
+            ))
+        })
+        .await
+    }
+}

@@ -1,0 +1,543 @@
+//! Building a store: from a URL (this crate builds the pool) or from the
+//! application's own r2d2 pool.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::r2d2::{ConnectionManager, HandleError, Pool};
+use session_core::SessionConfig;
+
+use crate::migrations::TableMigrations;
+use crate::sql::{Database, Statements};
+use crate::table::{DEFAULT_TABLE_NAME, TableName};
+use crate::{DbError, DbSessionStore, Inner};
+
+/// Default maximum number of pooled connections.
+pub const DEFAULT_POOL_SIZE: u32 = 10;
+
+/// Default time to wait for a pooled connection (and, on SQLite, for the
+/// write lock) before failing with a backend error.
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An r2d2 pool of SQLite connections.
+#[cfg(feature = "sqlite")]
+pub type SqlitePool = Pool<ConnectionManager<diesel::SqliteConnection>>;
+
+/// An r2d2 pool of PostgreSQL connections.
+#[cfg(feature = "postgres")]
+pub type PgPool = Pool<ConnectionManager<diesel::PgConnection>>;
+
+/// An r2d2 pool of MySQL/MariaDB connections.
+#[cfg(feature = "mysql")]
+pub type MysqlPool = Pool<ConnectionManager<diesel::MysqlConnection>>;
+
+/// The connection pool a store uses: one of the databases compiled in.
+///
+/// Build a store on a pool the application already has with
+/// [`DbSessionStore::from_pool`]; get a store's pool back with
+/// [`DbSessionStore::pool`] (for example to run the application's own
+/// queries on it). Cloning is cheap: clones share the pool.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum DbPool {
+    /// SQLite.
+    #[cfg(feature = "sqlite")]
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(PgPool),
+    /// MySQL or MariaDB.
+    #[cfg(feature = "mysql")]
+    Mysql(MysqlPool),
+}
+
+impl DbPool {
+    /// Which database the pool connects to.
+    pub fn database(&self) -> Database {
+        match *self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => Database::Sqlite,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => Database::Postgres,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => Database::Mysql,
+        }
+    }
+
+    fn connection_timeout(&self) -> Duration {
+        match *self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(ref p) => p.connection_timeout(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(ref p) => p.connection_timeout(),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(ref p) => p.connection_timeout(),
+        }
+    }
+
+    fn state(&self) -> diesel::r2d2::State {
+        match *self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(ref p) => p.state(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(ref p) => p.state(),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(ref p) => p.state(),
+        }
+    }
+}
+
+impl fmt::Debug for DbPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("DbPool")
+            .field("database", &self.database())
+            .field("connections", &state.connections)
+            .field("idle", &state.idle_connections)
+            .finish()
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<SqlitePool> for DbPool {
+    fn from(pool: SqlitePool) -> Self {
+        Self::Sqlite(pool)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<PgPool> for DbPool {
+    fn from(pool: PgPool) -> Self {
+        Self::Postgres(pool)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl From<MysqlPool> for DbPool {
+    fn from(pool: MysqlPool) -> Self {
+        Self::Mysql(pool)
+    }
+}
+
+/// Connection settings for SQLite, applied to every pooled connection when it
+/// is opened: `busy_timeout` (so a writer waits for the lock instead of
+/// failing with "database is locked"), `journal_mode = WAL` (readers never
+/// wait for writers) and `synchronous = NORMAL` (durable across application
+/// crashes; the last transactions may be lost only on power failure or OS
+/// crash, which is the usual choice for WAL).
+///
+/// Stores built from a URL install it themselves. If you build the pool,
+/// install it with
+/// [`connection_customizer`](diesel::r2d2::Builder::connection_customizer):
+///
+/// ```
+/// use std::time::Duration;
+/// use session_db::SqliteTuning;
+/// use session_db::diesel::SqliteConnection;
+/// use session_db::diesel::r2d2::{ConnectionManager, Pool};
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("app.db");
+/// let pool = Pool::builder()
+///     .max_size(8)
+///     .connection_customizer(Box::new(SqliteTuning::new(Duration::from_secs(5))))
+///     .build(ConnectionManager::<SqliteConnection>::new(path.to_string_lossy()))
+///     .unwrap();
+/// ```
+#[cfg(feature = "sqlite")]
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteTuning {
+    busy_timeout: Duration,
+    wal: bool,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteTuning {
+    /// Writers wait up to `busy_timeout` for the database's write lock.
+    pub fn new(busy_timeout: Duration) -> Self {
+        Self {
+            busy_timeout,
+            wal: true,
+        }
+    }
+
+    fn in_memory(busy_timeout: Duration) -> Self {
+        Self {
+            busy_timeout,
+            wal: false,
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Default for SqliteTuning {
+    fn default() -> Self {
+        Self::new(DEFAULT_CONNECTION_TIMEOUT)
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl diesel::r2d2::CustomizeConnection<diesel::SqliteConnection, diesel::r2d2::Error>
+    for SqliteTuning
+{
+    fn on_acquire(&self, conn: &mut diesel::SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::connection::SimpleConnection;
+        let ms = self.busy_timeout.as_millis().min(i32::MAX as u128);
+        // busy_timeout first, so switching the journal mode (which needs a
+        // lock) also waits for other processes.
+        let mut pragmas = format!("PRAGMA busy_timeout = {ms};");
+        if self.wal {
+            pragmas.push_str(" PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+        }
+        conn.batch_execute(&pragmas)
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Reports connection failures of pools this crate builds through `tracing`
+/// (r2d2's default uses the `log` crate).
+#[derive(Debug, Clone, Copy)]
+struct TraceErrors;
+
+impl HandleError<diesel::r2d2::Error> for TraceErrors {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        tracing::warn!(%error, "session-db: could not open a database connection");
+    }
+}
+
+/// Where the store's connections come from.
+enum Source {
+    Url(String),
+    Pool(DbPool),
+}
+
+/// Configures a [`DbSessionStore`]; made by [`DbSessionStore::builder`] (from
+/// a URL) or [`DbSessionStore::from_pool`] (from an existing pool).
+///
+#[cfg_attr(feature = "sqlite", doc = "```")]
+#[cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
+/// use std::time::Duration;
+/// use session_core::SessionConfig;
+/// use session_db::DbSessionStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), session_db::DbError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+/// let store = DbSessionStore::builder(url)
+///     .config(
+///         SessionConfig::new(Duration::from_secs(30 * 60))
+///             .with_absolute_timeout(Duration::from_secs(12 * 3600)),
+///     )
+///     .table_name("user_sessions")
+///     .pool_size(16)
+///     .connection_timeout(Duration::from_secs(2))
+///     .build()
+///     .await?;
+/// assert_eq!(store.table_name(), "user_sessions");
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a builder does nothing until .build().await"]
+pub struct DbSessionStoreBuilder {
+    source: Source,
+    config: SessionConfig,
+    table: String,
+    pool_size: u32,
+    connection_timeout: Duration,
+    run_migrations: bool,
+}
+
+impl fmt::Debug for DbSessionStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password: never print it.
+        let source = match &self.source {
+            Source::Url(_) => "url",
+            Source::Pool(_) => "existing pool",
+        };
+        f.debug_struct("DbSessionStoreBuilder")
+            .field("source", &source)
+            .field("config", &self.config)
+            .field("table", &self.table)
+            .field("pool_size", &self.pool_size)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("run_migrations", &self.run_migrations)
+            .finish()
+    }
+}
+
+impl DbSessionStoreBuilder {
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            config: SessionConfig::default(),
+            table: DEFAULT_TABLE_NAME.to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            run_migrations: true,
+        }
+    }
+
+    pub(crate) fn from_url(url: String) -> Self {
+        Self::new(Source::Url(url))
+    }
+
+    pub(crate) fn from_pool(pool: DbPool) -> Self {
+        Self::new(Source::Pool(pool))
+    }
+
+    /// Timeouts and limits (idle and absolute timeout, data size, per-owner
+    /// limit, clock). Default: [`SessionConfig::default`], a 24-hour idle
+    /// timeout.
+    pub fn config(mut self, config: SessionConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The table sessions are stored in (default `sessions`). ASCII letters,
+    /// digits and `_`, not starting with a digit, at most 32 characters;
+    /// anything else makes [`build`](Self::build) fail with
+    /// [`DbError::InvalidTableName`]. Several stores may use different tables
+    /// of one database.
+    pub fn table_name(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// Maximum number of pooled connections (default 10; at least 1). Only
+    /// for a pool built from a URL; `sqlite::memory:` always uses one.
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long an operation waits for a pooled connection before failing
+    /// with [`session_core::Error::Backend`] (default 5 s). On SQLite it is
+    /// also the `busy_timeout`: how long a writer waits for the write lock.
+    /// Only for a pool built from a URL; an existing pool keeps its own.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Whether [`build`](Self::build) creates or upgrades the table (default
+    /// `true`). Turn it off if your own migrations create it from
+    /// [`DbSessionStore::schema_sql`].
+    pub fn run_migrations(mut self, run: bool) -> Self {
+        self.run_migrations = run;
+        self
+    }
+
+    /// Open the pool (from a URL), run the migrations, and return the store.
+    ///
+    /// # Errors
+    /// [`DbError::InvalidTableName`], [`DbError::UnsupportedUrl`],
+    /// [`DbError::FeatureDisabled`] (a URL for a database whose feature is
+    /// not enabled), [`DbError::Pool`] if no connection can be opened within
+    /// the connection timeout, [`DbError::Migration`] or
+    /// [`DbError::LockTimeout`] if the table cannot be created.
+    pub async fn build(self) -> Result<DbSessionStore, DbError> {
+        let table = TableName::parse(&self.table)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| DbError::NoRuntime)?;
+        runtime
+            .spawn_blocking(move || self.build_blocking(table))
+            .await
+            .map_err(|e| DbError::TaskFailed(e.to_string()))?
+    }
+
+    fn build_blocking(self, table: TableName) -> Result<DbSessionStore, DbError> {
+        let pool = match self.source {
+            Source::Pool(ref pool) => pool.clone(),
+            Source::Url(ref url) => self.open(url)?,
+        };
+        let database = pool.database();
+        if self.run_migrations {
+            migrate(&pool, TableMigrations::new(database, table.clone()))?;
+        }
+        tracing::debug!(%database, %table, "session store ready");
+        Ok(DbSessionStore {
+            inner: Arc::new(Inner {
+                lock_wait: pool.connection_timeout(),
+                sql: Statements::new(database, table),
+                pool,
+                config: self.config,
+            }),
+        })
+    }
+
+    fn open(&self, url: &str) -> Result<DbPool, DbError> {
+        let target = parse_url(url)?;
+        let timeout = self.connection_timeout;
+        match target {
+            #[cfg(feature = "sqlite")]
+            Target::SqliteFile(path) => pool_builder(self.pool_size, timeout)
+                .connection_customizer(Box::new(SqliteTuning::new(self.connection_timeout)))
+                .build(ConnectionManager::new(path))
+                .map(DbPool::Sqlite)
+                .map_err(DbError::Pool),
+            // Every connection to ":memory:" is its own database: keep exactly
+            // one, forever.
+            #[cfg(feature = "sqlite")]
+            Target::SqliteMemory => pool_builder(1, timeout)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connection_customizer(Box::new(SqliteTuning::in_memory(self.connection_timeout)))
+                .build(ConnectionManager::new(":memory:"))
+                .map(DbPool::Sqlite)
+                .map_err(DbError::Pool),
+            #[cfg(feature = "postgres")]
+            Target::Postgres(url) => pool_builder(self.pool_size, timeout)
+                .build(ConnectionManager::new(url))
+                .map(DbPool::Postgres)
+                .map_err(DbError::Pool),
+            #[cfg(feature = "mysql")]
+            Target::Mysql(url) => pool_builder(self.pool_size, timeout)
+                .build(ConnectionManager::new(url))
+                .map(DbPool::Mysql)
+                .map_err(DbError::Pool),
+            #[allow(unreachable_patterns)]
+            other => Err(DbError::FeatureDisabled {
+                database: other.database().name(),
+                feature: other.database().feature(),
+            }),
+        }
+    }
+}
+
+/// Pool settings shared by every database: `min_idle` 1 so building checks
+/// that the database is reachable without opening the whole pool at once.
+fn pool_builder<C>(size: u32, timeout: Duration) -> diesel::r2d2::Builder<ConnectionManager<C>>
+where
+    C: diesel::r2d2::R2D2Connection + 'static,
+{
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .connection_timeout(timeout)
+        .error_handler(Box::new(TraceErrors))
+}
+
+fn migrate(pool: &DbPool, migrations: TableMigrations) -> Result<(), DbError> {
+    use crate::conn::Conn;
+    match *pool {
+        #[cfg(feature = "sqlite")]
+        DbPool::Sqlite(ref p) => p.get().map_err(DbError::Pool)?.migrate(migrations),
+        #[cfg(feature = "postgres")]
+        DbPool::Postgres(ref p) => p.get().map_err(DbError::Pool)?.migrate(migrations),
+        #[cfg(feature = "mysql")]
+        DbPool::Mysql(ref p) => p.get().map_err(DbError::Pool)?.migrate(migrations),
+    }
+}
+
+/// What a URL points at.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    SqliteFile(String),
+    SqliteMemory,
+    Postgres(String),
+    Mysql(String),
+}
+
+impl Target {
+    fn database(&self) -> Database {
+        match self {
+            Self::SqliteFile(_) | Self::SqliteMemory => Database::Sqlite,
+            Self::Postgres(_) => Database::Postgres,
+            Self::Mysql(_) => Database::Mysql,
+        }
+    }
+}
+
+/// Recognise the URL forms this crate accepts (see the crate docs).
+fn parse_url(url: &str) -> Result<Target, DbError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(DbError::InvalidUrl("the database URL is empty"));
+    }
+    if matches!(url, "sqlite::memory:" | "sqlite://:memory:" | ":memory:") {
+        return Ok(Target::SqliteMemory);
+    }
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(DbError::InvalidUrl(
+                "a sqlite:// URL needs a file path, e.g. sqlite://data/sessions.db",
+            ));
+        }
+        return Ok(Target::SqliteFile(path.to_owned()));
+    }
+    // SQLite URI filenames (file:app.db?mode=rwc) pass through unchanged.
+    if url.starts_with("file:") {
+        return Ok(Target::SqliteFile(url.to_owned()));
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        return match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => Ok(Target::Postgres(url.to_owned())),
+            "mysql" => Ok(Target::Mysql(url.to_owned())),
+            "mariadb" => Ok(Target::Mysql(format!("mysql://{rest}"))),
+            _ => Err(DbError::UnsupportedUrl {
+                scheme: scheme.to_owned(),
+            }),
+        };
+    }
+    Ok(Target::SqliteFile(url.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_and_plain_paths_name_a_file() {
+        for (url, path) in [
+            ("sqlite://data/sessions.db", "data/sessions.db"),
+            (
+                "sqlite:///var/lib/app/sessions.db",
+                "/var/lib/app/sessions.db",
+            ),
+            ("sqlite:sessions.db", "sessions.db"),
+            ("sessions.db", "sessions.db"),
+            ("/tmp/x/sessions.db", "/tmp/x/sessions.db"),
+            (" ./s.db ", "./s.db"),
+            ("file:s.db?mode=rwc", "file:s.db?mode=rwc"),
+        ] {
+            assert_eq!(
+                parse_url(url).unwrap(),
+                Target::SqliteFile(path.into()),
+                "{url}"
+            );
+        }
+        for url in ["sqlite::memory:", "sqlite://:memory:", ":memory:"] {
+            assert_eq!(parse_url(url).unwrap(), Target::SqliteMemory, "{url}");
+        }
+    }
+
+    #[test]
+    fn server_urls_are_recognised() {
+        let pg = "postgres://u:p@db:5432/app?application_name=x";
+        assert_eq!(parse_url(pg).unwrap(), Target::Postgres(pg.into()));
+        let pg = "postgresql://db/app";
+        assert_eq!(parse_url(pg).unwrap(), Target::Postgres(pg.into()));
+        let my = "mysql://root@127.0.0.1:3306/test";
+        assert_eq!(parse_url(my).unwrap(), Target::Mysql(my.into()));
+        assert_eq!(
+            parse_url("mariadb://root@127.0.0.1/test").unwrap(),
+            Target::Mysql("mysql://root@127.0.0.1/test".into())
+        );
+    }
+
+    #[test]
+    fn unknown_schemes_and_empty_urls_are_clear_errors_without_the_url() {
+        let err = parse_url("redis://:secret@host/0").unwrap_err();
+        assert!(matches!(&err, DbError::UnsupportedUrl { scheme } if scheme == "redis"));
+        assert!(!err.to_string().contains("secret"));
+        assert!(matches!(parse_url("  "), Err(DbError::InvalidUrl(_))));
+        assert!(matches!(
+            parse_url("sqlite://"),
+            Err(DbError::InvalidUrl(_))
+        ));
+    }
+}

@@ -1,0 +1,600 @@
+//! Helpers and scenarios shared by the SQLite, PostgreSQL and MySQL tests.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use session_core::testing::run_conformance;
+use session_core::{Error, ManualClock, OwnerLimitPolicy, SessionConfig, SessionId, SessionStore};
+use session_db::diesel::{self, RunQueryDsl};
+use session_db::{Database, DbPool, DbSessionStore};
+
+/// A table name no other test (in this or any other run) uses:
+/// `sdbt_<tag>_<time>_<n>`.
+pub(crate) fn unique_table(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!(
+        "sdbt_{tag}_{:x}_{}",
+        (nanos ^ u128::from(std::process::id()) << 40) & 0xff_ffff_ffff,
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    assert!(name.len() <= session_db::MAX_TABLE_NAME_LEN, "{name}");
+    name
+}
+
+/// The tables a test creates on a server; dropped (with their migration
+/// records) when this guard goes away, also when the test fails.
+pub(crate) struct Tables {
+    url: String,
+    names: Mutex<Vec<String>>,
+}
+
+impl Tables {
+    pub(crate) fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            names: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn fresh(&self, tag: &str) -> String {
+        let name = unique_table(tag);
+        self.names.lock().unwrap().push(name.clone());
+        name
+    }
+}
+
+impl Drop for Tables {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut *self.names.lock().unwrap());
+        if names.is_empty() {
+            return;
+        }
+        if let Err(e) = drop_tables(&self.url, &names) {
+            eprintln!("could not drop test tables {names:?}: {e}");
+        }
+    }
+}
+
+/// `DROP TABLE` and removal of the migration record, for each table.
+fn cleanup_statements(names: &[String], quote: char) -> Vec<String> {
+    names
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("DROP TABLE IF EXISTS {quote}{t}{quote}"),
+                format!("DELETE FROM __diesel_schema_migrations WHERE version LIKE '%{t}'"),
+            ]
+        })
+        .collect()
+}
+
+/// SQLite test databases are temporary files: nothing to drop there.
+fn drop_tables(url: &str, names: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres") {
+        use diesel::Connection;
+        let mut c = diesel::PgConnection::establish(url)?;
+        for sql in cleanup_statements(names, '"') {
+            // The migrations table is missing if no store got that far.
+            let _ = diesel::sql_query(sql).execute(&mut c);
+        }
+    }
+    #[cfg(feature = "mysql")]
+    if url.starts_with("mysql") {
+        use diesel::Connection;
+        let mut c = diesel::MysqlConnection::establish(url)?;
+        for sql in cleanup_statements(names, '`') {
+            let _ = diesel::sql_query(sql).execute(&mut c);
+        }
+    }
+    let _ = (url, names);
+    Ok(())
+}
+
+/// A store on `url` and `table`.
+pub(crate) async fn store(url: &str, table: &str, config: SessionConfig) -> DbSessionStore {
+    DbSessionStore::builder(url)
+        .table_name(table)
+        .config(config)
+        .pool_size(4)
+        .build()
+        .await
+        .expect("build the store")
+}
+
+/// A config with a manual clock, and the clock.
+pub(crate) fn manual() -> (SessionConfig, ManualClock) {
+    let clock = ManualClock::new();
+    (
+        SessionConfig::from_secs(1800).with_clock(clock.clone()),
+        clock,
+    )
+}
+
+/// The whole conformance suite; every factory call gets a fresh table.
+pub(crate) async fn conformance(url: &str, tables: &Tables) {
+    run_conformance(|config| {
+        let table = tables.fresh("conf");
+        async move { Arc::new(store(url, &table, config).await) as Arc<dyn SessionStore> }
+    })
+    .await;
+}
+
+/// Run a statement directly on the store's database, bypassing the store.
+pub(crate) fn raw_exec(store: &DbSessionStore, sql: &str) -> usize {
+    let query = diesel::sql_query(sql);
+    match store.pool() {
+        #[cfg(feature = "sqlite")]
+        DbPool::Sqlite(p) => query.execute(&mut *p.get().unwrap()),
+        #[cfg(feature = "postgres")]
+        DbPool::Postgres(p) => query.execute(&mut *p.get().unwrap()),
+        #[cfg(feature = "mysql")]
+        DbPool::Mysql(p) => query.execute(&mut *p.get().unwrap()),
+        _ => unreachable!("a database this build does not support"),
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// Run a `SELECT COUNT(*) AS n …` directly on the store's database.
+pub(crate) fn raw_count(store: &DbSessionStore, sql: &str) -> i64 {
+    let query = diesel::sql_query(sql);
+    let row: Result<Count, _> = match store.pool() {
+        #[cfg(feature = "sqlite")]
+        DbPool::Sqlite(p) => query.get_result(&mut *p.get().unwrap()),
+        #[cfg(feature = "postgres")]
+        DbPool::Postgres(p) => query.get_result(&mut *p.get().unwrap()),
+        #[cfg(feature = "mysql")]
+        DbPool::Mysql(p) => query.get_result(&mut *p.get().unwrap()),
+        _ => unreachable!("a database this build does not support"),
+    };
+    row.unwrap_or_else(|e| panic!("{sql}: {e}")).n
+}
+
+/// A binary literal in the store's SQL dialect.
+pub(crate) fn bytes_literal(db: Database, bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match db {
+        Database::Postgres => format!("'\\x{hex}'::bytea"),
+        _ => format!("X'{hex}'"),
+    }
+}
+
+fn quoted(store: &DbSessionStore) -> String {
+    match store.database() {
+        Database::Mysql => format!("`{}`", store.table_name()),
+        _ => format!("\"{}\"", store.table_name()),
+    }
+}
+
+/// Junk written straight into one row's data column makes that session a
+/// codec error; every other session still loads and the store keeps working.
+pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str, table: &str) {
+    let (config, _clock) = manual();
+    let store = store(url, table, config).await;
+    let mut sessions = Vec::new();
+    for n in 0..3 {
+        let mut s = store.create().await.unwrap();
+        s.set("n", n.to_string());
+        s.set_owner("corrupt-test");
+        store.save(&mut s).await.unwrap();
+        sessions.push(s);
+    }
+    let db = store.database();
+    for (victim, junk) in [(0, &b"\x00\xff"[..]), (1, &b"\x01{not json"[..])] {
+        let key = sessions[victim].id().storage_key().as_bytes();
+        let changed = raw_exec(
+            &store,
+            &format!(
+                "UPDATE {} SET data = {} WHERE id_hash = {}",
+                quoted(&store),
+                bytes_literal(db, junk),
+                bytes_literal(db, key)
+            ),
+        );
+        assert_eq!(changed, 1);
+        match store.load(sessions[victim].id()).await {
+            Err(Error::Codec(msg)) => assert!(!msg.is_empty()),
+            other => panic!("a corrupt row must be a Codec error, got {other:?}"),
+        }
+    }
+    let healthy = store
+        .load(sessions[2].id())
+        .await
+        .unwrap()
+        .expect("the other session loads");
+    assert_eq!(healthy.get("n"), Some("2"));
+    assert_eq!(store.len().await.unwrap(), 3);
+    assert_eq!(
+        store.count_owner_sessions("corrupt-test").await.unwrap(),
+        3,
+        "listing reads no data"
+    );
+    assert!(
+        store.destroy(sessions[0].id()).await.unwrap(),
+        "a corrupt session can still be ended"
+    );
+    let mut fresh = store.create().await.unwrap();
+    store.save(&mut fresh).await.unwrap();
+    assert!(store.load(fresh.id()).await.unwrap().is_some());
+}
+
+/// A touch that changes no column (the clock did not move) still finds its
+/// row; on MySQL this depends on counting matched rather than changed rows.
+pub(crate) async fn touch_with_an_unchanged_clock_is_not_a_miss(url: &str, table: &str) {
+    let (config, _clock) = manual();
+    let store = store(url, table, config).await;
+    let mut s = store.create().await.unwrap();
+    store.save(&mut s).await.unwrap();
+    store.touch(&mut s).await.expect("first touch");
+    store
+        .touch(&mut s)
+        .await
+        .expect("a touch that changes nothing is still found");
+    assert_eq!(s.version(), 1);
+}
+
+/// Owners match exactly: no case folding, no ignored trailing spaces.
+pub(crate) async fn owners_compare_exactly(url: &str, table: &str) {
+    let (config, _clock) = manual();
+    let store = store(url, table, config).await;
+    let owners = ["alice", "alice ", "Alice", "ålice", "alice\u{301}"];
+    for owner in owners {
+        let mut s = store.create().await.unwrap();
+        s.set_owner(owner);
+        store.save(&mut s).await.unwrap();
+    }
+    for owner in owners {
+        assert_eq!(
+            store.count_owner_sessions(owner).await.unwrap(),
+            1,
+            "{owner:?}"
+        );
+        assert_eq!(
+            store.owner_sessions(owner, None).await.unwrap().len(),
+            1,
+            "{owner:?}"
+        );
+    }
+    let s = store.create().await.unwrap();
+    let loaded = {
+        let mut s2 = store.create().await.unwrap();
+        s2.set_owner("alice ");
+        store.save(&mut s2).await.unwrap();
+        store.load(s2.id()).await.unwrap().unwrap()
+    };
+    assert_eq!(
+        loaded.owner(),
+        Some("alice "),
+        "the owner reads back byte for byte"
+    );
+    assert_eq!(
+        store
+            .destroy_owner_sessions("alice", Some(s.id()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.count_owner_sessions("alice ").await.unwrap(), 2);
+}
+
+/// Purge removes every expired row however many batches that takes, and
+/// nothing else.
+pub(crate) async fn purge_removes_expired_rows_in_batches(url: &str, table: &str) {
+    const EXPIRED: usize = 2345;
+    let (config, clock) = manual();
+    let store = store(url, table, config).await;
+    let mut tasks = Vec::new();
+    for chunk in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in (chunk..EXPIRED).step_by(8) {
+                let mut s = store.create().await.unwrap();
+                store.save(&mut s).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    clock.advance(Duration::from_secs(1700));
+    let mut young = store.create().await.unwrap();
+    store.save(&mut young).await.unwrap();
+    clock.advance(Duration::from_secs(200));
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert_eq!(
+        store.purge_expired().await.unwrap(),
+        EXPIRED as u64,
+        "every batch is deleted"
+    );
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+    assert!(store.load(young.id()).await.unwrap().is_some());
+}
+
+/// Logins of one owner from many tasks on two stores (two pools, as two
+/// processes would have) at once: the per-owner limit holds exactly.
+pub(crate) async fn owner_limit_holds_under_concurrent_logins(url: &str, table: &str) {
+    const LOGINS: usize = 16;
+    const MAX: u32 = 3;
+    for policy in [OwnerLimitPolicy::RefuseNew, OwnerLimitPolicy::EndOldest] {
+        let owner = format!("user-{policy:?}");
+        let (config, _clock) = manual();
+        let config = config.with_max_sessions_per_owner(MAX, policy);
+        let stores = [
+            store(url, table, config.clone()).await,
+            store(url, table, config).await,
+        ];
+        let barrier = Arc::new(tokio::sync::Barrier::new(LOGINS));
+        let mut logins = Vec::new();
+        for n in 0..LOGINS {
+            let (store, barrier, owner) =
+                (stores[n % 2].clone(), Arc::clone(&barrier), owner.clone());
+            logins.push(tokio::spawn(async move {
+                let mut s = store.create().await.unwrap();
+                if n % 4 == 0 {
+                    // A visitor with a stored anonymous session who signs in.
+                    store.save(&mut s).await.unwrap();
+                }
+                s.set_owner(owner);
+                barrier.wait().await;
+                if n % 2 == 0 {
+                    store.cycle_id(&mut s).await
+                } else {
+                    store.save(&mut s).await
+                }
+            }));
+        }
+        let (mut ok, mut refused) = (0, 0);
+        for login in logins {
+            match login.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(Error::TooManySessions { limit: MAX }) => refused += 1,
+                Err(e) => panic!("{policy:?}: unexpected {e:?}"),
+            }
+        }
+        match policy {
+            OwnerLimitPolicy::RefuseNew => {
+                assert_eq!((ok, refused), (MAX as usize, LOGINS - MAX as usize))
+            }
+            _ => assert_eq!(
+                (ok, refused),
+                (LOGINS, 0),
+                "{policy:?} makes room instead of refusing"
+            ),
+        }
+        for store in &stores {
+            assert_eq!(
+                store.count_owner_sessions(&owner).await.unwrap(),
+                u64::from(MAX),
+                "{policy:?}"
+            );
+        }
+    }
+}
+
+/// Several stores starting at once on a table that does not exist yet all
+/// succeed, the migration is recorded once, and building again is a no-op.
+pub(crate) async fn concurrent_first_starts_migrate_once(url: &str, table: &str) {
+    let mut starts = Vec::new();
+    for _ in 0..6 {
+        let (url, table) = (url.to_owned(), table.to_owned());
+        starts.push(tokio::spawn(async move {
+            DbSessionStore::builder(url)
+                .table_name(table)
+                .pool_size(1)
+                .build()
+                .await
+        }));
+    }
+    let mut stores = Vec::new();
+    for s in starts {
+        stores.push(s.await.unwrap().expect("a concurrent first start succeeds"));
+    }
+    let mut s = stores[0].create().await.unwrap();
+    stores[0].save(&mut s).await.unwrap();
+    for other in &stores {
+        assert!(other.load(s.id()).await.unwrap().is_some());
+    }
+    let again = DbSessionStore::builder(url)
+        .table_name(table)
+        .build()
+        .await
+        .expect("a later start");
+    assert!(
+        again.load(s.id()).await.unwrap().is_some(),
+        "re-running migrations keeps the data"
+    );
+    let recorded = raw_count(
+        &again,
+        &format!(
+            "SELECT COUNT(*) AS n FROM __diesel_schema_migrations WHERE version LIKE '%{table}'"
+        ),
+    );
+    assert_eq!(recorded, 1, "one migration row for the table");
+}
+
+/// The word after `prefix` in the lines a child printed (libtest may print
+/// other text on the same line).
+fn printed(lines: &[String], prefix: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| {
+            l.split_once(prefix)
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+        })
+        .unwrap_or_else(|| panic!("the child printed no {prefix} line: {lines:?}"))
+        .to_owned()
+}
+
+/// Environment of a child process started by [`spawn_child`].
+pub(crate) const ROLE_ENV: &str = "SESSION_DB_TEST_CHILD_ROLE";
+const URL_ENV: &str = "SESSION_DB_TEST_CHILD_URL";
+const TABLE_ENV: &str = "SESSION_DB_TEST_CHILD_TABLE";
+const IDS_ENV: &str = "SESSION_DB_TEST_CHILD_IDS";
+
+/// Start this test binary again as a separate process that runs only the test
+/// `test_name` in the role `role` (see [`run_child_role`]).
+fn spawn_child(
+    test_name: &str,
+    role: &str,
+    url: &str,
+    table: &str,
+    ids: &[String],
+) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([test_name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(ROLE_ENV, role)
+        .env(URL_ENV, url)
+        .env(TABLE_ENV, table)
+        .env(IDS_ENV, ids.join(","))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait (bounded) for a child; its stdout lines.
+fn finish_child(mut child: std::process::Child) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("a child process did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let lines = reader.join().unwrap();
+    assert!(status.success(), "child failed ({status}): {lines:?}");
+    lines
+}
+
+/// If this process is a child started by [`spawn_child`], do the child's job
+/// and return true; the calling test then returns.
+pub(crate) fn run_child_role() -> bool {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return false;
+    };
+    let url = std::env::var(URL_ENV).unwrap();
+    let table = std::env::var(TABLE_ENV).unwrap();
+    let ids = std::env::var(IDS_ENV).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = DbSessionStore::builder(url)
+            .table_name(table)
+            .pool_size(2)
+            .build()
+            .await
+            .unwrap();
+        let me = std::process::id().to_string();
+        match role.as_str() {
+            "create" => {
+                let mut s = store.create().await.unwrap();
+                s.set("made_by", &me);
+                store.save(&mut s).await.unwrap();
+                println!("SESSION_ID={}", s.id().as_str());
+            }
+            "check" => {
+                for id in ids.split(',') {
+                    let id: SessionId = id.parse().unwrap();
+                    let mut s = store
+                        .load(&id)
+                        .await
+                        .unwrap()
+                        .expect("a session another process saved loads");
+                    assert!(s.get("made_by").is_some_and(|by| by != me));
+                    s.set("checked_by", &me);
+                    store.save(&mut s).await.unwrap();
+                }
+                println!("CHECKED_BY={me}");
+            }
+            other => panic!("unknown child role {other}"),
+        }
+    });
+    true
+}
+
+/// Two processes start at once on a fresh table (both migrate) and each saves
+/// a session, then exit. This process loads both (they outlived the processes
+/// that wrote them) and saves its own; a third process loads and updates all
+/// three, and this process sees its updates.
+pub(crate) fn processes_share_sessions_and_survive_restarts(
+    test_name: &str,
+    url: &str,
+    table: &str,
+) {
+    let first = spawn_child(test_name, "create", url, table, &[]);
+    let second = spawn_child(test_name, "create", url, table, &[]);
+    let ids: Vec<String> = [first, second]
+        .into_iter()
+        .map(|child| printed(&finish_child(child), "SESSION_ID="))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, mine) = runtime.block_on(async {
+        let store = DbSessionStore::builder(url)
+            .table_name(table)
+            .build()
+            .await
+            .unwrap();
+        for id in &ids {
+            let s = store
+                .load(&id.parse().unwrap())
+                .await
+                .unwrap()
+                .expect("saved by an exited process");
+            assert!(s.get("made_by").is_some());
+        }
+        let mut mine = store.create().await.unwrap();
+        mine.set("made_by", "parent");
+        store.save(&mut mine).await.unwrap();
+        (store, mine)
+    });
+    let mut all = ids.clone();
+    all.push(mine.id().as_str().to_owned());
+    let checker = printed(
+        &finish_child(spawn_child(test_name, "check", url, table, &all)),
+        "CHECKED_BY=",
+    );
+    runtime.block_on(async {
+        for id in &all {
+            let s = store.load(&id.parse().unwrap()).await.unwrap().unwrap();
+            assert_eq!(
+                s.get("checked_by"),
+                Some(checker.as_str()),
+                "this process sees the other's writes"
+            );
+            assert_eq!(s.version(), 2);
+        }
+        assert_eq!(store.len().await.unwrap(), 3);
+    });
+}

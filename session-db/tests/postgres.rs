@@ -1,0 +1,226 @@
+//! PostgreSQL (SESSION_TEST_POSTGRES_URL): the conformance suite, sharing
+//! between processes, and recovery when the store's connections are killed.
+#![allow(clippy::unwrap_used)]
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use session_core::testing::service_url;
+use session_core::{Error, SessionId, SessionStore};
+use session_db::DbSessionStore;
+use session_db::diesel::{self, Connection, PgConnection, RunQueryDsl};
+
+const URL_ENV: &str = "SESSION_TEST_POSTGRES_URL";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_postgres() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    common::conformance(&url, &common::Tables::new(&url)).await;
+}
+
+#[test]
+fn postgres_processes_share_sessions_and_survive_restarts() {
+    if common::run_child_role() {
+        return;
+    }
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::processes_share_sessions_and_survive_restarts(
+        "postgres_processes_share_sessions_and_survive_restarts",
+        &url,
+        &tables.fresh("proc"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_postgres_row_is_a_codec_error_for_that_session_only() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::corrupt_row_is_a_codec_error_for_that_session_only(&url, &tables.fresh("corrupt"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_touch_with_an_unchanged_clock_is_not_a_miss() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::touch_with_an_unchanged_clock_is_not_a_miss(&url, &tables.fresh("touch")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_owners_compare_exactly() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::owners_compare_exactly(&url, &tables.fresh("owner")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_purge_removes_expired_rows_in_batches() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::purge_removes_expired_rows_in_batches(&url, &tables.fresh("purge")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_owner_limit_holds_under_concurrent_logins() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::owner_limit_holds_under_concurrent_logins(&url, &tables.fresh("limit")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_first_starts_migrate_once() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::concurrent_first_starts_migrate_once(&url, &tables.fresh("migr")).await;
+}
+
+fn with_param(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{key}={value}")
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// Terminate the backends of connections named `application_name` (only
+/// those: the server is shared) every few milliseconds for `outage`.
+/// Returns how many were terminated.
+fn kill_connections_for(url: &str, application_name: &str, outage: Duration) -> i64 {
+    let mut admin = PgConnection::establish(url).unwrap();
+    let started = Instant::now();
+    let mut killed = 0;
+    while started.elapsed() < outage {
+        let n: Count = diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()) AS t",
+        )
+        .bind::<diesel::sql_types::Text, _>(application_name)
+        .get_result(&mut admin)
+        .unwrap();
+        killed += n.n;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    killed
+}
+
+/// While a workload runs, every connection of the store is killed again and
+/// again. Operations fail with clear Backend errors during the outage and
+/// with nothing else; afterwards the same store value works normally, and
+/// every save that returned Ok is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_recovers_after_its_connections_are_killed_and_loses_no_acknowledged_save() {
+    let Some(base) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&base);
+    let table = tables.fresh("outage");
+    let app = common::unique_table("app"); // a unique application_name
+    let store = DbSessionStore::builder(with_param(&base, "application_name", &app))
+        .table_name(&table)
+        .pool_size(4)
+        .connection_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        workers.push(tokio::spawn(async move {
+            let mut acknowledged: Vec<SessionId> = Vec::new();
+            let mut errors: Vec<Error> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let mut s = store.create().await.unwrap();
+                s.set("k", "v");
+                match store.save(&mut s).await {
+                    Ok(()) => acknowledged.push(s.id().clone()),
+                    Err(e) => errors.push(e),
+                }
+                if let Some(last) = acknowledged.last()
+                    && let Err(e) = store.load(last).await
+                {
+                    errors.push(e);
+                }
+            }
+            (acknowledged, errors)
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (kill_url, kill_app) = (base.clone(), app.clone());
+    let killed = tokio::task::spawn_blocking(move || {
+        kill_connections_for(&kill_url, &kill_app, Duration::from_millis(1500))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut acknowledged = Vec::new();
+    let mut errors = Vec::new();
+    for w in workers {
+        let (a, e) = w.await.unwrap();
+        acknowledged.extend(a);
+        errors.extend(e);
+    }
+    assert!(killed > 0, "the outage terminated the store's connections");
+    assert!(
+        !errors.is_empty(),
+        "the outage was visible to the workload ({killed} connections killed)"
+    );
+    for e in &errors {
+        assert!(
+            matches!(e, Error::Backend(_)),
+            "only Backend errors during an outage, got {e:?}"
+        );
+    }
+    println!(
+        "{killed} connections killed, {} saves acknowledged, {} backend errors, e.g. {}",
+        acknowledged.len(),
+        errors.len(),
+        errors[0]
+    );
+
+    for _ in 0..20 {
+        let mut s = store.create().await.unwrap();
+        s.set("after", "outage");
+        store
+            .save(&mut s)
+            .await
+            .expect("the same store works after the outage");
+        assert!(store.load(s.id()).await.unwrap().is_some());
+    }
+    for id in &acknowledged {
+        let s = store.load(id).await.unwrap();
+        assert_eq!(
+            s.and_then(|s| s.get("k").map(str::to_owned)).as_deref(),
+            Some("v"),
+            "an acknowledged save was lost"
+        );
+    }
+}
