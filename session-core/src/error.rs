@@ -18,6 +18,12 @@ pub enum Error {
     #[error("invalid session ID: {0}")]
     InvalidId(String),
 
+    /// The request cannot succeed as made, however often it is retried (for
+    /// example an owner key that is empty or longer than
+    /// [`MAX_OWNER_LEN`](crate::MAX_OWNER_LEN)). Nothing was written.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
     /// The session was changed by someone else since it was loaded, so this
     /// save was refused rather than silently overwriting their change. Reload
     /// and apply the change again, or use

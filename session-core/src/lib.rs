@@ -78,7 +78,9 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, MIN_ID_LEN, SessionHandle, SessionId, StorageKey};
-pub use session::{RecordMeta, Rotation, Session, SessionData, Touch, Write, is_live};
+pub use session::{
+    MAX_OWNER_LEN, RecordMeta, Rotation, Session, SessionData, Touch, Write, is_live,
+};
 pub use store::{SessionInfo, SessionStore, SessionStoreExt, UPDATE_ATTEMPTS};
 
 /// Re-exported so stores and applications name the same `async_trait`.

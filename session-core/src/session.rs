@@ -14,6 +14,10 @@ use crate::{Error, Result, SessionConfig, SessionId, StorageKey};
 /// Envelope version written in the first byte of every encoded record.
 const CODEC_V1: u8 = 1;
 
+/// Longest owner key accepted, in bytes. Owners are user keys ("user:42", an
+/// account UUID), not free text; every backend can index this length.
+pub const MAX_OWNER_LEN: usize = 1024;
+
 /// One visitor's server-side state: a map of string keys to values.
 ///
 /// Values set with [`set`](Session::set) are strings, read back with
@@ -151,7 +155,9 @@ impl Session {
     /// Bind the session to an owner, typically at login together with
     /// [`SessionStore::cycle_id`](crate::SessionStore::cycle_id). The binding
     /// is stored with the session and lets the application list and end all
-    /// of an owner's sessions.
+    /// of an owner's sessions. Owners compare exactly (byte for byte); an
+    /// empty owner or one longer than [`MAX_OWNER_LEN`] bytes is refused by
+    /// the next save with [`Error::InvalidInput`].
     pub fn set_owner(&mut self, owner: impl Into<String>) {
         let owner = owner.into();
         if self.meta.owner.as_deref() != Some(owner.as_str()) {
@@ -258,12 +264,21 @@ impl Session {
     /// limit.
     ///
     /// # Errors
-    /// [`Error::TooLarge`] if the encoded data exceeds the configured limit.
+    /// [`Error::TooLarge`] if the encoded data exceeds the configured limit;
+    /// [`Error::InvalidInput`] if the owner key is empty or too long.
     pub fn prepare_write(&self, config: &SessionConfig) -> Result<Write> {
         self.prepare_write_under(config, self.id.storage_key())
     }
 
     fn prepare_write_under(&self, config: &SessionConfig, key: &StorageKey) -> Result<Write> {
+        if let Some(owner) = self.meta.owner.as_deref()
+            && (owner.is_empty() || owner.len() > MAX_OWNER_LEN)
+        {
+            return Err(Error::InvalidInput(format!(
+                "an owner key must be 1 to {MAX_OWNER_LEN} bytes, not {}",
+                owner.len()
+            )));
+        }
         let encoded = self.data.encode();
         if encoded.len() > config.max_data_size() {
             return Err(Error::TooLarge {

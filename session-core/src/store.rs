@@ -182,16 +182,34 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    /// Build the listing entry for the session stored under `key` from its
+    /// times in Unix milliseconds (for store implementors).
+    pub fn new(
+        key: &StorageKey,
+        created_ms: i64,
+        last_active_ms: i64,
+        expires_ms: i64,
+        current: Option<&SessionId>,
+    ) -> Self {
+        Self {
+            handle: key.handle(),
+            created_at: from_ms(created_ms),
+            last_active: from_ms(last_active_ms),
+            expires_at: from_ms(expires_ms),
+            is_current: current.is_some_and(|c| c.storage_key() == key),
+        }
+    }
+
     /// Build the listing entry for the session stored under `key` (for store
     /// implementors).
     pub fn from_meta(key: &StorageKey, meta: &RecordMeta, current: Option<&SessionId>) -> Self {
-        Self {
-            handle: key.handle(),
-            created_at: from_ms(meta.created_ms),
-            last_active: from_ms(meta.last_active_ms),
-            expires_at: from_ms(meta.expires_ms),
-            is_current: current.is_some_and(|c| c.storage_key() == key),
-        }
+        Self::new(
+            key,
+            meta.created_ms,
+            meta.last_active_ms,
+            meta.expires_ms,
+            current,
+        )
     }
 }
 

@@ -102,6 +102,8 @@ pub async fn run_conformance(factory: impl StoreFactory) {
         owner_limit_refuses_new_sessions,
         owner_limit_ends_oldest_sessions,
         owner_limit_counts_a_rotated_session_once,
+        owner_limit_ends_nothing_for_a_refused_write,
+        unusable_owner_keys_are_refused,
     );
 }
 
@@ -1121,4 +1123,87 @@ async fn owner_limit_counts_a_rotated_session_once(f: &impl StoreFactory) {
     }
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
     assert_eq!(c.len().await, 1);
+}
+
+async fn unusable_owner_keys_are_refused(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let s = c.saved(&[("k", "v")]).await;
+    for owner in [String::new(), "x".repeat(crate::MAX_OWNER_LEN + 1)] {
+        let mut bad = c.load(s.id()).await.unwrap();
+        bad.set_owner(owner.clone());
+        match c.store.save(&mut bad).await {
+            Err(Error::InvalidInput(_)) => {}
+            other => panic!(
+                "an owner of {} bytes must be InvalidInput, got {other:?}",
+                owner.len()
+            ),
+        }
+        match c.store.cycle_id(&mut bad).await {
+            Err(Error::InvalidInput(_)) => {}
+            other => panic!(
+                "rotating with an owner of {} bytes must be InvalidInput, got {other:?}",
+                owner.len()
+            ),
+        }
+    }
+    let longest = "é".repeat(crate::MAX_OWNER_LEN / 2);
+    let mut ok = c.load(s.id()).await.unwrap();
+    ok.set_owner(longest.clone());
+    c.store
+        .save(&mut ok)
+        .await
+        .expect("an owner of exactly MAX_OWNER_LEN bytes is accepted");
+    assert_eq!(c.store.count_owner_sessions(&longest).await.unwrap(), 1);
+    assert_eq!(
+        c.load(s.id()).await.unwrap().owner(),
+        Some(longest.as_str())
+    );
+}
+
+async fn owner_limit_ends_nothing_for_a_refused_write(f: &impl StoreFactory) {
+    let c = ctx(f, |c| c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)).await;
+    let phone = c.saved_for("alice").await;
+    c.clock.advance(MINUTE);
+    let laptop = c.saved_for("alice").await;
+    c.clock.advance(MINUTE);
+
+    // A login form submitted twice: both requests loaded the same anonymous
+    // session; the first binds it (ending the oldest, the phone), the second
+    // is stale and must be refused without ending anything else.
+    let anon = c.saved(&[]).await;
+    let mut first = c.load(anon.id()).await.unwrap();
+    let mut second = c.load(anon.id()).await.unwrap();
+    first.set_owner("alice");
+    c.store.save(&mut first).await.unwrap();
+    assert!(c.load(phone.id()).await.is_none(), "binding a third session ends the oldest");
+    second.set_owner("alice");
+    second.set("twice", "yes");
+    match c.store.cycle_id(&mut second).await {
+        Err(Error::Conflict) => {}
+        other => panic!("the stale second login must be Conflict, got {other:?}"),
+    }
+    assert!(c.load(laptop.id()).await.is_some(), "a refused rotation must not end another session");
+    assert!(c.load(first.id()).await.is_some());
+
+    // Same for a plain save that is refused because the session was ended.
+    let gone = c.saved(&[]).await;
+    let mut late = c.load(gone.id()).await.unwrap();
+    c.store.destroy(gone.id()).await.unwrap();
+    late.set_owner("alice");
+    match c.store.save(&mut late).await {
+        Err(Error::NotFound) => {}
+        other => panic!("saving a destroyed session must be NotFound, got {other:?}"),
+    }
+    // And for an insert that collides with a live session.
+    let text = caller_id();
+    let mut taken = c.store.create_with_id(&text).await.unwrap();
+    let mut dup = c.store.create_with_id(&text).await.unwrap();
+    c.store.save(&mut taken).await.unwrap();
+    dup.set_owner("alice");
+    match c.store.save(&mut dup).await {
+        Err(Error::Conflict) => {}
+        other => panic!("a colliding insert must be Conflict, got {other:?}"),
+    }
+    assert!(c.load(laptop.id()).await.is_some(), "refused writes end no session");
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
 }

@@ -191,6 +191,14 @@ struct Inner {
     owner_lock: Mutex<()>,
 }
 
+/// The per-owner limit's lock, held across a binding write.
+struct OwnerGate<'a> {
+    _guard: MutexGuard<'a, ()>,
+    limit: session_core::OwnerLimit,
+    /// Whether the write binds the session to this owner anew.
+    binding: bool,
+}
+
 struct Entry {
     meta: RecordMeta,
     data: SessionData,
@@ -433,14 +441,17 @@ impl Inner {
         owned
     }
 
-    /// If `write` newly binds its session to an owner and a per-owner limit
-    /// is set, take the owner lock and make room (or refuse). `current` is
-    /// where the session is stored now, if it is.
-    fn admit_owner(
+    /// If `write` binds its session to an owner and a per-owner limit is
+    /// set, take the owner lock (held until the returned gate is dropped, so
+    /// counting and writing are one step) and, under `RefuseNew`, refuse a
+    /// session that would exceed the limit. `current` is where the session is
+    /// stored now, if it is. Nothing is ended here: under `EndOldest` the
+    /// excess is ended by [`Inner::end_excess`] only once the write succeeded.
+    fn owner_gate(
         &self,
         write: &Write,
         current: Option<&StorageKey>,
-    ) -> Result<Option<MutexGuard<'_, ()>>> {
+    ) -> Result<Option<OwnerGate<'_>>> {
         let (Some(limit), Some(owner)) = (
             self.config.max_sessions_per_owner(),
             write.meta.owner.as_deref(),
@@ -452,37 +463,59 @@ impl Inner {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = write.now_ms;
-        if let Some(key) = current {
-            let stored_owner = self
-                .shard(key)
+        let already_bound = current.is_some_and(|key| {
+            self.shard(key)
                 .live(key, now)
-                .and_then(|e| e.meta.owner.clone());
-            if stored_owner.as_deref() == Some(owner) {
-                return Ok(Some(guard)); // already bound: not a new session for this owner
+                .is_some_and(|e| e.meta.owner.as_deref() == Some(owner))
+        });
+        if !already_bound && limit.policy == OwnerLimitPolicy::RefuseNew {
+            let others = self
+                .owner_entries(owner, now)
+                .iter()
+                .filter(|(k, _)| Some(k) != current)
+                .count();
+            if others + 1 > limit.max as usize {
+                return Err(Error::TooManySessions { limit: limit.max });
             }
         }
+        Ok(Some(OwnerGate {
+            _guard: guard,
+            limit,
+            binding: !already_bound,
+        }))
+    }
+
+    /// After a successful write that newly bound `write`'s session to its
+    /// owner under `EndOldest`, end the owner's oldest other sessions beyond
+    /// the limit.
+    fn end_excess(&self, gate: &OwnerGate<'_>, write: &Write) {
+        let Some(owner) = write.meta.owner.as_deref() else {
+            return;
+        };
+        if !gate.binding || gate.limit.policy != OwnerLimitPolicy::EndOldest {
+            return;
+        }
+        let now = write.now_ms;
         let others: Vec<_> = self
             .owner_entries(owner, now)
             .into_iter()
-            .filter(|(k, _)| Some(k) != current)
+            .filter(|(k, _)| *k != write.key)
             .collect();
-        let excess = (others.len() + 1).saturating_sub(limit.max as usize);
-        if excess > 0 {
-            match limit.policy {
-                OwnerLimitPolicy::EndOldest => {
-                    for (key, _) in others.iter().take(excess) {
-                        self.remove_owned(key, owner, now);
-                    }
-                }
-                _ => return Err(Error::TooManySessions { limit: limit.max }),
-            }
+        let excess = (others.len() + 1).saturating_sub(gate.limit.max as usize);
+        for (key, _) in others.iter().take(excess) {
+            self.remove_owned(key, owner, now);
         }
-        Ok(Some(guard))
+        if excess > 0 {
+            tracing::debug!(
+                ended = excess,
+                "ended an owner's oldest sessions to respect the per-owner limit"
+            );
+        }
     }
 
     fn write(&self, write: Write) -> Result<Write> {
         let current = write.expected_version.map(|_| write.key);
-        let _owner_guard = self.admit_owner(&write, current.as_ref())?;
+        let gate = self.owner_gate(&write, current.as_ref())?;
         let inserting = write.expected_version.is_none();
         if inserting {
             self.reserve()?;
@@ -511,6 +544,10 @@ impl Inner {
         } else {
             shard.update(write.key, write.meta.clone(), Some(write.data.clone()));
         }
+        drop(shard);
+        if let Some(gate) = gate {
+            self.end_excess(&gate, &write);
+        }
         Ok(write)
     }
 
@@ -518,7 +555,7 @@ impl Inner {
         let write = &rotation.write;
         let stored = write.expected_version.is_some();
         let current = stored.then_some(rotation.old_key);
-        let _owner_guard = self.admit_owner(write, current.as_ref())?;
+        let gate = self.owner_gate(write, current.as_ref())?;
         if !stored {
             self.reserve()?;
         }
@@ -570,6 +607,10 @@ impl Inner {
                 data: write.data.clone(),
             },
         );
+        drop((first, second));
+        if let Some(gate) = gate {
+            self.end_excess(&gate, write);
+        }
         Ok(())
     }
 }
