@@ -68,19 +68,6 @@ pub enum DbError {
     #[error("timed out after {0:?} waiting for a database lock; another process holds it")]
     LockTimeout(Duration),
 
-    /// The owner is longer than the database column allows (MySQL/MariaDB
-    /// only, where the owner column is `VARBINARY(1024)` so it can be
-    /// indexed).
-    #[error(
-        "the session owner is {len} bytes; this database stores owners of at most {limit} bytes"
-    )]
-    OwnerTooLong {
-        /// Length of the owner in bytes.
-        len: usize,
-        /// The limit.
-        limit: usize,
-    },
-
     /// The store was used outside a tokio runtime; its blocking database work
     /// runs on tokio's blocking thread pool.
     #[error(

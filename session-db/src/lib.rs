@@ -178,8 +178,9 @@
 //! ```
 //!
 //! MySQL/MariaDB (the owner is stored as bytes so it compares exactly: no
-//! case folding, no ignored trailing spaces; at most 1024 bytes, longer ones
-//! are refused with [`DbError::OwnerTooLong`]):
+//! case folding, no ignored trailing spaces; session-core already refuses
+//! owners longer than [`MAX_OWNER_LEN`](session_core::MAX_OWNER_LEN), 1024
+//! bytes, the width of the column):
 //!
 //! ```sql
 #![doc = include_str!("schema/mysql.sql")]

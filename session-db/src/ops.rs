@@ -9,7 +9,6 @@ use session_core::{
     SessionId, SessionInfo, StorageKey, Touch, Write,
 };
 
-use crate::DbError;
 use crate::conn::{Conn, is_unique_violation};
 use crate::error::OpError;
 use crate::sql::{Arg, OwnerRow, PURGE_BATCH, Statements};
@@ -68,17 +67,6 @@ fn row_values<'a>(key: &'a StorageKey, w: &'a Write) -> Result<[Arg<'a>; 8], OpE
         Arg::OptText(w.meta.owner.as_deref()),
         Arg::Bytes(&w.encoded),
     ])
-}
-
-fn check_owner_len(sql: &Statements, w: &Write) -> Result<(), OpError> {
-    match (sql.max_owner_bytes(), w.meta.owner.as_deref()) {
-        (Some(limit), Some(owner)) if owner.len() > limit => Err(DbError::OwnerTooLong {
-            len: owner.len(),
-            limit,
-        }
-        .into()),
-        _ => Ok(()),
-    }
 }
 
 /// Whether `owner` could be stored at all (longer ones have no sessions).
@@ -222,7 +210,6 @@ pub(crate) fn save<C: Conn>(
     limits: Limits,
     w: &Write,
 ) -> Result<(), OpError> {
-    check_owner_len(sql, w)?;
     let values = row_values(&w.key, w)?;
     let current = w.expected_version.map(|_| w.key);
     guarded(c, sql, limits, w, current.as_ref(), |c| {
@@ -240,7 +227,6 @@ pub(crate) fn rotate<C: Conn>(
     r: &Rotation,
 ) -> Result<(), OpError> {
     let w = &r.write;
-    check_owner_len(sql, w)?;
     let values = row_values(&w.key, w)?;
     let Some(expected) = w.expected_version else {
         return guarded(c, sql, limits, w, None, |c| put(c, sql, w, &values));
@@ -354,15 +340,13 @@ pub(crate) fn owner_sessions<C: Conn>(
     rows.iter()
         .map(|row| {
             let key = stored_key(row)?;
-            let meta = RecordMeta {
-                version: 0,
-                created_ms: row.created_ms,
-                last_active_ms: row.last_active_ms,
-                expires_ms: row.expires_ms,
-                absolute_ms: None,
-                owner: None,
-            };
-            Ok(SessionInfo::from_meta(&key, &meta, current))
+            Ok(SessionInfo::new(
+                &key,
+                row.created_ms,
+                row.last_active_ms,
+                row.expires_ms,
+                current,
+            ))
         })
         .collect()
 }

@@ -70,7 +70,7 @@ impl std::fmt::Display for Database {
 pub(crate) const PURGE_BATCH: usize = 1000;
 
 /// Longest owner, in bytes, the MySQL schema stores (`VARBINARY(1024)`).
-pub(crate) const MYSQL_MAX_OWNER_BYTES: usize = 1024;
+pub(crate) const MYSQL_MAX_OWNER_BYTES: usize = session_core::MAX_OWNER_LEN;
 
 /// The DDL that creates the session table and its indexes, for `table`.
 pub(crate) fn create_table_sql(db: Database, table: &TableName) -> String {
