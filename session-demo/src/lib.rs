@@ -1,0 +1,126 @@
+//! The session crates at work: a small axum site with sign-in (owner binding
+//! and ID rotation), a visit counter, "your sessions" with remote sign-out,
+//! on any store. Run it with `cargo run -p session-demo` and open
+//! <http://localhost:3000>.
+//!
+//! The binary is a thin shell around this library: [`Options`] reads the
+//! command line, [`StoreChoice::open`] opens the store, and [`app`] is the
+//! router, which tests drive directly.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::sync::Arc;
+//! use session_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Arc::new(MemoryStore::with_config(session_demo::session_config()));
+//! let app = session_demo::app(store, session_demo::cookie_config(true)?);
+//! // axum::serve(tokio::net::TcpListener::bind("127.0.0.1:3000").await?, app).await?;
+//! # use tower::ServiceExt as _;
+//! # let request = axum::http::Request::get("/profile").body(axum::body::Body::empty())?;
+//! # let response = app.oneshot(request).await?;
+//! # assert_eq!(response.status(), axum::http::StatusCode::UNAUTHORIZED);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Pages
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /` | sign-in form (any username, password [`DEMO_PASSWORD`]), or links |
+//! | `POST /login` | binds the session to `user:<name>` and rotates its ID |
+//! | `GET /profile` | the user and their counter; `401` without a session |
+//! | `GET /counter` | counts views with [`Session::update`](session_tower::Session::update) (works signed out too) |
+//! | `POST /logout` | destroys the session and removes the cookie |
+//! | `GET /store` | the number of live sessions in the store |
+//! | `GET /sessions` | the user's sessions: created, last active, expires, this one marked |
+//! | `POST /sessions/revoke` | signs out one of them by its public handle |
+//! | `POST /sessions/revoke-others` | signs out everywhere else |
+//!
+//! Forms rely on the cookie's `SameSite=Lax` against cross-site posts; a
+//! real application would add CSRF tokens too.
+//!
+//! # The cookie
+//!
+//! `__Host-session-demo`: `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`,
+//! and a `Max-Age` equal to the idle timeout, renewed as the session is
+//! used. Browsers accept `Secure` cookies from `http://localhost` and
+//! `http://127.0.0.1`; served over plain HTTP under any other host name the
+//! cookie would be dropped, so put the demo behind TLS or pass
+//! `--insecure-cookie` (which also drops the `__Host-` prefix).
+//!
+//! # Feature flags
+//!
+//! The default build has the memory and SQLite stores only.
+//!
+//! * `postgres`: `--store postgres://…` (needs `libpq-dev`).
+//! * `mysql`: `--store mysql://…` (needs `default-libmysqlclient-dev`).
+//! * `redis`: `--store redis://…`, `redis-cluster://…`, `redis-sentinel://…`.
+//! * `redis-tls`: `rediss://…` as well.
+#![deny(missing_docs)]
+
+mod options;
+mod pages;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use session_cookie::{CookieConfig, CookieConfigError};
+use session_core::{SessionConfig, SessionStore};
+use session_tower::SessionLayer;
+
+pub use options::{Command, DEFAULT_LISTEN, DEFAULT_SQLITE_FILE, Options, StoreChoice, USAGE};
+
+/// The password every demo user signs in with.
+pub const DEMO_PASSWORD: &str = "demo";
+
+/// Sessions end after this long without activity.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Sessions end this long after sign-in, however active.
+pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+
+/// The demo's timeouts: [`IDLE_TIMEOUT`] and [`ABSOLUTE_TIMEOUT`].
+pub fn session_config() -> SessionConfig {
+    SessionConfig::new(IDLE_TIMEOUT).with_absolute_timeout(ABSOLUTE_TIMEOUT)
+}
+
+/// The session cookie: `__Host-session-demo` with `Secure` (the default),
+/// or `session-demo` without it when `secure` is false. `HttpOnly`,
+/// `SameSite=Lax`, `Path=/`, `Max-Age` = [`IDLE_TIMEOUT`] either way.
+///
+/// # Errors
+/// Never in practice: the configuration is fixed and valid.
+pub fn cookie_config(secure: bool) -> Result<CookieConfig, CookieConfigError> {
+    let name = if secure {
+        "__Host-session-demo"
+    } else {
+        "session-demo"
+    };
+    CookieConfig::builder(name)
+        .secure(secure)
+        .max_age(IDLE_TIMEOUT)
+        .build()
+}
+
+/// The site, with sessions from `store` in the cookie `cookie` describes.
+pub fn app(store: Arc<dyn SessionStore>, cookie: CookieConfig) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/profile", get(pages::profile))
+        .route("/counter", get(pages::counter))
+        .route("/store", get(pages::store_stats))
+        .route("/sessions", get(pages::sessions))
+        .route("/sessions/revoke", post(pages::revoke))
+        .route("/sessions/revoke-others", post(pages::revoke_others))
+        .fallback(pages::not_found)
+        .layer(SessionLayer::new(store, cookie))
+        .layer(axum::middleware::map_response(pages::finish_response))
+}

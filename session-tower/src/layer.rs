@@ -1,0 +1,273 @@
+//! [`SessionLayer`] and the [`SessionService`] it wraps services in.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use session_cookie::CookieConfig;
+use session_core::{Error, SessionStore};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::Session;
+
+/// Default for [`SessionLayer::max_save_attempts`].
+pub const DEFAULT_SAVE_ATTEMPTS: u32 = 100;
+
+/// What every request's [`Session`] shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) cookie: CookieConfig,
+    pub(crate) touch_interval: Duration,
+    pub(crate) save_attempts: u32,
+}
+
+/// Tower middleware that gives every request a lazily loaded [`Session`].
+///
+/// For each request it reads the session cookie (without touching the
+/// store), puts a [`Session`] into the request extensions, runs the inner
+/// service, and then:
+///
+/// * stores the session if the handler changed it, unless the response is a
+///   server error (5xx: then nothing is stored or touched); rotation ([`Session::cycle_id`]) and logout
+///   ([`Session::destroy`]) happen inside the handler, so their cookies are
+///   sent whatever the status;
+/// * otherwise, if the handler loaded it and its last activity is older than
+///   the [touch interval](Self::touch_interval), slides its idle deadline
+///   with a cheap [`SessionStore::touch`];
+/// * sends `Set-Cookie` when a new session is first stored, after rotation,
+///   and (when the cookie has a `Max-Age`) whenever the session was saved or
+///   touched, so the browser's deadline slides with the server's; after
+///   logout, or when the session turns out to have been ended meanwhile, it
+///   sends the removal cookie;
+/// * if storing fails, replaces the response with an empty-bodied error
+///   response carrying a [`SessionFailure`] extension: `409` when a
+///   concurrent change makes the handler's decision stale, `503` when the
+///   store is down or full, `500` otherwise.
+///
+/// The inner service's response body must implement [`Default`] for those
+/// replacement responses.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use session_cookie::CookieConfig;
+/// use session_memory::MemoryStore;
+/// use session_tower::SessionLayer;
+///
+/// let layer = SessionLayer::new(
+///     Arc::new(MemoryStore::new(30 * 60)),
+///     CookieConfig::builder("__Host-sid").max_age(Duration::from_secs(30 * 60)).build()?,
+/// )
+/// .touch_interval(Duration::from_secs(30));
+/// # let _ = layer;
+/// # Ok::<(), session_cookie::CookieConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct SessionLayer {
+    shared: Arc<Shared>,
+}
+
+impl SessionLayer {
+    /// Sessions from `store`, carried in the cookie `cookie` describes.
+    ///
+    /// The touch interval defaults to a tenth of the store's idle timeout,
+    /// at most 60 seconds.
+    pub fn new(store: Arc<dyn SessionStore>, cookie: CookieConfig) -> Self {
+        let touch_interval = (store.config().idle_timeout() / 10).min(Duration::from_secs(60));
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                cookie,
+                touch_interval,
+                save_attempts: DEFAULT_SAVE_ATTEMPTS,
+            }),
+        }
+    }
+
+    /// Touch a session the handler read but did not change only when its
+    /// last activity is at least this old, so a busy visitor does not cost a
+    /// write per request. Zero touches on every such request.
+    #[must_use]
+    pub fn touch_interval(mut self, interval: Duration) -> Self {
+        Arc::make_mut(&mut self.shared).touch_interval = interval;
+        self
+    }
+
+    /// How many times the end-of-request save (or a rotation) is tried when
+    /// it keeps meeting concurrent changes, before the response becomes a
+    /// `409` ([`SessionFailure::Contention`]). Default
+    /// [`DEFAULT_SAVE_ATTEMPTS`]; at least 1.
+    #[must_use]
+    pub fn max_save_attempts(mut self, attempts: u32) -> Self {
+        Arc::make_mut(&mut self.shared).save_attempts = attempts.max(1);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.shared.store
+    }
+
+    /// The cookie configuration.
+    pub fn cookie(&self) -> &CookieConfig {
+        &self.shared.cookie
+    }
+}
+
+impl fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("store", &self.shared.store)
+            .field("cookie", &self.shared.cookie)
+            .field("touch_interval", &self.shared.touch_interval)
+            .field("save_attempts", &self.shared.save_attempts)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let cookie_id = self
+            .shared
+            .cookie
+            .session_id_from_headers(request.headers());
+        let session = Session::new(Arc::clone(&self.shared), cookie_id);
+        request.extensions_mut().insert(session.clone());
+        // The clone is ready only if `self.inner` was: take the ready one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let mut response = inner.call(request).await?;
+            let finish = session.finish(response.status().is_server_error()).await;
+            if let Some(failure) = finish.failure {
+                response = failure.into_response();
+            }
+            if let Some(cookie) = finish.set_cookie {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Why the [`SessionLayer`] replaced a handler's response: found in the
+/// extensions of that response, whose body is empty, so an outer layer can
+/// render it (for example with axum's `middleware::map_response`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionFailure {
+    /// `409 Conflict`: a concurrent request changed a session value this
+    /// handler had read, so its decision may rest on stale data; nothing was
+    /// saved. The client may retry the request.
+    StaleRead,
+    /// `409 Conflict`: the session kept being changed concurrently and the
+    /// save could not get through in
+    /// [`max_save_attempts`](SessionLayer::max_save_attempts); nothing was
+    /// saved.
+    Contention,
+    /// `503 Service Unavailable`: the store is unreachable or full; nothing
+    /// was saved.
+    Unavailable,
+    /// `500 Internal Server Error`: the store refused the session (too
+    /// large, too many sessions for its owner, corrupt record); nothing was
+    /// saved.
+    Refused,
+}
+
+impl SessionFailure {
+    /// The status code of the replacement response.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::StaleRead | Self::Contention => StatusCode::CONFLICT,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Refused => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A sentence for the user.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::StaleRead => {
+                "Your session was changed by another request while this one was \
+                 being handled, so this request's changes were not saved. Please try again."
+            }
+            Self::Contention => {
+                "Your session is being changed by many requests at once, so this \
+                 request's changes were not saved. Please try again."
+            }
+            Self::Unavailable => {
+                "The session store is unavailable, so this request's changes were not \
+                 saved. Please try again later."
+            }
+            Self::Refused => "The session could not be saved.",
+        }
+    }
+
+    pub(crate) fn from_store_error(error: &Error) -> Self {
+        match error {
+            Error::Backend(_) | Error::Capacity { .. } => Self::Unavailable,
+            _ => Self::Refused,
+        }
+    }
+
+    fn into_response<B: Default>(self) -> Response<B> {
+        let mut response = Response::new(B::default());
+        *response.status_mut() = self.status();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl fmt::Display for SessionFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}

@@ -1,0 +1,100 @@
+//! Server-side sessions for tower and axum: a [`SessionLayer`] that gives
+//! every request a lazily loaded [`Session`] from any
+//! [`SessionStore`](session_core::SessionStore), stores what the handler
+//! changed without losing concurrent updates, and manages the cookie.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, http::StatusCode, routing::get};
+//! use session_cookie::CookieConfig;
+//! use session_memory::MemoryStore;
+//! use session_tower::{Session, SessionLayer};
+//!
+//! async fn count(session: Session) -> Result<String, StatusCode> {
+//!     let visits = session
+//!         .update(|s| {
+//!             let n = s.get_as::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
+//!             s.insert("visits", &n).map(|()| n)
+//!         })
+//!         .await
+//!         .and_then(|stored| stored)
+//!         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+//!     Ok(format!("visit number {visits}"))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Arc::new(MemoryStore::new(3600)); // one hour idle timeout
+//! let cookie = CookieConfig::new("__Host-sid")?; // Secure, HttpOnly, SameSite=Lax
+//! let app = Router::new()
+//!     .route("/", get(count))
+//!     .layer(SessionLayer::new(store, cookie));
+//! // axum::serve(tokio::net::TcpListener::bind("127.0.0.1:3000").await?, app).await?;
+//! # use tower::ServiceExt as _;
+//! # let request = axum::http::Request::get("/").body(axum::body::Body::empty())?;
+//! # let response = app.oneshot(request).await?;
+//! # assert_eq!(response.status(), StatusCode::OK);
+//! # let cookie = response.headers()["set-cookie"].to_str()?;
+//! # assert!(cookie.starts_with("__Host-sid=") && cookie.contains("; Secure"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What happens on a request
+//!
+//! 1. **Lazy.** The layer parses the session cookie, which costs no store
+//!    access. The store is read only when the handler first asks the
+//!    [`Session`] for something. No cookie, or a bogus, malformed or expired
+//!    one, means no session: reading it finds nothing and creates nothing;
+//!    the first write creates a new session under a fresh random ID (the ID
+//!    the client sent is never adopted, which defeats session fixation).
+//! 2. **Saved only if changed, never on a 5xx.** When the handler is done,
+//!    a changed session is stored; a response with a server-error status
+//!    stores (and touches) nothing. [`Session::cycle_id`] (login) and
+//!    [`Session::destroy`] (logout) act on the store at once, so their
+//!    cookies are sent whatever the status.
+//! 3. **No lost updates, no stale decisions.** Saves compare-and-set on the
+//!    version loaded. On a conflict the layer reloads; if every value the
+//!    handler read is unchanged, it replays the handler's writes (re-running
+//!    [`Session::update`] closures) and saves again; if a value it read has
+//!    changed, it saves nothing and answers `409 Conflict`
+//!    ([`SessionFailure`]). Counters belong in [`Session::update`], whose
+//!    closure re-runs instead of adding to the read set.
+//! 4. **Cookie.** `Set-Cookie` goes out on a new session's first save and
+//!    after rotation, and again on each save or touch when the cookie has a
+//!    `Max-Age`, so the browser's deadline slides with the server's. After
+//!    logout, or if the session was ended elsewhere mid-request, the removal
+//!    cookie (same name, path, domain and attributes) goes out.
+//! 5. **Touch.** A session the handler loaded but did not change is touched
+//!    (idle deadline slid, data not rewritten, version unchanged) when its
+//!    last activity is older than [`SessionLayer::touch_interval`].
+//! 6. **Failures.** A load failure is the handler's to answer (the
+//!    [`Session`] methods return [`session_core::Error`]); a failed
+//!    end-of-request save replaces the response with an empty `503` or
+//!    `500` and logs an error; a session ended mid-request stays ended and
+//!    the handler's response goes out with the removal cookie.
+//!
+//! Each store operation runs in a `session` tracing span (debug level) that
+//! records the operation and the first eight hex digits of the storage key,
+//! never the session ID.
+//!
+//! # Feature flags
+//!
+//! * `axum` (default): [`Session`] is an axum extractor
+//!   (`FromRequestParts`, through `axum-core`), with the
+//!   [`MissingSessionLayer`] rejection. Without it the crate depends on
+//!   `tower-layer`/`tower-service` and `http` only, and handlers find the
+//!   [`Session`] in the request extensions.
+#![deny(missing_docs)]
+
+#[cfg(feature = "axum")]
+mod axum;
+mod layer;
+mod session;
+
+#[cfg(feature = "axum")]
+pub use crate::axum::MissingSessionLayer;
+pub use layer::{DEFAULT_SAVE_ATTEMPTS, SessionFailure, SessionLayer, SessionService};
+pub use session::Session;

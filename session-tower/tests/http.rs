@@ -1,0 +1,542 @@
+//! The layer's promises, checked with real HTTP requests through an axum
+//! router.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::{COOKIE, IDLE, TOGETHER, TestApp};
+use session_core::{OwnerLimitPolicy, SessionId, SessionStore};
+use session_tower::SessionFailure;
+
+#[tokio::test]
+async fn reading_without_a_cookie_creates_nothing_and_sets_no_cookie() {
+    let app = TestApp::new();
+    let reply = app.send("GET", "/get/user", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "<none>");
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    assert_eq!(app.store.loads(), 0, "no cookie: nothing to load");
+    assert_eq!(app.store.saves(), 0);
+    assert_eq!(app.store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_handler_that_ignores_the_session_costs_no_store_access() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "v").await;
+    let loads = app.store.loads();
+    let reply = app.send("GET", "/noop", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(
+        app.store.loads(),
+        loads,
+        "the cookie was parsed, not looked up"
+    );
+}
+
+#[tokio::test]
+async fn writing_without_a_cookie_creates_a_session_and_sets_the_cookie() {
+    let app = TestApp::new();
+    let reply = app.send("POST", "/put/user/ann", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let id = reply.session_id().expect("cookie for the new session");
+    assert_eq!(
+        reply.session_cookie().unwrap(),
+        app.cookie.set_cookie(&id.parse().unwrap()),
+        "exactly the configured attributes"
+    );
+    assert_eq!(app.stored(&id).await.unwrap().get("user"), Some("ann"));
+
+    let reply = app.send("GET", "/get/user", Some(&id)).await;
+    assert_eq!(reply.body, "ann");
+}
+
+#[tokio::test]
+async fn a_bogus_cookie_is_never_adopted() {
+    let app = TestApp::new();
+    let bogus = SessionId::generate().unwrap();
+
+    let reply = app.send("GET", "/get/user", Some(bogus.as_str())).await;
+    assert_eq!(reply.body, "<none>");
+    assert!(reply.set_cookies.is_empty(), "a read creates nothing");
+    assert_eq!(app.store.loads(), 1, "a well-formed ID is looked up");
+
+    let reply = app
+        .send("POST", "/put/user/eve", Some(bogus.as_str()))
+        .await;
+    let id = reply.session_id().expect("a write starts a session");
+    assert_ne!(id, bogus.as_str(), "fixation defence: a fresh ID");
+    assert!(app.stored(bogus.as_str()).await.is_none());
+    assert_eq!(app.stored(&id).await.unwrap().get("user"), Some("eve"));
+}
+
+#[tokio::test]
+async fn a_malformed_cookie_is_ignored_without_a_lookup() {
+    let app = TestApp::new();
+    for junk in ["%%%", "short", "\"quoted junk\"", &"A".repeat(300)] {
+        let reply = app.send("GET", "/get/user", Some(junk)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{junk:?}");
+        assert_eq!(reply.body, "<none>");
+        assert!(reply.set_cookies.is_empty());
+    }
+    assert_eq!(app.store.loads(), 0, "malformed IDs never reach the store");
+
+    let reply = app.send("POST", "/put/user/bob", Some("%%%")).await;
+    assert!(reply.session_id().is_some());
+    assert_eq!(app.store.len().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_session_reads_as_none_and_a_write_starts_a_new_one() {
+    let app = TestApp::new();
+    let old = app.session_with("user", "ann").await;
+    app.clock.advance(IDLE + Duration::from_secs(1));
+
+    let reply = app.send("GET", "/get/user", Some(&old)).await;
+    assert_eq!(reply.body, "<none>");
+    assert!(reply.set_cookies.is_empty());
+
+    let reply = app.send("POST", "/put/user/ann", Some(&old)).await;
+    let new = reply.session_id().expect("a new session");
+    assert_ne!(new, old);
+    assert!(app.stored(&old).await.is_none());
+}
+
+#[tokio::test]
+async fn login_rotates_the_id_keeps_the_data_and_kills_the_old_cookie() {
+    let app = TestApp::new();
+    let anonymous = app.session_with("cart", "3-books").await;
+
+    let reply = app.send("POST", "/login/ann", Some(&anonymous)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let rotated = reply.session_id().expect("the new ID is sent");
+    assert_ne!(rotated, anonymous);
+
+    assert!(app.stored(&anonymous).await.is_none(), "old ID dead");
+    let session = app.stored(&rotated).await.unwrap();
+    assert_eq!(session.get("cart"), Some("3-books"), "data kept");
+    assert_eq!(
+        session.get("user"),
+        Some("ann"),
+        "pending writes stored with it"
+    );
+    assert_eq!(session.owner(), Some("ann"));
+
+    assert_eq!(
+        app.send("GET", "/get/cart", Some(&anonymous)).await.body,
+        "<none>"
+    );
+    assert_eq!(
+        app.send("GET", "/get/cart", Some(&rotated)).await.body,
+        "3-books"
+    );
+}
+
+#[tokio::test]
+async fn login_without_a_session_stores_a_new_rotated_one() {
+    let app = TestApp::new();
+    let reply = app.send("POST", "/login/bob", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let id = reply.session_id().expect("cookie");
+    assert_eq!(app.stored(&id).await.unwrap().owner(), Some("bob"));
+    assert_eq!(app.store.len().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_login_reaches_the_handler_and_stores_nothing() {
+    let app = TestApp::with(
+        |c| c.with_max_sessions_per_owner(1, OwnerLimitPolicy::RefuseNew),
+        |l| l,
+    );
+    let first = app.send("POST", "/login/ann", None).await;
+    assert_eq!(first.status, StatusCode::OK);
+
+    let second = app.send("POST", "/login/ann", None).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "the handler's answer");
+    assert!(second.body.contains("active sessions"), "{}", second.body);
+    assert!(second.set_cookies.is_empty(), "{second:?}");
+    assert_eq!(app.store.len().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn logout_destroys_the_session_and_removes_the_cookie() {
+    let app = TestApp::new();
+    let id = app.session_with("user", "ann").await;
+
+    let reply = app.send("POST", "/logout", Some(&id)).await;
+    assert_eq!(reply.body, "removed: true");
+    assert_eq!(
+        reply.session_cookie(),
+        Some(app.cookie.removal_cookie().as_str()),
+        "same name, path, domain and attributes, Max-Age=0"
+    );
+    assert!(reply.session_cookie().unwrap().contains("Max-Age=0"));
+    assert!(app.stored(&id).await.is_none());
+    assert_eq!(app.send("GET", "/get/user", Some(&id)).await.body, "<none>");
+}
+
+#[tokio::test]
+async fn a_server_error_response_saves_nothing() {
+    let app = TestApp::new();
+    let reply = app.send("POST", "/fail", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(app.store.len().await.unwrap(), 0);
+
+    let id = app.session_with("k", "before").await;
+    let saves = app.store.saves();
+    let reply = app.send("POST", "/fail", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(app.store.saves(), saves);
+    assert_eq!(app.stored(&id).await.unwrap().get("k"), Some("before"));
+}
+
+#[tokio::test]
+async fn rotation_sends_the_new_cookie_even_on_a_server_error() {
+    let app = TestApp::new();
+    let old = app.session_with("k", "v").await;
+    let reply = app.send("POST", "/rotate-then-fail", Some(&old)).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let new = reply
+        .session_id()
+        .expect("the rotated ID must reach the browser");
+    assert_ne!(new, old);
+    assert_eq!(app.stored(&new).await.unwrap().get("k"), Some("v"));
+}
+
+#[tokio::test]
+async fn an_unchanged_session_is_touched_only_after_the_throttle_interval() {
+    let app = TestApp::new(); // idle 600 s: touch interval 60 s
+    let id = app.session_with("k", "v").await;
+    let saved = app.stored(&id).await.unwrap();
+
+    app.clock.advance(Duration::from_secs(59));
+    let reply = app.send("GET", "/get/k", Some(&id)).await;
+    assert_eq!(reply.body, "v");
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(
+        app.store.touches(),
+        0,
+        "within the interval nothing is written"
+    );
+    assert_eq!(app.stored(&id).await.unwrap().meta(), saved.meta());
+
+    app.clock.advance(Duration::from_secs(2));
+    let reply = app.send("GET", "/get/k", Some(&id)).await;
+    assert_eq!(app.store.touches(), 1);
+    assert_eq!(
+        reply.session_id().as_deref(),
+        Some(id.as_str()),
+        "a touch re-sends the Max-Age cookie"
+    );
+    let touched = app.stored(&id).await.unwrap();
+    assert_eq!(touched.version(), saved.version(), "no version bump");
+    assert_eq!(
+        touched.meta().last_active_ms,
+        saved.meta().last_active_ms + 61_000
+    );
+    assert_eq!(touched.meta().expires_ms, saved.meta().expires_ms + 61_000);
+
+    let reply = app.send("GET", "/get/k", Some(&id)).await;
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(app.store.touches(), 1, "just touched: not again");
+
+    // Kept alive by the touch past the original deadline.
+    app.clock.advance(Duration::from_secs(590));
+    assert_eq!(app.send("GET", "/get/k", Some(&id)).await.body, "v");
+}
+
+#[tokio::test]
+async fn the_touch_interval_is_configurable() {
+    let app = TestApp::with(|c| c, |l| l.touch_interval(Duration::ZERO));
+    let id = app.session_with("k", "v").await;
+    app.clock.advance(Duration::from_millis(1));
+    app.send("GET", "/get/k", Some(&id)).await;
+    assert_eq!(app.store.touches(), 1);
+}
+
+#[tokio::test]
+async fn a_save_re_sends_the_max_age_cookie() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "v1").await;
+    let reply = app.send("POST", "/put/k/v2", Some(&id)).await;
+    assert_eq!(reply.session_id().as_deref(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn without_max_age_an_existing_session_gets_no_cookie_on_save() {
+    let clock = session_core::ManualClock::new();
+    let store = common::TestStore::new(session_core::SessionConfig::new(IDLE).with_clock(clock));
+    let cookie = session_cookie::CookieConfig::new(COOKIE).unwrap();
+    let router = axum::Router::new()
+        .route(
+            "/put",
+            axum::routing::post(|s: session_tower::Session| async move {
+                s.set("k", "v").await.unwrap();
+            }),
+        )
+        .layer(session_tower::SessionLayer::new(store, cookie));
+    let first = common::send(router.clone(), "POST", "/put", None).await;
+    let id = first.session_id().expect("a new session sets the cookie");
+    assert!(!first.session_cookie().unwrap().contains("Max-Age"));
+    let again = common::send(router, "POST", "/put", Some(&id)).await;
+    assert!(again.set_cookies.is_empty(), "nothing to slide");
+}
+
+#[tokio::test]
+async fn a_concurrent_change_to_a_value_read_turns_the_response_into_409() {
+    let app = TestApp::new();
+    let id = app.session_with("balance", "10").await;
+
+    let held = spawn_send(&app, "POST", "/read-wait-write/balance/withdrawn", &id);
+    app.gate.wait_entered().await;
+    let other = app.send("POST", "/put/balance/0", Some(&id)).await;
+    assert_eq!(other.status, StatusCode::OK);
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::StaleRead)
+    );
+    assert!(reply.body.is_empty());
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(
+        stored.get("balance"),
+        Some("0"),
+        "the other request's write stands"
+    );
+    assert_eq!(
+        stored.get("withdrawn"),
+        None,
+        "the stale decision was not stored"
+    );
+}
+
+#[tokio::test]
+async fn a_concurrent_change_to_other_keys_is_merged_by_replaying_the_writes() {
+    let app = TestApp::new();
+    let id = app.session_with("balance", "10").await;
+
+    let held = spawn_send(&app, "POST", "/read-wait-write/balance/note", &id);
+    app.gate.wait_entered().await;
+    assert_eq!(
+        app.send("POST", "/put/theme/dark", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get("theme"), Some("dark"));
+    assert_eq!(stored.get("note"), Some("written by the held request"));
+    assert_eq!(stored.get("balance"), Some("10"));
+}
+
+#[tokio::test]
+async fn reading_back_a_value_the_handler_wrote_itself_is_not_a_stale_read() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "original").await;
+
+    let held = spawn_send(&app, "POST", "/write-read-wait/k", &id);
+    app.gate.wait_entered().await;
+    assert_eq!(
+        app.send("POST", "/put/k/theirs", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body, "mine");
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(
+        stored.get("k"),
+        Some("mine"),
+        "the later write wins, replayed"
+    );
+    assert_eq!(stored.get("after"), Some("yes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_counter_updates_lose_nothing() {
+    let app = TestApp::new();
+    let first = app.send("POST", "/count", None).await;
+    assert_eq!(first.body, "1");
+    let id = first.session_id().unwrap();
+    let saves = app.store.saves();
+
+    // Every request loads version 1 and increments to 2 before any saves:
+    // all but one conflict, reload and re-run the closure.
+    let tasks: Vec<_> = (0..TOGETHER)
+        .map(|_| spawn_send(&app, "POST", "/count-together", &id))
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(reply.body, "2", "each closure first ran on version 1");
+    }
+    let stored = app.stored(&id).await.unwrap();
+    let together = u64::try_from(TOGETHER).unwrap();
+    assert_eq!(stored.get_as::<u64>("visits").unwrap(), Some(together + 1));
+    assert!(
+        app.store.saves() - saves > together,
+        "the conflicts were real and resolved by replay"
+    );
+}
+
+#[tokio::test]
+async fn retries_are_bounded_and_exhausting_them_is_a_409() {
+    let app = TestApp::with(|c| c, |l| l.max_save_attempts(1));
+    let id = app.send("POST", "/count", None).await.session_id().unwrap();
+
+    let held = spawn_send(&app, "POST", "/count-wait", &id);
+    app.gate.wait_entered().await;
+    assert_eq!(app.send("POST", "/count", Some(&id)).await.body, "2");
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::Contention)
+    );
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get_as::<u64>("visits").unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn a_session_ended_mid_request_stays_ended_and_the_cookie_is_removed() {
+    let app = TestApp::new();
+    let id = app.session_with("user", "ann").await;
+
+    let held = spawn_send(&app, "POST", "/load-wait-write/late", &id);
+    app.gate.wait_entered().await;
+    assert_eq!(
+        app.send("POST", "/logout", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the handler's response stands"
+    );
+    assert_eq!(reply.body, "handler done");
+    assert_eq!(
+        reply.session_cookie(),
+        Some(app.cookie.removal_cookie().as_str())
+    );
+    assert!(app.stored(&id).await.is_none(), "not resurrected");
+    assert_eq!(app.store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_load_failure_is_the_handlers_to_answer() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "v").await;
+    app.store.down.store(true, Ordering::SeqCst);
+    let reply = app.send("GET", "/get/k", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        reply.body.contains("the test store is down"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.set_cookies.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_save_becomes_an_empty_503_and_never_a_panic() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "v1").await;
+    app.store.saves_down.store(true, Ordering::SeqCst);
+
+    let reply = app.send("POST", "/put/k/v2", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.body.is_empty());
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::Unavailable)
+    );
+    assert!(reply.set_cookies.is_empty());
+
+    let reply = app.send("POST", "/put/k/v2", None).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        reply.set_cookies.is_empty(),
+        "no cookie for a session never stored"
+    );
+
+    app.store.saves_down.store(false, Ordering::SeqCst);
+    assert_eq!(app.stored(&id).await.unwrap().get("k"), Some("v1"));
+    assert_eq!(app.store.len().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_touch_does_not_fail_the_response() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "v").await;
+    app.clock.advance(Duration::from_secs(61));
+    app.store.saves_down.store(true, Ordering::SeqCst);
+    let reply = app.send("GET", "/get/k", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "v");
+}
+
+#[tokio::test]
+async fn a_route_outside_the_layer_gets_a_500_not_a_panic() {
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get(|_: session_tower::Session| async { "unreachable" }),
+    );
+    let reply = common::send(router, "GET", "/", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn the_layer_works_for_any_tower_service() {
+    use axum::http::{Request, Response};
+    use tower::{Layer as _, ServiceExt as _};
+
+    let store = common::TestStore::new(session_core::SessionConfig::new(IDLE));
+    let service = session_tower::SessionLayer::new(store.clone(), common::cookie_config()).layer(
+        tower::service_fn(|request: Request<String>| async move {
+            let session = request
+                .extensions()
+                .get::<session_tower::Session>()
+                .cloned()
+                .expect("the layer inserts the session");
+            session.set("body", request.into_body()).await?;
+            Ok::<_, session_core::Error>(Response::new(String::from("ok")))
+        }),
+    );
+    let response = service
+        .oneshot(Request::new("hello".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(response.body(), "ok");
+    assert!(response.headers().contains_key("set-cookie"));
+    assert_eq!(store.len().await.unwrap(), 1);
+}
+
+/// Send a request with a session cookie from a spawned task.
+fn spawn_send(
+    app: &TestApp,
+    method: &'static str,
+    uri: &'static str,
+    cookie: &str,
+) -> tokio::task::JoinHandle<common::Reply> {
+    let router = app.router.clone();
+    let cookie = cookie.to_owned();
+    tokio::spawn(async move { common::send(router, method, uri, Some(&cookie)).await })
+}
