@@ -14,7 +14,7 @@
 //!
 #![cfg_attr(feature = "sqlite", doc = "```")]
 #![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
-//! use session_core::{SessionStore, SessionStoreExt};
+//! use session_core::{SessionConfig, SessionStore, SessionStoreExt};
 //! use session_db::DbSessionStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -23,7 +23,8 @@
 //! # let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
 //! // `url` is for example "sqlite://data/sessions.db". The file, the table
 //! // and its indexes are created if they are missing.
-//! let store = DbSessionStore::connect(&url).await?;
+//! let config = SessionConfig::from_secs(3600); // one hour idle timeout
+//! let store = DbSessionStore::connect(&url, config.clone()).await?;
 //!
 //! // Login: a new session bound to its user, stored under a fresh ID.
 //! let mut session = store.create().await?;
@@ -33,7 +34,7 @@
 //! let id = session.id().clone(); // its text goes into the cookie
 //!
 //! // Another process, or this one after a restart, sees the same sessions.
-//! let other = DbSessionStore::connect(&url).await?;
+//! let other = DbSessionStore::connect(&url, config).await?;
 //! let loaded = other.load(&id).await?.expect("stored");
 //! assert_eq!(loaded.get("user_id"), Some("42"));
 //!
@@ -61,10 +62,9 @@
 //!
 //! # Connecting
 //!
-//! [`DbSessionStore::connect`] takes a URL and uses the defaults;
-//! [`DbSessionStore::builder`] also sets the [`SessionConfig`] (idle and
-//! absolute timeouts, limits), the table name, the pool size and the
-//! connection timeout.
+//! [`DbSessionStore::connect`] takes a URL and a [`SessionConfig`] (idle and
+//! absolute timeouts, limits); [`DbSessionStore::builder`] also sets the table
+//! name, the pool size and the connection timeout.
 //!
 //! | URL | database |
 //! |---|---|
@@ -348,13 +348,14 @@ pub(crate) struct Inner {
 }
 
 impl DbSessionStore {
-    /// Connect with default settings: a pool of 10, a 5 s connection timeout,
-    /// table `sessions`, a 24-hour idle timeout. Creates the table if needed.
+    /// Connect with the given timeouts and limits and default pool settings
+    /// (a pool of 10, a 5 s connection timeout, table `sessions`). Creates the
+    /// table if needed.
     ///
     /// # Errors
     /// As [`DbSessionStoreBuilder::build`].
-    pub async fn connect(url: impl Into<String>) -> Result<Self, DbError> {
-        Self::builder(url).build().await
+    pub async fn connect(url: impl Into<String>, config: SessionConfig) -> Result<Self, DbError> {
+        Self::builder(url).config(config).build().await
     }
 
     /// Configure a store on the database at `url` (see the

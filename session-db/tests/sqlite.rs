@@ -281,7 +281,7 @@ async fn a_store_on_an_existing_pool_shares_it_with_the_application() {
 async fn sqlite_urls_and_plain_paths_open_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("same.db").to_string_lossy().into_owned();
-    let first = DbSessionStore::connect(format!("sqlite://{path}"))
+    let first = DbSessionStore::connect(format!("sqlite://{path}"), SessionConfig::default())
         .await
         .unwrap();
     let mut s = first.create().await.unwrap();
@@ -292,7 +292,9 @@ async fn sqlite_urls_and_plain_paths_open_the_same_file() {
         format!("sqlite:{path}"),
         format!("file:{path}"),
     ] {
-        let other = DbSessionStore::connect(&url).await.unwrap();
+        let other = DbSessionStore::connect(&url, SessionConfig::default())
+            .await
+            .unwrap();
         assert_eq!(
             other.load(s.id()).await.unwrap().unwrap().get("k"),
             Some("v"),

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use session_core::SessionConfig;
 use session_db::{Database, DbError, DbSessionStore};
 
 /// A URL for a database whose feature is off names the feature to enable;
@@ -62,7 +63,7 @@ async fn invalid_table_names_are_refused_before_connecting() {
 
 #[tokio::test]
 async fn unknown_schemes_are_refused_without_echoing_the_url() {
-    let err = DbSessionStore::connect("redis://:hunter2@127.0.0.1/0")
+    let err = DbSessionStore::connect("redis://:hunter2@127.0.0.1/0", SessionConfig::default())
         .await
         .unwrap_err();
     assert!(matches!(&err, DbError::UnsupportedUrl { scheme } if scheme == "redis"));
