@@ -156,8 +156,9 @@ impl Session {
     /// [`SessionStore::cycle_id`](crate::SessionStore::cycle_id). The binding
     /// is stored with the session and lets the application list and end all
     /// of an owner's sessions. Owners compare exactly (byte for byte); an
-    /// empty owner or one longer than [`MAX_OWNER_LEN`] bytes is refused by
-    /// the next save with [`Error::InvalidInput`].
+    /// owner that is empty, longer than [`MAX_OWNER_LEN`] bytes or contains
+    /// control characters is refused by the next save with
+    /// [`Error::InvalidInput`] (see [`is_valid_owner`]).
     pub fn set_owner(&mut self, owner: impl Into<String>) {
         let owner = owner.into();
         if self.meta.owner.as_deref() != Some(owner.as_str()) {
@@ -271,13 +272,8 @@ impl Session {
     }
 
     fn prepare_write_under(&self, config: &SessionConfig, key: &StorageKey) -> Result<Write> {
-        if let Some(owner) = self.meta.owner.as_deref()
-            && (owner.is_empty() || owner.len() > MAX_OWNER_LEN)
-        {
-            return Err(Error::InvalidInput(format!(
-                "an owner key must be 1 to {MAX_OWNER_LEN} bytes, not {}",
-                owner.len()
-            )));
+        if let Some(owner) = self.meta.owner.as_deref() {
+            check_owner(owner)?;
         }
         let encoded = self.data.encode();
         if encoded.len() > config.max_data_size() {
@@ -392,6 +388,30 @@ impl RecordMeta {
     pub fn is_live(&self, now_ms: i64) -> bool {
         is_live(self.expires_ms, now_ms)
     }
+}
+
+/// Whether `owner` is a key a session can be bound to: 1 to
+/// [`MAX_OWNER_LEN`] bytes, without control characters (NUL, newlines…),
+/// which some databases cannot store and no user key needs. Stores answer
+/// owner queries for any other string with "no sessions" without asking
+/// storage.
+pub fn is_valid_owner(owner: &str) -> bool {
+    check_owner(owner).is_ok()
+}
+
+fn check_owner(owner: &str) -> Result<()> {
+    if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
+        return Err(Error::InvalidInput(format!(
+            "an owner key must be 1 to {MAX_OWNER_LEN} bytes, not {}",
+            owner.len()
+        )));
+    }
+    if owner.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(
+            "an owner key must not contain control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a session expiring at `expires_ms` is live at `now_ms`. The one

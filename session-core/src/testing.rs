@@ -1128,7 +1128,12 @@ async fn owner_limit_counts_a_rotated_session_once(f: &impl StoreFactory) {
 async fn unusable_owner_keys_are_refused(f: &impl StoreFactory) {
     let c = plain(f).await;
     let s = c.saved(&[("k", "v")]).await;
-    for owner in [String::new(), "x".repeat(crate::MAX_OWNER_LEN + 1)] {
+    for owner in [
+        String::new(),
+        "x".repeat(crate::MAX_OWNER_LEN + 1),
+        "x\0y".to_owned(),
+        "line\nbreak".to_owned(),
+    ] {
         let mut bad = c.load(s.id()).await.unwrap();
         bad.set_owner(owner.clone());
         match c.store.save(&mut bad).await {
@@ -1146,6 +1151,31 @@ async fn unusable_owner_keys_are_refused(f: &impl StoreFactory) {
             ),
         }
     }
+    for owner in ["", "x\0y", "line\nbreak"] {
+        assert_eq!(
+            c.store.count_owner_sessions(owner).await.unwrap(),
+            0,
+            "{owner:?}"
+        );
+        assert!(
+            c.store
+                .owner_sessions(owner, None)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{owner:?}"
+        );
+        assert_eq!(
+            c.store.destroy_owner_sessions(owner, None).await.unwrap(),
+            0,
+            "{owner:?}"
+        );
+        let handle = s.id().handle();
+        assert!(
+            !c.store.destroy_owner_session(owner, &handle).await.unwrap(),
+            "{owner:?}"
+        );
+    }
     let longest = "é".repeat(crate::MAX_OWNER_LEN / 2);
     let mut ok = c.load(s.id()).await.unwrap();
     ok.set_owner(longest.clone());
@@ -1161,7 +1191,10 @@ async fn unusable_owner_keys_are_refused(f: &impl StoreFactory) {
 }
 
 async fn owner_limit_ends_nothing_for_a_refused_write(f: &impl StoreFactory) {
-    let c = ctx(f, |c| c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)).await;
+    let c = ctx(f, |c| {
+        c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)
+    })
+    .await;
     let phone = c.saved_for("alice").await;
     c.clock.advance(MINUTE);
     let laptop = c.saved_for("alice").await;
@@ -1175,14 +1208,20 @@ async fn owner_limit_ends_nothing_for_a_refused_write(f: &impl StoreFactory) {
     let mut second = c.load(anon.id()).await.unwrap();
     first.set_owner("alice");
     c.store.save(&mut first).await.unwrap();
-    assert!(c.load(phone.id()).await.is_none(), "binding a third session ends the oldest");
+    assert!(
+        c.load(phone.id()).await.is_none(),
+        "binding a third session ends the oldest"
+    );
     second.set_owner("alice");
     second.set("twice", "yes");
     match c.store.cycle_id(&mut second).await {
         Err(Error::Conflict) => {}
         other => panic!("the stale second login must be Conflict, got {other:?}"),
     }
-    assert!(c.load(laptop.id()).await.is_some(), "a refused rotation must not end another session");
+    assert!(
+        c.load(laptop.id()).await.is_some(),
+        "a refused rotation must not end another session"
+    );
     assert!(c.load(first.id()).await.is_some());
 
     // Same for a plain save that is refused because the session was ended.
@@ -1204,6 +1243,9 @@ async fn owner_limit_ends_nothing_for_a_refused_write(f: &impl StoreFactory) {
         Err(Error::Conflict) => {}
         other => panic!("a colliding insert must be Conflict, got {other:?}"),
     }
-    assert!(c.load(laptop.id()).await.is_some(), "refused writes end no session");
+    assert!(
+        c.load(laptop.id()).await.is_some(),
+        "refused writes end no session"
+    );
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
 }
