@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::{Client, ClientLike, Config, LuaInterface, Pool, ReconnectPolicy};
+use fred::prelude::{Client, ClientLike, Config, LuaInterface, Options, Pool, ReconnectPolicy};
 use session_core::{Error, Result, SessionConfig};
 
 use crate::keys::{DEFAULT_BUCKETS, DEFAULT_PREFIX, Layout, MAX_BUCKETS, valid_prefix};
@@ -15,9 +15,24 @@ use crate::store::{Inner, RedisSessionStore};
 pub const DEFAULT_POOL_SIZE: usize = 4;
 /// Default bound on every Redis command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the receipt of an applied write is kept at least (see
+/// "Re-sent commands" in the crate docs) ...
+const RECEIPT_TTL: Duration = Duration::from_secs(60);
+/// ... and at least this many command timeouts (fred re-sends a command
+/// only within its timeout).
+const RECEIPT_COMMANDS: u32 = 4;
+/// A lock's lease must fit a login's writes: at least this many command
+/// timeouts.
+const LEASE_COMMANDS: u32 = 4;
+/// Longest command timeout accepted. Longer ones are clamped to it, which
+/// keeps every expiry derived from it in the range Redis accepts.
+const LONGEST_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest owner lock lifetime accepted (clamped likewise).
+const LONGEST_OWNER_LOCK_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default bound on opening a connection (TCP, TLS, `AUTH`, cluster discovery).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default lifetime of a per-owner login lock.
+/// Default lifetime of a per-owner login lock (see
+/// [`RedisSessionStoreBuilder::owner_lock_ttl`]).
 pub const DEFAULT_OWNER_LOCK_TTL: Duration = Duration::from_secs(10);
 
 enum Source {
@@ -172,8 +187,9 @@ impl RedisSessionStoreBuilder {
     /// at most 1024). Each bucket is one Cluster hash slot with its own
     /// expiry index; [`len`](session_core::SessionStore::len) and
     /// [`purge_expired`](session_core::SessionStore::purge_expired) visit
-    /// every bucket, and rotation draws about this many IDs to find one in
-    /// the same bucket. More buckets spread a Cluster's load more evenly.
+    /// every bucket, and rotating a stored session draws about this many IDs
+    /// to find one in the same bucket (about 30 µs at 64 buckets, 0.3 ms at
+    /// 1024). More buckets spread a Cluster's load more evenly.
     /// Changing it for existing data orphans the sessions: pick it once.
     #[must_use]
     pub fn buckets(mut self, buckets: u16) -> Self {
@@ -191,10 +207,14 @@ impl RedisSessionStoreBuilder {
 
     /// The longest any one Redis command may take, including waiting for a
     /// reconnection; past it the operation fails with `Error::Backend`
-    /// (default 2 s).
+    /// (default 2 s). A script may take two commands (`EVALSHA`, then
+    /// `EVAL` if the server lost it) and an operation a few in sequence:
+    /// see "Failures and time limits" in the crate docs. It is fred's own
+    /// per-command timeout, so a command that timed out is never sent
+    /// later. At most an hour.
     #[must_use]
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout.max(Duration::from_millis(1));
+        self.command_timeout = timeout.clamp(Duration::from_millis(1), LONGEST_COMMAND_TIMEOUT);
         self
     }
 
@@ -216,16 +236,21 @@ impl RedisSessionStoreBuilder {
     }
 
     /// How long a per-owner login lock lives if its holder never releases it
-    /// (default 10 s). It must outlast a login's few round trips.
+    /// (default 10 s). Only logins under a per-owner limit take the lock.
+    /// It is raised to at least four command timeouts, so a login's writes
+    /// fit in it; a login that finds less than two command timeouts of its
+    /// lease left before its write fails with `Error::Backend` instead of
+    /// writing outside the lease. At most a day.
     #[must_use]
     pub fn owner_lock_ttl(mut self, ttl: Duration) -> Self {
-        self.lock_ttl = ttl.max(Duration::from_millis(10));
+        self.lock_ttl = ttl.clamp(Duration::from_millis(10), LONGEST_OWNER_LOCK_TTL);
         self
     }
 
-    /// How long a login waits for another login of the same owner to finish
-    /// before failing with `Error::Backend` (default: the lock TTL, so a
-    /// crashed holder never blocks logins for good).
+    /// How long a login under a per-owner limit waits for another login of
+    /// the same owner to finish before failing with `Error::Backend`
+    /// (default: the lock TTL, so a crashed holder never blocks logins for
+    /// good).
     #[must_use]
     pub fn owner_lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = Some(wait);
@@ -254,6 +279,9 @@ impl RedisSessionStoreBuilder {
             Source::Config(ref config) => (self.connect((**config).clone()).await?, true),
         };
         let scripts = Scripts::new();
+        let lock_ttl = self
+            .lock_ttl
+            .max(self.command_timeout.saturating_mul(LEASE_COMMANDS));
         let inner = Inner {
             pool,
             owns_pool,
@@ -261,8 +289,13 @@ impl RedisSessionStoreBuilder {
             layout: Layout::new(self.prefix, self.buckets),
             scripts,
             command_timeout: self.command_timeout,
-            lock_ttl: self.lock_ttl,
-            lock_wait: self.lock_wait.unwrap_or(self.lock_ttl),
+            options: Options {
+                timeout: Some(self.command_timeout),
+                ..Options::default()
+            },
+            lock_ttl,
+            lock_wait: self.lock_wait.unwrap_or(lock_ttl),
+            receipt_ttl: RECEIPT_TTL.max(self.command_timeout.saturating_mul(RECEIPT_COMMANDS)),
         };
         // Load every script once up front (on every primary of a Cluster);
         // after a restart or fail-over they are sent again on demand.
@@ -303,7 +336,7 @@ impl RedisSessionStoreBuilder {
                 Error::backend_msg(format!("session-redis: invalid Redis configuration: {e}"))
             })?;
         // Cluster discovery takes a few round trips beyond the TCP connect.
-        let limit = self.connect_timeout * 2;
+        let limit = self.connect_timeout.saturating_mul(2);
         match tokio::time::timeout(limit, pool.init()).await {
             Ok(Ok(_connection_task)) => Ok(pool),
             Ok(Err(e)) => {
@@ -419,6 +452,20 @@ mod tests {
             "took {:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn durations_are_clamped_to_what_redis_accepts() {
+        let builder = RedisSessionStore::builder("redis://127.0.0.1:1")
+            .command_timeout(Duration::MAX)
+            .owner_lock_ttl(Duration::MAX)
+            .connect_timeout(Duration::MAX);
+        assert_eq!(builder.command_timeout, LONGEST_COMMAND_TIMEOUT);
+        assert_eq!(builder.lock_ttl, LONGEST_OWNER_LOCK_TTL);
+        let zero = RedisSessionStore::builder("redis://127.0.0.1:1")
+            .command_timeout(Duration::ZERO)
+            .owner_lock_ttl(Duration::ZERO);
+        assert!(zero.command_timeout > Duration::ZERO && zero.lock_ttl > Duration::ZERO);
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! ```text
 //! <prefix>{<bucket>}:s:<keyhex>   hash: one session record
 //! <prefix>{<bucket>}:idx          sorted set: keyhex -> expires_ms, per bucket
+//! <prefix>{<bucket>}:w:<token>    string: receipt of one applied write
 //! <prefix>{o:<ownerhash>}:owner   sorted set: keyhex -> expires_ms, per owner
 //! <prefix>{o:<ownerhash>}:lock    string: the per-owner login lock
 //! ```
 //!
-//! The part in braces is the Redis Cluster hash tag, so a session's record
-//! and its bucket index always share a slot, and so do an owner's index and
-//! lock.
+//! The part in braces is the Redis Cluster hash tag, so a session's record,
+//! its bucket index and the receipts of writes to it always share a slot,
+//! and so do an owner's index and lock.
 
 use sha2::{Digest, Sha256};
 
@@ -19,8 +20,8 @@ use session_core::StorageKey;
 pub(crate) const DEFAULT_PREFIX: &str = "session:";
 /// Default number of buckets.
 pub(crate) const DEFAULT_BUCKETS: u16 = 64;
-/// Most buckets allowed. Rotation draws fresh IDs until one lands in the old
-/// ID's bucket, which takes `buckets` draws on average.
+/// Most buckets allowed. Rotating a stored session draws fresh IDs until one
+/// lands in the old ID's bucket, which takes `buckets` draws on average.
 pub(crate) const MAX_BUCKETS: u16 = 1024;
 
 /// Domain separation for the owner hash in key names.
@@ -72,6 +73,12 @@ impl Layout {
         format!("{}{{{bucket}}}:idx", self.prefix)
     }
 
+    /// The receipt of the write made with `token` to a session of `bucket`
+    /// (see the scripts).
+    pub(crate) fn receipt(&self, bucket: u16, token: &str) -> String {
+        format!("{}{{{bucket}}}:w:{token}", self.prefix)
+    }
+
     /// The owner's index: a sorted set of key hex by (at least) `expires_ms`.
     pub(crate) fn owner_index(&self, owner: &str) -> String {
         format!("{}{{o:{}}}:owner", self.prefix, owner_hash(owner))
@@ -113,7 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn a_session_and_its_bucket_index_share_a_slot() {
+    fn a_session_its_bucket_index_and_its_receipts_share_a_slot() {
         let layout = Layout::new("app:".into(), 64);
         for _ in 0..100 {
             let id = SessionId::generate().unwrap();
@@ -121,6 +128,10 @@ mod tests {
             let bucket = layout.bucket(key);
             assert!(bucket < 64);
             assert_eq!(slot(&layout.record(key)), slot(&layout.index(bucket)));
+            assert_eq!(
+                slot(&layout.record(key)),
+                slot(&layout.receipt(bucket, "0123abcd"))
+            );
         }
     }
 

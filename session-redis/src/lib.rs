@@ -94,12 +94,6 @@
 //! # let _ = (single, sentinel, cluster, shared); Ok(()) }
 //! ```
 //!
-//! Connection loss is handled by fred's reconnect policy
-//! ([`RedisSessionStoreBuilder::reconnect_policy`]): while Redis is away
-//! every operation fails with [`Error::Backend`](session_core::Error::Backend)
-//! within the [command timeout](RedisSessionStoreBuilder::command_timeout),
-//! and the same store works again once Redis is back.
-//!
 //! # Key layout
 //!
 //! Keys hold only the storage key (the SHA-256 of the session ID, in hex)
@@ -107,31 +101,38 @@
 //!
 //! ```text
 //! <prefix>{<bucket>}:s:<keyhex>     hash: version, created, last_active, expires,
-//!                                   absolute, owner, data, token
+//!                                   absolute, owner, data
 //! <prefix>{<bucket>}:idx            sorted set: keyhex -> expires_ms
+//! <prefix>{<bucket>}:w:<token>      string: receipt of one applied write (60 s)
 //! <prefix>{o:<ownerhash>}:owner     sorted set: keyhex -> expires_ms (at least)
 //! <prefix>{o:<ownerhash>}:lock      string: per-owner login lock
 //! ```
 //!
 //! A session's *bucket* is its storage key's first two bytes modulo the
 //! bucket count ([`RedisSessionStoreBuilder::buckets`], default 64). The
-//! braces are Redis Cluster hash tags: a session's record and its bucket's
-//! expiry index always share a hash slot, so every write is one atomic
-//! script on one node. Rotation draws new IDs until one falls in the old
-//! ID's bucket, so the old and the new record share the slot too and
-//! rotation is one script, never a cross-slot `RENAME`. An owner's index and
-//! lock share a slot of their own, named by a hash of the owner, so owner
-//! names (often e-mail addresses) never appear in key names.
+//! braces are Redis Cluster hash tags: a session's record, its bucket's
+//! expiry index and the receipts of writes to it always share a hash slot,
+//! so every write to a record is one script on one node. Rotating a stored
+//! session draws new IDs until one falls in the old ID's bucket, so the old
+//! and the new record share the slot too and rotation is one script, never
+//! a cross-slot `RENAME`. That takes about as many draws as there are
+//! buckets, each a base64 encoding and a SHA-256 (a fraction of a
+//! microsecond together in an optimised build, on the calling task: about
+//! 30 µs per rotation at the default 64 buckets, 0.3 ms at the maximum of
+//! 1024); a session that was never stored needs no such draw. An owner's
+//! index and lock share a slot of their own, named by a hash of the owner,
+//! so owner names (often e-mail addresses) never appear in key names.
 //!
 //! Every record expires natively (`PEXPIREAT`) at its deadline: the idle
 //! deadline capped by the absolute one. Each index key expires when its
-//! latest entry does. Nothing is left behind without a purge.
-//! [`len`](session_core::SessionStore::len) is one `ZCOUNT` per bucket, pipelined: its
-//! cost depends on the bucket count, not on how many keys the database
-//! holds. [`purge_expired`](session_core::SessionStore::purge_expired) walks each bucket's
-//! index from its earliest deadline, so it costs what it removes; it counts
-//! the records it deleted (records that Redis already expired by itself are
-//! not counted again).
+//! latest entry does, and receipts after a minute. Nothing is left behind
+//! without a purge. [`len`](session_core::SessionStore::len) is one
+//! `ZCOUNT` per bucket, pipelined: its cost depends on the bucket count,
+//! not on how many keys the database holds.
+//! [`purge_expired`](session_core::SessionStore::purge_expired) walks each
+//! bucket's index from its earliest deadline, so it costs what it removes;
+//! it counts the records it deleted (records that Redis already expired by
+//! itself are not counted again).
 //!
 //! # Scripts
 //!
@@ -141,8 +142,8 @@
 //! the source with `EVAL`, which runs it and caches it again. Each script
 //! receives the store clock's `now` (from
 //! [`SessionConfig::now_ms`](session_core::SessionConfig::now_ms), so an
-//! injected clock rules) and treats a record whose `expires <= now` as
-//! absent:
+//! injected clock rules) and treats a record as absent unless its `expires`
+//! is a number after `now`:
 //!
 //! * **save**: insert-only for a new session (a live record means
 //!   `Conflict`; an expired one is replaced), otherwise compare-and-set on
@@ -150,53 +151,141 @@
 //! * **touch**: slides the deadline of a live record, version untouched;
 //! * **rotate**: checks the old record as save does, writes the new one and
 //!   deletes the old, in one step;
-//! * **destroy**: deletes the record and its index entry.
+//! * **destroy**: deletes the record and its index entry, whatever the
+//!   record's fields hold (a corrupt record can always be ended).
 //!
-//! Every write carries a random token, so a command that fred re-sends after
-//! a connection broke mid-flight is recognised as already applied instead of
-//! failing as a conflict with itself.
+//! Redis runs a script without interleaving other commands, but does not
+//! roll back one that fails part-way. So every script reads and checks
+//! everything before its first write (a refused write changes nothing), and
+//! nothing after its first write depends on what a record holds: a garbled
+//! or missing field makes a record count as absent or corrupt, never makes a
+//! script fail. Redis refuses a script for lack of memory only before its
+//! first write; a key of the wrong type planted under the prefix by
+//! something else is the one thing that could still stop a script midway.
 //!
-//! # Owners in a Cluster
+//! # Re-sent commands
+//!
+//! When a connection breaks after a command was sent and before its reply
+//! came, fred sends the command again on a new connection, so Redis may run
+//! a write twice, possibly with another process's write in between. Each
+//! write script therefore carries a fresh random token and, when it changes
+//! something, stores its reply under a *receipt* key named by the token, in
+//! the record's slot. A re-sent script finds its receipt and answers as the
+//! first run did: a save already applied is reported as applied (not as a
+//! conflict with itself, which would make
+//! [`update`](session_core::SessionStoreExt::update) apply its change
+//! twice), a re-sent touch does not undo a later save's deadline, and a
+//! re-sent destroy or purge still reports what it removed. A script that
+//! changed nothing leaves no receipt: running it again is as good as once.
+//!
+//! Receipts expire after 60 seconds (or four command timeouts, if longer).
+//! fred re-sends a command only until its timeout (the command timeout, set
+//! as fred's own per-command timeout, so a command that timed out is never
+//! sent later), so a minute leaves a wide margin. The price is one small
+//! key, some 130 bytes of Redis memory, per applied write for that minute:
+//! about 8 MB at 1000 writes per second. The alternative, forbidding fred to re-send
+//! writes, would also stop it from following a Cluster's `MOVED`
+//! redirections, so every write during a resharding or fail-over would fail.
+//!
+//! # Owners
 //!
 //! An owner's index lives in the owner's slot, not the session's, so binding
 //! a session to an owner takes two steps that no single script can join.
-//! They are ordered so that revocation can never miss a bound session:
+//! They keep one invariant: **while a record is bound to an owner, the
+//! owner's index holds its key with a score no earlier than the record's
+//! deadline.**
 //!
-//! * the owner's index gains the session (with a score of at least the
-//!   session's new deadline) **before** the record names the owner, and
-//!   loses it only **after** the record stopped naming the owner;
-//! * every read of the index (listing, counting, revoking) checks each entry
-//!   against the record's `owner` field, so an entry left behind by a failed
-//!   or interrupted write is never reported, and entries whose score passed
-//!   are dropped (their record has expired);
-//! * revocation deletes a record only if it still names the owner, so a
-//!   request in flight cannot save it back (its compare-and-set finds
-//!   nothing: `NotFound`).
+//! * Every write that leaves a record bound to an owner (save, touch,
+//!   rotation) first raises the key's score in the owner's index to the new
+//!   deadline, and only then writes the record.
+//! * An entry is removed only once its score has passed, when any record it
+//!   stood for has expired. Entries whose record is no longer bound to the
+//!   owner (rebound, rotated away, ended, or a write that was refused) are
+//!   not removed earlier, because a login that raised the entry may not
+//!   have written its record yet; they cost a little space and a check on
+//!   each read until their deadline passes.
+//! * Every read of an index (listing, counting, revoking) checks each entry
+//!   against the record's `owner` field, so such entries are never
+//!   reported.
 //!
-//! New bindings (a login's save or rotation), removals of entries whose
-//! record no longer names the owner, and revocations of all of an owner's
-//! sessions are serialised per owner by a lock key in the owner's slot
-//! (`SET NX PX` with a random token, released by a script that deletes it
-//! only for that token). That is also what makes the per-owner limit
+//! So [`destroy_owner_sessions`](session_core::SessionStore::destroy_owner_sessions)
+//! ("sign out everywhere") ends every session bound to the owner by a write
+//! that completed before the call, including one whose caller saw an error
+//! but which Redis applied anyway; it deletes each only if it still names
+//! the owner, and a request still holding one cannot save it back (its
+//! compare-and-set finds nothing: `NotFound`). A login whose write
+//! completes while the revocation runs may survive it, as a login just
+//! after it would. This needs no lock and no timing assumption beyond
+//! application servers whose clocks agree (an entry is dropped when its
+//! score passes by the dropping server's clock).
+//!
+//! A per-owner limit
 //! ([`SessionConfig::with_max_sessions_per_owner`](session_core::SessionConfig::with_max_sessions_per_owner))
-//! hold against concurrent logins of the same owner: the count and the
-//! binding happen under the lock. Saves and touches that keep an existing
-//! binding take no lock.
+//! needs the count and the new binding to happen together, so logins under
+//! a limit are serialised per owner by a lock key in the owner's slot (`SET
+//! NX PX` with a random token, released by a script that deletes it only
+//! for that token; a lock command that failed on the client side is
+//! released too, in case it ran). Under the lock a login checks its own
+//! record first (a stale or ended session is refused as `Conflict` or
+//! `NotFound`, not as one session too many), then with `RefuseNew` counts
+//! the owner's live sessions before writing, and with `EndOldest` writes
+//! first and only then ends the oldest sessions over the limit, so a login
+//! that is refused ends nothing. Logins without a limit, and saves,
+//! touches and rotations of sessions already bound to the owner, take no
+//! lock.
 //!
-//! Limits of the approach: the lock is a lease. If a holder stalls longer
-//! than [`owner_lock_ttl`](RedisSessionStoreBuilder::owner_lock_ttl), another
-//! login may proceed, and the limit can be exceeded by the sessions bound
-//! meanwhile (never by more than the stalled logins). A Redis fail-over that
-//! loses a lock key has the same effect. A login that cannot get the lock
-//! within [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait)
-//! fails with `Error::Backend` and may be retried. Touches and saves of an
-//! owned session cost one more round trip (to the owner's slot) than those
-//! of an anonymous one.
+//! The lock is a lease
+//! ([`owner_lock_ttl`](RedisSessionStoreBuilder::owner_lock_ttl)). A login
+//! sends its write only if at least two command timeouts of the lease are
+//! left, and fred never sends a command after its timeout, so the write
+//! reaches Redis within the lease unless the network holds it longer than
+//! that. If it does, or a Redis fail-over loses the lock key, logins of the
+//! same owner may overlap: the limit can then be exceeded by the
+//! overlapping logins, or `EndOldest` end one session more than needed;
+//! revocation is not affected. A login that cannot get the lock within
+//! [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) fails
+//! with `Error::Backend` and may be retried. A refused save or touch of an
+//! owned session may have raised the score of its (existing) entry, which
+//! then lasts until that later deadline.
+//!
+//! # Failures and time limits
+//!
+//! Connection loss is handled by fred's reconnect policy
+//! ([`RedisSessionStoreBuilder::reconnect_policy`]); the same store works
+//! again once Redis is back. While Redis is away or slow, each command
+//! fails with [`Error::Backend`](session_core::Error::Backend) after the
+//! [command timeout](RedisSessionStoreBuilder::command_timeout). A read is
+//! one command, a script call up to two (`EVALSHA`, then `EVAL` when the
+//! server lost the script), and an operation runs a few of these one after
+//! another, so it fails within a small multiple of the timeout:
+//!
+//! | operation | command timeouts, at most |
+//! |---|---|
+//! | `load`, `len` | 1 |
+//! | `owner_sessions`, `count_owner_sessions` | 2 |
+//! | `save`, `touch`, `destroy`, `cycle_id` of an anonymous session | 2 |
+//! | `save`, `touch`, `cycle_id` keeping the session's owner | 4 (5 for `cycle_id`) |
+//! | a login: `cycle_id` or `save` binding a session to a new owner | 5 (9 for a `save` of a stored session) |
+//! | a login under a per-owner limit | 14 (18), plus up to [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) for the lock |
+//!
+//! (`touch` takes four more for each time it finds the session rebound to
+//! another owner meanwhile.) `purge_expired`, `destroy_owner_sessions` and
+//! ending the oldest sessions under `EndOldest` work on all buckets or
+//! sessions in parallel, 256 expired entries per bucket and round trip.
+//!
+//! A write that failed with `Error::Backend` may or may not have been
+//! applied (Redis may have run it and the reply been lost): reload before
+//! acting on it. [`touch`](session_core::SessionStore::touch) follows a
+//! session that is rebound to other owners while it runs; if that happens
+//! on each of its eight attempts it fails with `Error::Backend` rather
+//! than `Conflict`, which `touch` does not return.
 //!
 //! # Operating notes
 //!
-//! * Redis 5 or newer (tested with 7.0). Use `maxmemory-policy noeviction`:
-//!   an evicted record is a lost session.
+//! * Redis 5 or newer (tested with 7.0), with its scripting `cjson` library
+//!   (every Redis build has it). Use `maxmemory-policy noeviction`: an
+//!   evicted record is a lost session, an evicted receipt a write that may
+//!   be applied twice.
 //! * The clocks of the application servers and of Redis should agree (NTP):
 //!   the store decides liveness with its own clock, Redis removes keys with
 //!   its own.

@@ -5,16 +5,23 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fred::bytes::Bytes;
-use fred::error::Error as FredError;
-use fred::prelude::{ClientLike, HashesInterface, LuaInterface, Pool, SortedSetsInterface, Value};
+use fred::clients::WithOptions;
+use fred::error::{Error as FredError, ErrorKind};
+use fred::prelude::{
+    Client, ClientLike, HashesInterface, Options, Pool, SortedSetsInterface, Value,
+};
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
+use fred::types::{ClusterHash, CustomCommand};
 use futures_util::future::join_all;
 use session_core::{
-    Error, OwnerLimitPolicy, RecordMeta, Result, Rotation, Session, SessionConfig, SessionData,
-    SessionHandle, SessionId, SessionInfo, SessionStore, StorageKey, Write, async_trait,
-    duration_ms,
+    Error, OwnerLimit, OwnerLimitPolicy, RecordMeta, Result, Rotation, Session, SessionConfig,
+    SessionData, SessionHandle, SessionId, SessionInfo, SessionStore, StorageKey, Write,
+    async_trait, duration_ms,
 };
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::keys::Layout;
@@ -41,8 +48,14 @@ const LOAD_FIELDS: [&str; 7] = [
 ];
 /// How many expired index entries one purge script handles at a time.
 const PURGE_BATCH: i64 = 256;
-/// How often a touch re-reads the stored owner before giving up.
-const TOUCH_ATTEMPTS: usize = 4;
+/// How often a touch follows the session to a new owner before giving up.
+const TOUCH_ATTEMPTS: usize = 8;
+/// How many candidate IDs one call for OS randomness yields when a
+/// rotation looks for a new ID in the old one's bucket.
+const ROTATION_BATCH: usize = 32;
+/// Bytes of a generated session ID, and its length in base64url.
+const ID_BYTES: usize = 32;
+const ID_CHARS: usize = 43;
 
 /// A [`SessionStore`] in Redis (single node, Sentinel or Cluster), on a pool
 /// of [fred] clients. Cheap to clone: clones share the pool.
@@ -51,7 +64,8 @@ const TOUCH_ATTEMPTS: usize = 4;
 /// [`RedisSessionStore::builder_from_config`] (from a fred `Config`), or
 /// [`RedisSessionStore::builder_from_pool`] /
 /// [`RedisSessionStore::builder_from_client`] (around clients you already
-/// have). See the [crate docs](crate) for the key layout and the scripts.
+/// have). See the [crate docs](crate) for the key layout, the scripts and
+/// the failure model.
 #[derive(Clone)]
 pub struct RedisSessionStore {
     pub(crate) inner: Arc<Inner>,
@@ -65,8 +79,12 @@ pub(crate) struct Inner {
     pub(crate) layout: Layout,
     pub(crate) scripts: Scripts,
     pub(crate) command_timeout: Duration,
+    /// Sent with every command: fred's own timeout, which (unlike dropping
+    /// the future) also stops fred from writing the command later.
+    pub(crate) options: Options,
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
+    pub(crate) receipt_ttl: Duration,
 }
 
 impl Drop for Inner {
@@ -115,7 +133,7 @@ impl RedisSessionStore {
 
 /// What a session-slot script answered.
 enum Outcome {
-    Written { old_owner: Option<String> },
+    Written,
     Conflict,
     NotFound,
     Rebind,
@@ -125,9 +143,7 @@ impl Outcome {
     fn parse(reply: &Value) -> Result<Self> {
         let items = as_array(reply)?;
         match status(items)?.as_str() {
-            "OK" => Ok(Self::Written {
-                old_owner: items.get(1).and_then(value_string),
-            }),
+            "OK" => Ok(Self::Written),
             "CONFLICT" => Ok(Self::Conflict),
             "NOTFOUND" => Ok(Self::NotFound),
             "REBIND" => Ok(Self::Rebind),
@@ -135,11 +151,10 @@ impl Outcome {
         }
     }
 
-    /// The owner the write moved the session away from, or an error for
-    /// a refused write.
-    fn written(self) -> Result<Option<String>> {
+    /// `Ok` for a write that was applied, the error for a refused one.
+    fn written(self) -> Result<()> {
         match self {
-            Self::Written { old_owner } => Ok(old_owner),
+            Self::Written => Ok(()),
             Self::Conflict => Err(Error::Conflict),
             Self::NotFound => Err(Error::NotFound),
             Self::Rebind => Err(Error::backend_msg(
@@ -230,12 +245,14 @@ fn decode_meta(values: &[Value]) -> Result<Option<RecordMeta>> {
     }))
 }
 
-/// A fresh write token: lets a script recognise a retry of a write it
-/// already applied (fred re-sends commands cut off by a lost connection).
+fn no_randomness(e: getrandom::Error) -> Error {
+    Error::backend_msg(format!("OS randomness unavailable: {e}"))
+}
+
+/// A fresh random token: names a write's receipt, or an owner lock's holder.
 fn token() -> Result<String> {
     let mut bytes = [0u8; 12];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| Error::backend_msg(format!("OS randomness unavailable: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(no_randomness)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -278,31 +295,128 @@ fn record_args(write: &Write) -> Vec<Value> {
     ]
 }
 
-/// A held owner lock. Release it with [`Inner::unlock`]; if the future
-/// holding it is dropped first (a cancelled request), dropping the guard
-/// releases it in the background, so the owner's next login does not wait
-/// for the lock to expire.
+/// Run `script` on `client` with `EVALSHA`, routed by its first key; if the
+/// server lost the script (restart, `SCRIPT FLUSH`, fail-over), send the
+/// source with `EVAL`, which runs it and caches it again on that server.
+///
+/// Scripts go out as custom commands because fred applies per-command
+/// options (our timeout) to those but not to its `LuaInterface`.
+async fn run_script<C: ClientLike>(
+    client: &C,
+    script: &Script,
+    keys: Vec<String>,
+    args: Vec<Value>,
+) -> Result<Value, FredError> {
+    let hash = keys.first().map_or(ClusterHash::Random, |k| {
+        ClusterHash::Custom(fred::util::redis_keyslot(k.as_bytes()))
+    });
+    let mut argv: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+    argv.push(script.sha.as_str().into());
+    argv.push(i64::try_from(keys.len()).unwrap_or(i64::MAX).into());
+    argv.extend(keys.into_iter().map(Value::from));
+    argv.extend(args);
+    let evalsha = CustomCommand::new_static("EVALSHA", hash.clone(), false);
+    match client.custom::<Value, Value>(evalsha, argv.clone()).await {
+        Err(e) if e.details().starts_with("NOSCRIPT") => {
+            tracing::debug!(
+                script = script.name,
+                "script missing on the server; sending it again"
+            );
+            argv[0] = script.lua.into();
+            let eval = CustomCommand::new_static("EVAL", hash, false);
+            client.custom::<Value, Value>(eval, argv).await
+        }
+        other => other,
+    }
+}
+
+/// A fresh 256-bit session ID whose storage key falls in `bucket`. That
+/// takes about as many draws as there are buckets, each a base64 encoding
+/// and a SHA-256 (a fraction of a microsecond together), so candidates come from
+/// one call for OS randomness per batch.
+fn id_in_bucket(layout: &Layout, bucket: u16) -> Result<SessionId> {
+    let mut random = [0u8; ID_BYTES * ROTATION_BATCH];
+    let mut text = [0u8; ID_CHARS];
+    loop {
+        getrandom::fill(&mut random).map_err(no_randomness)?;
+        for candidate in random.chunks_exact(ID_BYTES) {
+            let len = URL_SAFE_NO_PAD
+                .encode_slice(candidate, &mut text)
+                .map_err(|e| Error::backend_msg(format!("encoding a session ID: {e}")))?;
+            let encoded =
+                std::str::from_utf8(&text[..len]).map_err(|e| Error::backend_msg(e.to_string()))?;
+            let id = SessionId::parse(encoded)?;
+            if layout.bucket(id.storage_key()) == bucket {
+                return Ok(id);
+            }
+        }
+    }
+}
+
+/// A held (or possibly held) owner lock, with the client that took it:
+/// every attempt and the release go through that one client, so they reach
+/// Redis in the order they were sent. Release it with [`Inner::unlock`]; if
+/// it is dropped first (a cancelled request, or a lock attempt that failed
+/// on this side but may have run on the server), the drop releases it in
+/// the background, so the owner's next login does not wait for the lease to
+/// run out.
 struct OwnerLock {
     key: String,
     token: String,
-    pool: Option<Pool>,
+    client: Option<WithOptions<Client>>,
+    /// When the lock command that took it was sent: the lease runs from
+    /// that moment or later.
+    leased_at: Instant,
+    unlock: Script,
 }
 
 impl Drop for OwnerLock {
     fn drop(&mut self) {
-        let Some(pool) = self.pool.take() else { return };
+        let Some(client) = self.client.take() else {
+            return;
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (key, token) = (
+        let (key, token, unlock) = (
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.token),
+            self.unlock.clone(),
         );
         runtime.spawn(async move {
-            let _ = pool
-                .eval::<Value, _, _, _>(crate::scripts::UNLOCK, vec![key], vec![token])
-                .await;
+            let _ = run_script(&client, &unlock, vec![key], vec![token.into()]).await;
         });
+    }
+}
+
+/// A write that may bind a session to an owner: a save or a rotation.
+enum Op {
+    Save(Write),
+    Rotate(Rotation),
+}
+
+impl Op {
+    fn write(&self) -> &Write {
+        match self {
+            Self::Save(write) => write,
+            Self::Rotate(rotation) => &rotation.write,
+        }
+    }
+
+    /// Where the session is stored now, if it is.
+    fn source(&self) -> Option<&StorageKey> {
+        match self {
+            Self::Save(write) => Some(&write.key),
+            Self::Rotate(r) if r.write.expected_version.is_some() => Some(&r.old_key),
+            Self::Rotate(_) => None,
+        }
+    }
+
+    fn commit(self, session: &mut Session) {
+        match self {
+            Self::Save(write) => session.commit_write(write),
+            Self::Rotate(rotation) => session.commit_rotation(rotation),
+        }
     }
 }
 
@@ -320,48 +434,55 @@ impl Inner {
         )
     }
 
-    /// Await one Redis call, bounded by the command timeout.
-    async fn timed<T>(
-        &self,
-        call: impl Future<Output = Result<T, FredError>>,
-    ) -> Result<Result<T, FredError>> {
-        tokio::time::timeout(self.command_timeout, call)
-            .await
-            .map_err(|_| {
-                Error::backend_msg(format!(
-                    "session-redis: Redis did not answer within {:?}",
-                    self.command_timeout
-                ))
-            })
+    /// The pool, with the command timeout on every command.
+    fn redis(&self) -> WithOptions<Pool> {
+        self.pool.with_options(&self.options)
+    }
+
+    fn fred_error(&self, e: FredError) -> Error {
+        if *e.kind() == ErrorKind::Timeout {
+            Error::backend_msg(format!(
+                "session-redis: Redis did not answer within {:?}",
+                self.command_timeout
+            ))
+        } else {
+            Error::backend(e)
+        }
     }
 
     async fn call<T>(&self, call: impl Future<Output = Result<T, FredError>>) -> Result<T> {
-        self.timed(call).await?.map_err(Error::backend)
+        call.await.map_err(|e| self.fred_error(e))
     }
 
-    /// Run a script by SHA; if the server lost it (restart, `SCRIPT FLUSH`,
-    /// fail-over), send the source with `EVAL`, which runs it and caches it
-    /// again on that server.
+    /// Run a pipeline of reads, bounded by the command timeout. (Dropping a
+    /// pipeline does not stop fred from sending it later, which is harmless
+    /// for reads.)
+    async fn pipelined<T>(
+        &self,
+        call: impl Future<Output = Vec<Result<T, FredError>>>,
+    ) -> Result<Vec<Result<T, FredError>>> {
+        tokio::time::timeout(self.command_timeout, call)
+            .await
+            .map_err(|_| self.fred_error(FredError::new(ErrorKind::Timeout, "pipeline")))
+    }
+
     async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
-        let first = self
-            .timed(self.pool.evalsha::<Value, _, _, _>(
-                script.sha.as_str(),
-                keys.clone(),
-                args.clone(),
-            ))
-            .await?;
-        match first {
-            Ok(v) => Ok(v),
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                tracing::debug!(
-                    script = script.name,
-                    "script missing on the server; sending it again"
-                );
-                self.call(self.pool.eval::<Value, _, _, _>(script.lua, keys, args))
-                    .await
-            }
-            Err(e) => Err(Error::backend(e)),
-        }
+        self.call(run_script(&self.redis(), script, keys, args))
+            .await
+    }
+
+    /// Run a session-slot script of `bucket` with a fresh receipt, so that
+    /// a re-sent call answers as the first did instead of running again.
+    async fn eval_once(
+        &self,
+        script: &Script,
+        bucket: u16,
+        mut keys: Vec<String>,
+        mut args: Vec<Value>,
+    ) -> Result<Value> {
+        keys.push(self.layout.receipt(bucket, &token()?));
+        args.push(duration_ms(self.receipt_ttl).max(1).into());
+        self.eval(script, keys, args).await
     }
 
     // ---- session records ------------------------------------------------
@@ -379,61 +500,73 @@ impl Inner {
                 .await
                 .map_err(Error::backend)?;
         }
-        let replies = self
-            .call(async { Ok::<_, FredError>(pipe.try_all::<Value>().await) })
-            .await?;
+        let replies = self.pipelined(pipe.try_all::<Value>()).await?;
         replies
             .into_iter()
             .map(|r| match r {
                 Ok(v) => Ok(decode_meta(as_array(&v)?)),
-                Err(e) => Err(Error::backend(e)),
+                Err(e) => Err(self.fred_error(e)),
             })
             .collect()
     }
 
-    async fn write_record(&self, write: &Write, token: &str, same_owner: bool) -> Result<Outcome> {
+    async fn write_record(&self, write: &Write, same_owner: bool) -> Result<Outcome> {
         let bucket = self.layout.bucket(&write.key);
         let hex = write.key.to_hex();
         let mut args = record_args(write);
         args.extend([
             hex.as_str().into(),
-            token.into(),
             if same_owner { "1" } else { "0" }.into(),
         ]);
         let keys = vec![
             self.layout.record_in(bucket, &hex),
             self.layout.index(bucket),
         ];
-        Outcome::parse(&self.eval(&self.scripts.save, keys, args).await?)
+        Outcome::parse(
+            &self
+                .eval_once(&self.scripts.save, bucket, keys, args)
+                .await?,
+        )
     }
 
-    async fn rotate_record(&self, rotation: &Rotation, token: &str) -> Result<Outcome> {
+    /// Rotate a stored session (the new key is in the old key's bucket).
+    async fn rotate_record(&self, rotation: &Rotation) -> Result<Outcome> {
         let write = &rotation.write;
         let bucket = self.layout.bucket(&write.key);
         let old_hex = rotation.old_key.to_hex();
         let new_hex = write.key.to_hex();
         let mut args = record_args(write);
-        args.extend([
-            old_hex.as_str().into(),
-            new_hex.as_str().into(),
-            token.into(),
-        ]);
+        args.extend([old_hex.as_str().into(), new_hex.as_str().into()]);
         let keys = vec![
             self.layout.record_in(bucket, &old_hex),
             self.layout.record_in(bucket, &new_hex),
             self.layout.index(bucket),
         ];
-        Outcome::parse(&self.eval(&self.scripts.rotate, keys, args).await?)
+        Outcome::parse(
+            &self
+                .eval_once(&self.scripts.rotate, bucket, keys, args)
+                .await?,
+        )
+    }
+
+    /// Perform `op`'s write: a save, a rotation of a stored session, or the
+    /// first store of a new session under its new ID.
+    async fn apply(&self, op: &Op, same_owner: bool) -> Result<Outcome> {
+        match op {
+            Op::Save(write) => self.write_record(write, same_owner).await,
+            Op::Rotate(r) if r.write.expected_version.is_some() => self.rotate_record(r).await,
+            Op::Rotate(r) => self.write_record(&r.write, false).await,
+        }
     }
 
     /// Delete a record, only if bound to `owner` when given. Returns whether
-    /// a live session was removed and the owner it was bound to.
+    /// a session was removed that was not known to be expired.
     async fn destroy_record(
         &self,
         key: &StorageKey,
         owner: Option<&str>,
         now: i64,
-    ) -> Result<(bool, Option<String>)> {
+    ) -> Result<bool> {
         let bucket = self.layout.bucket(key);
         let hex = key.to_hex();
         let [has_owner, owner] = owner_args(owner);
@@ -441,16 +574,21 @@ impl Inner {
             self.layout.record_in(bucket, &hex),
             self.layout.index(bucket),
         ];
+        let args = vec![now.into(), hex.into(), has_owner, owner];
         let reply = self
-            .eval(
-                &self.scripts.destroy,
-                keys,
-                vec![now.into(), hex.into(), has_owner, owner],
-            )
+            .eval_once(&self.scripts.destroy, bucket, keys, args)
             .await?;
-        let items = as_array(&reply)?;
-        let was_live = items.first().and_then(Value::as_i64) == Some(1);
-        Ok((was_live, items.get(1).and_then(value_string)))
+        Ok(as_array(&reply)?.first().and_then(Value::as_i64) == Some(1))
+    }
+
+    /// A new ID for rotating `session`: in its old ID's bucket if it is
+    /// stored, so the rotation is one script in one hash slot; any fresh ID
+    /// for a session never stored, which has no old record.
+    fn rotation_id(&self, session: &Session) -> Result<SessionId> {
+        if session.is_new() || self.layout.buckets() == 1 {
+            return SessionId::generate();
+        }
+        id_in_bucket(&self.layout, self.layout.bucket(session.id().storage_key()))
     }
 
     // ---- owner indexes --------------------------------------------------
@@ -462,24 +600,21 @@ impl Inner {
         self.eval(&self.scripts.claim, keys, args).await.map(drop)
     }
 
-    /// Members of `owner`'s index; with `live_after`, only those whose
-    /// score (at least the record's deadline) is after that time.
-    async fn owner_members(&self, owner: &str, live_after: Option<i64>) -> Result<Vec<StorageKey>> {
-        let min = match live_after {
-            Some(now) => ZRange {
-                kind: ZRangeKind::Exclusive,
-                range: ZRangeBound::Score(now as f64),
-            },
-            None => ZRange {
-                kind: ZRangeKind::Inclusive,
-                range: ZRangeBound::NegInfiniteScore,
-            },
+    /// Members of `owner`'s index whose score (at least the deadline of any
+    /// record bound to the owner under that key) is after `now`.
+    async fn owner_members(&self, owner: &str, now: i64) -> Result<Vec<StorageKey>> {
+        let after_now = ZRange {
+            kind: ZRangeKind::Exclusive,
+            range: ZRangeBound::Score(now as f64),
         };
         let members: Vec<String> = self
-            .call(
-                self.pool
-                    .zrangebyscore(self.layout.owner_index(owner), min, "+inf", false, None),
-            )
+            .call(self.redis().zrangebyscore(
+                self.layout.owner_index(owner),
+                after_now,
+                "+inf",
+                false,
+                None,
+            ))
             .await?;
         Ok(members
             .iter()
@@ -489,7 +624,7 @@ impl Inner {
 
     /// `owner`'s live sessions, verified against their records, oldest first.
     async fn owner_entries(&self, owner: &str, now: i64) -> Result<Vec<(StorageKey, RecordMeta)>> {
-        let keys = self.owner_members(owner, Some(now)).await?;
+        let keys = self.owner_members(owner, now).await?;
         let metas = self.read_meta(&keys).await?;
         let mut found: Vec<(StorageKey, RecordMeta)> = keys
             .into_iter()
@@ -508,57 +643,62 @@ impl Inner {
         Ok(found)
     }
 
-    /// Remove the index entries among `keys` whose record does not (any
-    /// more) name `owner`. Only under the owner's lock: bindings take it too,
-    /// so no record can start naming `owner` between the check and the
-    /// removal.
-    async fn prune_owner(&self, owner: &str, keys: &[StorageKey], now: i64) -> Result<()> {
-        let metas = self.read_meta(keys).await?;
-        let stale: Vec<String> = keys
-            .iter()
-            .zip(metas)
-            .filter(|(_, meta)| match meta {
-                Ok(Some(m)) => !(m.is_live(now) && m.owner.as_deref() == Some(owner)),
-                Ok(None) => true,
-                // Unreadable: keep the entry, so revocation still finds it.
-                Err(_) => false,
-            })
-            .map(|(k, _)| k.to_hex())
-            .collect();
-        if !stale.is_empty() {
-            self.call(
-                self.pool
-                    .zrem::<i64, _, _>(self.layout.owner_index(owner), stale),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn try_lock(&self, owner: &str, token: &str) -> Result<bool> {
-        let keys = vec![self.layout.owner_lock(owner)];
-        let args = vec![token.into(), duration_ms(self.lock_ttl).max(1).into()];
-        Ok(self.eval(&self.scripts.lock, keys, args).await?.as_i64() == Some(1))
+    /// `owner`'s live sessions other than the one `op` writes, oldest first.
+    async fn owner_others(&self, owner: &str, op: &Op, now: i64) -> Result<Vec<StorageKey>> {
+        let (source, target) = (op.source(), &op.write().key);
+        Ok(self
+            .owner_entries(owner, now)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| Some(key) != source && key != target)
+            .collect())
     }
 
     /// Take `owner`'s lock, waiting up to the configured lock wait.
     async fn lock(&self, owner: &str) -> Result<OwnerLock> {
-        let token = token()?;
-        let deadline = tokio::time::Instant::now() + self.lock_wait;
+        let mut lock = OwnerLock {
+            key: self.layout.owner_lock(owner),
+            token: token()?,
+            client: Some(self.pool.next().with_options(&self.options)),
+            leased_at: Instant::now(),
+            unlock: self.scripts.unlock.clone(),
+        };
+        let ttl: Value = duration_ms(self.lock_ttl).max(1).into();
+        let deadline = Instant::now().checked_add(self.lock_wait);
         let mut delay = Duration::from_millis(2);
+        let mut failure = None;
         loop {
-            if self.try_lock(owner, &token).await? {
-                return Ok(OwnerLock {
-                    key: self.layout.owner_lock(owner),
-                    token,
-                    pool: Some(self.pool.clone()),
-                });
+            let Some(client) = lock.client.as_ref() else {
+                return Err(Error::backend_msg(
+                    "session-redis: owner lock without a client",
+                ));
+            };
+            let sent = Instant::now();
+            let keys = vec![lock.key.clone()];
+            let args = vec![lock.token.as_str().into(), ttl.clone()];
+            match run_script(client, &self.scripts.lock, keys, args).await {
+                Ok(held) if held.as_i64() == Some(1) => {
+                    lock.leased_at = sent;
+                    return Ok(lock);
+                }
+                Ok(_) => {}
+                // The command may have run anyway: later attempts use the
+                // same token, so they find the lock if it did.
+                Err(e) => failure = Some(self.fred_error(e)),
             }
-            if tokio::time::Instant::now() + delay > deadline {
-                return Err(Error::backend_msg(format!(
-                    "session-redis: another login of this owner held its lock for over {:?}; try again",
-                    self.lock_wait
-                )));
+            if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                return Err(match failure {
+                    // Dropping `lock` releases whatever this token may hold.
+                    Some(e) => e,
+                    None => {
+                        lock.client = None; // every attempt was answered: nothing to release
+                        Error::backend_msg(format!(
+                            "session-redis: another login of this owner held its lock for over {:?}; try again",
+                            self.lock_wait
+                        ))
+                    }
+                });
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(50));
@@ -566,74 +706,140 @@ impl Inner {
     }
 
     async fn unlock(&self, mut lock: OwnerLock) {
-        lock.pool = None; // released here, not by the drop guard
-        let released = self
-            .eval(
-                &self.scripts.unlock,
-                vec![std::mem::take(&mut lock.key)],
-                vec![std::mem::take(&mut lock.token).into()],
-            )
-            .await;
-        if let Err(e) = released {
+        let Some(client) = lock.client.take() else {
+            return;
+        };
+        let keys = vec![std::mem::take(&mut lock.key)];
+        let args = vec![std::mem::take(&mut lock.token).into()];
+        if let Err(e) = run_script(&client, &self.scripts.unlock, keys, args).await {
             tracing::warn!(error = %e, "could not release an owner lock; it expires by itself");
         }
     }
 
-    /// Run `critical` under `owner`'s lock, releasing it whatever happens.
-    async fn locked<T>(&self, owner: &str, critical: impl Future<Output = Result<T>>) -> Result<T> {
-        let lock = self.lock(owner).await?;
-        let result = critical.await;
-        self.unlock(lock).await;
-        result
-    }
-
-    /// Best effort, after a session left `owner` (rebound, rotated away or
-    /// destroyed): drop its stale index entries if the lock is free now.
-    /// Entries left behind are harmless: reads verify them and they expire.
-    async fn forget(&self, owner: &str, keys: &[StorageKey], now: i64) {
-        let result = async {
-            let token = token()?;
-            if !self.try_lock(owner, &token).await? {
-                return Ok(());
-            }
-            let lock = OwnerLock {
-                key: self.layout.owner_lock(owner),
-                token,
-                pool: Some(self.pool.clone()),
-            };
-            let pruned = self.prune_owner(owner, keys, now).await;
-            self.unlock(lock).await;
-            pruned
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "stale owner index entries left for later");
+    /// Refuse to send a write under `lock` unless it reaches Redis within
+    /// the lease: a script call takes at most two command timeouts
+    /// (`EVALSHA`, then `EVAL`), and fred never sends a command after its
+    /// timeout.
+    fn ensure_lease(&self, lock: &OwnerLock) -> Result<()> {
+        let needed = self.command_timeout.saturating_mul(2);
+        if lock.leased_at.elapsed().saturating_add(needed) < self.lock_ttl {
+            Ok(())
+        } else {
+            Err(Error::backend_msg(
+                "session-redis: Redis is too slow to finish this login within the owner lock's lease; try again",
+            ))
         }
     }
 
-    /// Make room for a session newly bound to `owner` under the per-owner
-    /// limit (call with the owner's lock held). `current` is where the
-    /// session being bound is stored now, if it is; it is never counted.
-    async fn admit(&self, owner: &str, current: Option<&StorageKey>, now: i64) -> Result<()> {
-        let Some(limit) = self.config.max_sessions_per_owner() else {
+    /// Check `op` against the stored record before anything is written, so
+    /// that a write the script would refuse claims nothing in an owner's
+    /// index and, under a limit, is reported as stale rather than as one
+    /// session too many. Returns the owner the stored session is bound to.
+    /// (The script checks again; this only answers early.)
+    async fn precheck(&self, op: &Op) -> Result<Option<Arc<str>>> {
+        let Some(source) = op.source() else {
+            return Ok(None);
+        };
+        let write = op.write();
+        let stored = match self.read_meta(std::slice::from_ref(source)).await?.pop() {
+            Some(Ok(meta)) => meta.filter(|m| m.is_live(write.now_ms)),
+            // Unreadable: the script decides.
+            _ => return Ok(None),
+        };
+        match (write.expected_version, stored) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(Error::Conflict),
+            (Some(_), None) => Err(Error::NotFound),
+            (Some(expected), Some(meta)) if meta.version != expected => Err(Error::Conflict),
+            (Some(_), Some(meta)) => Ok(meta.owner),
+        }
+    }
+
+    /// Store `session` bound to `owner` with a write that may bind it newly
+    /// (a login): a save, or with `new_id` a rotation.
+    async fn bind(
+        &self,
+        owner: &str,
+        session: &mut Session,
+        new_id: Option<SessionId>,
+    ) -> Result<()> {
+        let prepare = |session: &Session| -> Result<Op> {
+            Ok(match &new_id {
+                None => Op::Save(session.prepare_write(&self.config)?),
+                Some(id) => Op::Rotate(session.prepare_rotation_to(&self.config, id.clone())?),
+            })
+        };
+        let op = prepare(session)?;
+        let stored = self.precheck(&op).await?;
+        let limit = self.config.max_sessions_per_owner();
+        let Some(limit) = limit.filter(|_| stored.as_deref() != Some(owner)) else {
+            // No limit to keep, or the session already belongs to `owner`.
+            self.claim_and_write(owner, &op).await?;
+            op.commit(session);
             return Ok(());
         };
-        let members = self.owner_members(owner, None).await?;
-        self.prune_owner(owner, &members, now).await?;
-        let others: Vec<(StorageKey, RecordMeta)> = self
-            .owner_entries(owner, now)
-            .await?
-            .into_iter()
-            .filter(|(k, _)| Some(k) != current)
-            .collect();
-        let excess = (others.len() + 1).saturating_sub(limit.max as usize);
-        if excess == 0 {
-            return Ok(());
+        let lock = self.lock(owner).await?;
+        let result = async {
+            // Dated now, after the lock wait, and checked again under the lock.
+            let op = prepare(session)?;
+            self.bind_limited(owner, op, limit, &lock).await
         }
-        if limit.policy != OwnerLimitPolicy::EndOldest {
-            return Err(Error::TooManySessions { limit: limit.max });
+        .await;
+        self.unlock(lock).await;
+        result?.commit(session);
+        Ok(())
+    }
+
+    /// The part of [`bind`](Self::bind) under the owner's lock.
+    async fn bind_limited(
+        &self,
+        owner: &str,
+        op: Op,
+        limit: OwnerLimit,
+        lock: &OwnerLock,
+    ) -> Result<Op> {
+        let stored = self.precheck(&op).await?;
+        let newly_bound = stored.as_deref() != Some(owner);
+        let end_oldest = limit.policy == OwnerLimitPolicy::EndOldest;
+        let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
+        if newly_bound && !end_oldest {
+            let others = self.owner_others(owner, &op, op.write().now_ms).await?;
+            if others.len() >= max {
+                return Err(Error::TooManySessions { limit: limit.max });
+            }
         }
-        let oldest: Vec<StorageKey> = others.iter().take(excess).map(|(k, _)| *k).collect();
+        let write = op.write();
+        self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
+            .await?;
+        self.ensure_lease(lock)?;
+        self.apply(&op, false).await?.written()?;
+        // Only now that the write is stored: end the oldest sessions over
+        // the limit. The write stands even if this fails (the next login
+        // of the owner tries again).
+        if newly_bound
+            && end_oldest
+            && let Err(e) = self.end_oldest(owner, &op, max).await
+        {
+            tracing::warn!(error = %e, "could not end an owner's oldest sessions over the limit");
+        }
+        Ok(op)
+    }
+
+    /// Claim `op`'s key in `owner`'s index, then write.
+    async fn claim_and_write(&self, owner: &str, op: &Op) -> Result<()> {
+        let write = op.write();
+        self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
+            .await?;
+        self.apply(op, false).await?.written()
+    }
+
+    /// End `owner`'s oldest sessions other than the one `op` just wrote,
+    /// until `max` are left.
+    async fn end_oldest(&self, owner: &str, op: &Op, max: usize) -> Result<()> {
+        let now = self.now();
+        let others = self.owner_others(owner, op, now).await?;
+        let excess = (others.len() + 1).saturating_sub(max);
+        let oldest = &others[..excess.min(others.len())];
         for result in join_all(
             oldest
                 .iter()
@@ -643,73 +849,41 @@ impl Inner {
         {
             result?;
         }
-        tracing::debug!(
-            ended = oldest.len(),
-            "ended an owner's oldest sessions to make room"
-        );
-        self.prune_owner(owner, &oldest, now).await
-    }
-
-    /// Whether the stored, live record at `key` is bound to `owner`.
-    async fn stored_owner_is(&self, key: &StorageKey, owner: &str, now: i64) -> Result<bool> {
-        let metas = self.read_meta(std::slice::from_ref(key)).await?;
-        Ok(matches!(
-            metas.first(),
-            Some(Ok(Some(m))) if m.is_live(now) && m.owner.as_deref() == Some(owner)
-        ))
+        if !oldest.is_empty() {
+            tracing::debug!(
+                ended = oldest.len(),
+                "ended an owner's oldest sessions to make room"
+            );
+        }
+        Ok(())
     }
 
     // ---- operations -----------------------------------------------------
 
     async fn save(&self, session: &mut Session) -> Result<()> {
         let write = session.prepare_write(&self.config)?;
-        let token = token()?;
-        let old_owner = match write.meta.owner.as_deref() {
-            None => self.write_record(&write, &token, false).await?.written()?,
-            Some(owner) => {
-                // Fast path for an update that keeps the owner: extend the
-                // owner's index, then write if the record still names them.
-                let fast = if write.expected_version.is_some() {
-                    self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
-                        .await?;
-                    match self.write_record(&write, &token, true).await? {
-                        Outcome::Rebind => None,
-                        other => Some(other),
-                    }
-                } else {
-                    None
-                };
-                match fast {
-                    Some(Outcome::NotFound) => {
-                        // Destroyed meanwhile: drop the entry just claimed.
-                        self.forget(owner, &[write.key], write.now_ms).await;
-                        return Err(Error::NotFound);
-                    }
-                    Some(outcome) => outcome.written()?,
-                    None => {
-                        // A new binding: serialised per owner, limit applied.
-                        let current = write.expected_version.map(|_| write.key);
-                        self.locked(owner, async {
-                            self.admit(owner, current.as_ref(), write.now_ms).await?;
-                            self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
-                                .await?;
-                            let outcome = self.write_record(&write, &token, false).await?;
-                            if !matches!(outcome, Outcome::Written { .. }) {
-                                self.prune_owner(owner, &[write.key], write.now_ms).await?;
-                            }
-                            outcome.written()
-                        })
-                        .await?
-                    }
+        let Some(owner) = write.meta.owner.clone() else {
+            self.write_record(&write, false).await?.written()?;
+            session.commit_write(write);
+            return Ok(());
+        };
+        if write.expected_version.is_some() {
+            // An update that keeps the owner the record already names:
+            // extend the owner's index first, then write only if the record
+            // is still bound to that owner.
+            self.claim(&owner, &write.key, write.meta.expires_ms, write.now_ms)
+                .await?;
+            match self.write_record(&write, true).await? {
+                Outcome::Rebind => {}
+                outcome => {
+                    outcome.written()?;
+                    session.commit_write(write);
+                    return Ok(());
                 }
             }
-        };
-        let (key, now) = (write.key, write.now_ms);
-        session.commit_write(write);
-        if let Some(old) = old_owner {
-            self.forget(&old, &[key], now).await;
         }
-        Ok(())
+        // A new binding.
+        self.bind(&owner, session, None).await
     }
 
     async fn touch(&self, session: &mut Session) -> Result<()> {
@@ -731,11 +905,13 @@ impl Inner {
                 touch.now_ms.into(),
                 touch.last_active_ms.into(),
                 touch.expires_ms.into(),
-                hex.clone().into(),
+                hex.as_str().into(),
                 has_owner,
                 owner_arg,
             ];
-            let reply = self.eval(&self.scripts.touch, keys.clone(), args).await?;
+            let reply = self
+                .eval_once(&self.scripts.touch, bucket, keys.clone(), args)
+                .await?;
             let items = as_array(&reply)?;
             match status(items)?.as_str() {
                 "OK" => {
@@ -743,65 +919,25 @@ impl Inner {
                     return Ok(());
                 }
                 "NOTFOUND" => return Err(Error::NotFound),
-                // Someone rebound the session since it was loaded: extend
-                // the index of the owner it has now, then try again.
+                // Rebound since it was loaded: extend the index of the owner
+                // it has now, then try again.
                 "OWNER" => owner = items.get(1).and_then(value_string),
                 other => return Err(unexpected(other)),
             }
         }
-        Err(Error::Conflict)
+        Err(Error::backend_msg(
+            "session-redis: the session was bound to another owner during every attempt to touch it; try again",
+        ))
     }
 
     async fn cycle_id(&self, session: &mut Session) -> Result<()> {
-        let old_key = *session.id().storage_key();
-        let bucket = self.layout.bucket(&old_key);
-        // The new ID must land in the old one's bucket, so the rotation is
-        // one script in one hash slot.
-        let new_id = loop {
-            let id = SessionId::generate()?;
-            if self.layout.bucket(id.storage_key()) == bucket {
-                break id;
-            }
-        };
-        let rotation = session.prepare_rotation_to(&self.config, new_id)?;
-        let token = token()?;
-        let write = &rotation.write;
-        let stored = write.expected_version.is_some();
-        let old_owner = match write.meta.owner.as_deref() {
-            None => self.rotate_record(&rotation, &token).await?.written()?,
-            Some(owner) => {
-                self.locked(owner, async {
-                    // Only a session that did not belong to the owner yet
-                    // counts against the limit.
-                    if self.config.max_sessions_per_owner().is_some()
-                        && !(stored && self.stored_owner_is(&old_key, owner, write.now_ms).await?)
-                    {
-                        self.admit(owner, stored.then_some(&old_key), write.now_ms)
-                            .await?;
-                    }
-                    self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
-                        .await?;
-                    let outcome = self.rotate_record(&rotation, &token).await?;
-                    if !matches!(outcome, Outcome::Written { .. }) {
-                        self.prune_owner(owner, &[write.key], write.now_ms).await?;
-                    }
-                    let old_owner = outcome.written()?;
-                    if old_owner.as_deref() == Some(owner) {
-                        // The old key's entry in this owner's index is stale
-                        // now; we hold the lock, so drop it at once.
-                        self.prune_owner(owner, &[old_key], write.now_ms).await?;
-                        return Ok(None);
-                    }
-                    Ok(old_owner)
-                })
-                .await?
-            }
-        };
-        let now = write.now_ms;
-        session.commit_rotation(rotation);
-        if let Some(old) = old_owner {
-            self.forget(&old, &[old_key], now).await;
+        let new_id = self.rotation_id(session)?;
+        if let Some(owner) = session.owner().map(str::to_owned) {
+            return self.bind(&owner, session, Some(new_id)).await;
         }
+        let op = Op::Rotate(session.prepare_rotation_to(&self.config, new_id)?);
+        self.apply(&op, false).await?.written()?;
+        op.commit(session);
         Ok(())
     }
 
@@ -809,7 +945,7 @@ impl Inner {
         let now = self.now();
         let values: Vec<Value> = self
             .call(
-                self.pool
+                self.redis()
                     .hmget(self.layout.record(id.storage_key()), LOAD_FIELDS.to_vec()),
             )
             .await?;
@@ -829,13 +965,8 @@ impl Inner {
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<bool> {
-        let now = self.now();
-        let key = id.storage_key();
-        let (was_live, owner) = self.destroy_record(key, None, now).await?;
-        if let Some(owner) = owner {
-            self.forget(&owner, &[*key], now).await;
-        }
-        Ok(was_live)
+        self.destroy_record(id.storage_key(), None, self.now())
+            .await
     }
 
     async fn purge_bucket(&self, bucket: u16, now: i64) -> Result<(u64, Vec<String>)> {
@@ -844,7 +975,7 @@ impl Inner {
         let mut owners = Vec::new();
         loop {
             let members: Vec<String> = self
-                .call(self.pool.zrangebyscore(
+                .call(self.redis().zrangebyscore(
                     index.as_str(),
                     "-inf",
                     ZRange {
@@ -864,7 +995,9 @@ impl Inner {
             let mut args: Vec<Value> = Vec::with_capacity(members.len() + 1);
             args.push(now.into());
             args.extend(members.iter().map(|m| Value::from(m.as_str())));
-            let reply = self.eval(&self.scripts.purge, keys, args).await?;
+            let reply = self
+                .eval_once(&self.scripts.purge, bucket, keys, args)
+                .await?;
             let items = as_array(&reply)?;
             removed += items.first().and_then(Value::as_u64).unwrap_or(0);
             owners.extend(items.iter().skip(1).filter_map(value_string));
@@ -887,10 +1020,11 @@ impl Inner {
         }
         owners.sort_unstable();
         owners.dedup();
-        // Entries whose deadline passed are dead whatever their record says;
-        // dropping them needs no lock.
+        // Owner index entries whose score passed stand for expired records
+        // only; dropping them needs no lock.
+        let redis = self.redis();
         for result in join_all(owners.iter().map(|owner| {
-            self.call(self.pool.zremrangebyscore::<i64, _, _, _>(
+            self.call(redis.zremrangebyscore::<i64, _, _, _>(
                 self.layout.owner_index(owner),
                 "-inf",
                 ZRange {
@@ -911,16 +1045,18 @@ impl Inner {
         let pipe = self.pool.next().pipeline();
         for bucket in 0..self.layout.buckets() {
             let () = pipe
-                .zcount(self.layout.index(bucket), (now + 1) as f64, f64::INFINITY)
+                .zcount(
+                    self.layout.index(bucket),
+                    now.saturating_add(1) as f64,
+                    f64::INFINITY,
+                )
                 .await
                 .map_err(Error::backend)?;
         }
-        let counts = self
-            .call(async { Ok::<_, FredError>(pipe.try_all::<i64>().await) })
-            .await?;
+        let counts = self.pipelined(pipe.try_all::<i64>()).await?;
         let mut total = 0u64;
         for count in counts {
-            total += u64::try_from(count.map_err(Error::backend)?).unwrap_or(0);
+            total += u64::try_from(count.map_err(|e| self.fred_error(e))?).unwrap_or(0);
         }
         Ok(total)
     }
@@ -941,43 +1077,38 @@ impl Inner {
 
     async fn destroy_owner_session(&self, owner: &str, handle: &SessionHandle) -> Result<bool> {
         let now = self.now();
-        let members = self.owner_members(owner, Some(now)).await?;
+        let members = self.owner_members(owner, now).await?;
         let Some(key) = members.into_iter().find(|k| k.handle() == *handle) else {
             return Ok(false);
         };
-        let (was_live, _) = self.destroy_record(&key, Some(owner), now).await?;
-        self.forget(owner, &[key], now).await;
-        Ok(was_live)
+        self.destroy_record(&key, Some(owner), now).await
     }
 
     async fn destroy_owner_sessions(&self, owner: &str, keep: Option<&SessionId>) -> Result<u64> {
         let now = self.now();
         let keep = keep.map(SessionId::storage_key);
-        // Under the lock no binding of this owner is half done, so every
-        // session that names the owner is listed in the index.
-        self.locked(owner, async {
-            let members: Vec<StorageKey> = self
-                .owner_members(owner, None)
-                .await?
-                .into_iter()
-                .filter(|k| Some(k) != keep)
-                .collect();
-            let mut ended = 0;
-            for result in join_all(
-                members
-                    .iter()
-                    .map(|k| self.destroy_record(k, Some(owner), now)),
-            )
-            .await
-            {
-                if result?.0 {
-                    ended += 1;
-                }
-            }
-            self.prune_owner(owner, &members, now).await?;
-            Ok(ended)
-        })
+        // Every session bound to `owner` is in the index (claimed before its
+        // record named the owner, and kept there while its deadline lasts),
+        // so this needs no lock; see "Owners" in the crate docs.
+        let members: Vec<StorageKey> = self
+            .owner_members(owner, now)
+            .await?
+            .into_iter()
+            .filter(|k| Some(k) != keep)
+            .collect();
+        let mut ended = 0;
+        for result in join_all(
+            members
+                .iter()
+                .map(|k| self.destroy_record(k, Some(owner), now)),
+        )
         .await
+        {
+            if result? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
     }
 }
 
@@ -1134,10 +1265,14 @@ mod tests {
 
     #[test]
     fn script_replies_parse_into_outcomes() {
-        let ok = Value::Array(vec![s("OK"), s("bob")]);
-        assert!(
-            matches!(Outcome::parse(&ok).unwrap(), Outcome::Written { old_owner: Some(o) } if o == "bob")
-        );
+        assert!(matches!(
+            Outcome::parse(&Value::Array(vec![s("OK")])).unwrap(),
+            Outcome::Written
+        ));
+        assert!(matches!(
+            Outcome::parse(&Value::Array(vec![s("REBIND")])).unwrap(),
+            Outcome::Rebind
+        ));
         assert!(matches!(
             Outcome::parse(&Value::Array(vec![s("CONFLICT")]))
                 .unwrap()
@@ -1158,6 +1293,20 @@ mod tests {
             Outcome::parse(&Value::Null),
             Err(Error::Backend(_))
         ));
+    }
+
+    #[test]
+    fn rotation_candidates_are_full_strength_ids_in_the_bucket() {
+        let layout = Layout::new("p:".into(), crate::keys::MAX_BUCKETS);
+        let mut seen = std::collections::HashSet::new();
+        for bucket in [0, 1, 517, crate::keys::MAX_BUCKETS - 1] {
+            for _ in 0..3 {
+                let id = id_in_bucket(&layout, bucket).unwrap();
+                assert_eq!(layout.bucket(id.storage_key()), bucket);
+                assert_eq!(id.as_str().len(), 43, "256 bits, like a generated ID");
+                assert!(seen.insert(id.as_str().to_owned()));
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use session_core::testing::service_url;
 use session_core::{
     Error, ManualClock, OwnerLimitPolicy, Session, SessionConfig, SessionStore, SystemClock,
 };
-use session_redis::fred::prelude::{KeysInterface, Pool, Value};
+use session_redis::fred::prelude::{KeysInterface, Pool};
 use session_redis::{RedisSessionStore, RedisSessionStoreBuilder};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -56,6 +56,14 @@ impl Env {
         common::keys_with_prefix(&self.pool, &self.prefix).await
     }
 
+    /// Every key but the receipts of applied writes (which live a minute).
+    async fn data_keys(&self) -> Vec<String> {
+        let (receipts, data): (Vec<String>, Vec<String>) =
+            self.keys().await.into_iter().partition(|k| is_receipt(k));
+        assert_receipts_expire(&self.pool, &receipts).await;
+        data
+    }
+
     /// The one stored key whose name ends with `suffix`.
     async fn key_ending(&self, suffix: &str) -> String {
         let found: Vec<String> = self
@@ -90,6 +98,24 @@ impl Env {
 
 fn ms(t: std::time::SystemTime) -> i64 {
     session_core::to_ms(t)
+}
+
+fn is_receipt(key: &str) -> bool {
+    key.contains("}:w:")
+}
+
+/// Receipts of applied writes expire by themselves within a minute.
+async fn assert_receipts_expire(pool: &Pool, receipts: &[String]) {
+    for key in receipts {
+        let ttl = common::raw(pool, "PTTL", vec![key.as_str().into()])
+            .await
+            .as_i64()
+            .unwrap();
+        assert!(
+            ttl == -2 || (0..=60_000).contains(&ttl),
+            "receipt {key} lives {ttl} ms"
+        );
+    }
 }
 
 async fn stored_keys_and_values_never_contain_the_session_id(url: &str) {
@@ -227,7 +253,11 @@ async fn redis_removes_an_idle_session_by_itself(url: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let left = common::keys_with_prefix(&pool, &prefix).await;
+        let (receipts, left): (Vec<String>, Vec<String>) = common::keys_with_prefix(&pool, &prefix)
+            .await
+            .into_iter()
+            .partition(|k| is_receipt(k));
+        assert_receipts_expire(&pool, &receipts).await;
         if left.is_empty() {
             break;
         }
@@ -238,6 +268,7 @@ async fn redis_removes_an_idle_session_by_itself(url: &str) {
     }
     assert_eq!(store.len().await.unwrap(), 0);
     assert!(store.load(s.id()).await.unwrap().is_none());
+    common::delete_prefix(&pool, &prefix).await;
 }
 
 async fn concurrent_logins_cannot_exceed_a_refusing_owner_limit(url: &str) {
@@ -274,28 +305,109 @@ async fn concurrent_logins_cannot_exceed_a_refusing_owner_limit(url: &str) {
 }
 
 async fn concurrent_logins_end_the_oldest_sessions_to_keep_the_limit(url: &str) {
+    const LIMIT: usize = 3;
     let env = Env::new(url, |c| {
-        c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)
+        c.with_max_sessions_per_owner(LIMIT as u32, OwnerLimitPolicy::EndOldest)
     })
     .await;
     let store = Arc::new(env.store.clone());
-    let mut tasks = Vec::new();
-    for _ in 0..12 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
+    let mut survivors: Vec<Session> = Vec::new();
+    for round in 0..4 {
+        // LIMIT new sessions, each created a minute after the last, so each
+        // is younger than every session of the rounds before.
+        let mut fresh = Vec::new();
+        for _ in 0..LIMIT {
+            env.clock.advance(MINUTE);
             let mut s = store.create().await.unwrap();
             s.set_owner("heidi");
-            store.save(&mut s).await
-        }));
+            fresh.push(s);
+        }
+        let tasks: Vec<_> = fresh
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        store.save(&mut s).await.map(|()| s)
+                    } else {
+                        store.cycle_id(&mut s).await.map(|()| s)
+                    }
+                })
+            })
+            .collect();
+        let mut logged_in = Vec::new();
+        for t in tasks {
+            logged_in.push(t.await.unwrap().expect("EndOldest never refuses"));
+        }
+        // Whatever order the logins ran in, each ended the oldest session
+        // there was: every session of the earlier rounds, none of this one.
+        for old in &survivors {
+            assert!(
+                env.store.load(old.id()).await.unwrap().is_none(),
+                "round {round}: an older session survived"
+            );
+        }
+        let mut listed: Vec<_> = env
+            .store
+            .owner_sessions("heidi", None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.handle)
+            .collect();
+        let mut expected: Vec<_> = logged_in.iter().map(|s| s.id().handle()).collect();
+        listed.sort_unstable_by_key(ToString::to_string);
+        expected.sort_unstable_by_key(ToString::to_string);
+        assert_eq!(
+            listed, expected,
+            "round {round}: this round's logins remain"
+        );
+        assert_eq!(
+            env.store.len().await.unwrap(),
+            LIMIT as u64,
+            "round {round}: the ended sessions are deleted"
+        );
+        survivors = logged_in;
     }
-    for t in tasks {
-        t.await.unwrap().expect("EndOldest never refuses");
+    env.cleanup().await;
+}
+
+async fn a_stale_login_at_the_limit_is_refused_as_stale(url: &str) {
+    let env = Env::new(url, |c| {
+        c.with_max_sessions_per_owner(1, OwnerLimitPolicy::RefuseNew)
+    })
+    .await;
+    // A login form submitted twice: the first request logs in (filling the
+    // limit of one), the second is stale and must say so.
+    let anon = env.saved(None).await;
+    let mut first = env.store.load(anon.id()).await.unwrap().unwrap();
+    let mut second = env.store.load(anon.id()).await.unwrap().unwrap();
+    first.set_owner("uma");
+    env.store.cycle_id(&mut first).await.unwrap();
+    second.set_owner("uma");
+    match env.store.cycle_id(&mut second).await {
+        Err(Error::NotFound) => {}
+        other => panic!("the stale login's session was rotated away: NotFound, got {other:?}"),
     }
-    assert_eq!(env.store.count_owner_sessions("heidi").await.unwrap(), 2);
+    // A new session colliding with a live one is a conflict, not a breach
+    // of the limit.
+    let text = anon.id().as_str()[..24].to_owned();
+    let mut taken = env.store.create_with_id(&text).await.unwrap();
+    let mut dup = env.store.create_with_id(&text).await.unwrap();
+    env.store.save(&mut taken).await.unwrap();
+    dup.set_owner("uma");
+    match env.store.save(&mut dup).await {
+        Err(Error::Conflict) => {}
+        other => panic!("a colliding insert is a Conflict, got {other:?}"),
+    }
+    assert_eq!(env.store.count_owner_sessions("uma").await.unwrap(), 1);
+    let index = env.key_ending(":owner").await;
+    let entries = common::raw(&env.pool, "ZCARD", vec![index.as_str().into()]).await;
     assert_eq!(
-        env.store.len().await.unwrap(),
-        2,
-        "the ended sessions are deleted"
+        entries.as_i64(),
+        Some(1),
+        "the refused logins claimed nothing in the owner's index"
     );
     env.cleanup().await;
 }
@@ -324,10 +436,11 @@ async fn purge_removes_expired_records_and_leaves_no_key_behind(url: &str) {
     );
     assert_eq!(env.store.purge_expired().await.unwrap(), 0);
     assert_eq!(
-        env.keys().await,
+        env.data_keys().await,
         Vec::<String>::new(),
         "no record, index or owner key is left"
     );
+    env.cleanup().await;
 }
 
 async fn len_counts_only_this_stores_live_sessions(url: &str) {
@@ -339,21 +452,25 @@ async fn len_counts_only_this_stores_live_sessions(url: &str) {
     for _ in 0..5 {
         other.saved(Some("judy")).await;
     }
-    let unrelated: Vec<(String, Value)> = (0..50)
-        .map(|i| {
-            (
-                format!("{}{{7}}:s:{i}", env.prefix.trim_end_matches(':')),
-                "x".into(),
-            )
-        })
-        .collect();
-    for (k, v) in &unrelated {
+    // Keys that are not sessions: inside this store's prefix (one even
+    // shaped like a record of a bucket, one like a bucket index of a bucket
+    // that does not exist) and just outside it.
+    let outside = env.prefix.trim_end_matches(':');
+    let mut unrelated: Vec<String> = Vec::new();
+    for i in 0..20 {
+        unrelated.push(format!("{}{{7}}:s:{i}", env.prefix));
+        unrelated.push(format!("{}other:{i}", env.prefix));
+        unrelated.push(format!("{outside}{{7}}:s:{i}"));
+    }
+    unrelated.push(format!("{}{{99999}}:idx", env.prefix));
+    for k in &unrelated {
         let _: () = env
             .pool
-            .set(k.as_str(), v.clone(), None, None, false)
+            .set(k.as_str(), "x", None, None, false)
             .await
             .unwrap();
     }
+    assert!(unrelated[0].starts_with(&env.prefix) && !unrelated[2].starts_with(&env.prefix));
     assert_eq!(env.store.len().await.unwrap(), 3);
     assert_eq!(other.store.len().await.unwrap(), 5);
     env.clock.advance(31 * MINUTE);
@@ -363,7 +480,7 @@ async fn len_counts_only_this_stores_live_sessions(url: &str) {
         5,
         "another store's clock and keys are its own"
     );
-    for (k, _) in &unrelated {
+    for k in &unrelated {
         let _: i64 = env.pool.del(k.as_str()).await.unwrap();
     }
     env.cleanup().await;
@@ -414,11 +531,150 @@ async fn a_corrupt_record_is_a_codec_error_and_harms_no_other_session(url: &str)
     env.cleanup().await;
 }
 
+async fn a_corrupt_or_missing_expiry_harms_no_other_session(url: &str) {
+    // One bucket, so the broken records share their expiry index with the
+    // sound ones.
+    let env = Env::with(url, |c| c, |b| b.buckets(1)).await;
+    let fine = env.saved(Some("val")).await;
+    let garbled = env.saved(Some("val")).await;
+    let missing = env.saved(Some("val")).await;
+    let corrupt = |s: &Session, how: &'static str| {
+        let env = &env;
+        let s = s.clone();
+        async move {
+            let key = env.record_key(&s).await;
+            let args = if how == "garble" {
+                vec![key.as_str().into(), "expires".into(), "soon".into()]
+            } else {
+                vec![key.as_str().into(), "expires".into()]
+            };
+            common::raw(
+                &env.pool,
+                if how == "garble" { "HSET" } else { "HDEL" },
+                args,
+            )
+            .await;
+            key
+        }
+    };
+    let garbled_key = corrupt(&garbled, "garble").await;
+    let missing_key = corrupt(&missing, "drop").await;
+
+    for broken in [&garbled, &missing] {
+        assert!(matches!(
+            env.store.load(broken.id()).await,
+            Err(Error::Codec(_))
+        ));
+    }
+    let listed = env.store.owner_sessions("val", None).await.unwrap();
+    assert_eq!(listed.len(), 1, "unreadable sessions are not listed");
+    assert_eq!(listed[0].handle, fine.id().handle());
+
+    assert!(
+        env.store.destroy(garbled.id()).await.unwrap(),
+        "a record with a garbled expiry can be ended, and says so"
+    );
+    assert_eq!(
+        env.store
+            .destroy_owner_sessions("val", Some(fine.id()))
+            .await
+            .unwrap(),
+        1,
+        "a record without an expiry is ended by revocation"
+    );
+    for key in [&garbled_key, &missing_key] {
+        assert_eq!(
+            common::pexpiretime(&env.pool, key).await,
+            -2,
+            "{key} is gone"
+        );
+    }
+
+    // Purging still works for everything behind broken records in the
+    // same index.
+    let doomed = [
+        env.saved(None).await,
+        env.saved(None).await,
+        env.saved(None).await,
+    ];
+    corrupt(&doomed[0], "garble").await;
+    corrupt(&doomed[1], "drop").await;
+    env.clock.advance(31 * MINUTE);
+    assert_eq!(
+        env.store
+            .purge_expired()
+            .await
+            .expect("a corrupt expiry must not break purging"),
+        4,
+        "the three expired sessions and the sound one"
+    );
+    assert!(
+        env.data_keys().await.iter().all(|k| !k.contains(":s:")),
+        "no record is left"
+    );
+    env.cleanup().await;
+}
+
+async fn purge_repairs_an_index_entry_and_the_index_expiry(url: &str) {
+    let env = Env::with(url, |c| c, |b| b.buckets(1)).await;
+    let s = env.saved(None).await;
+    let index = env.key_ending(":idx").await;
+    // An entry whose score fell behind its live record, and an index that
+    // would expire before the record (what a write cut short between its
+    // steps could leave).
+    let now = ms(s.last_active());
+    common::raw(
+        &env.pool,
+        "ZADD",
+        vec![
+            index.as_str().into(),
+            (now - 1_000).into(),
+            s.id().storage_key().to_hex().into(),
+        ],
+    )
+    .await;
+    common::raw(
+        &env.pool,
+        "PEXPIREAT",
+        vec![index.as_str().into(), (now + 60_000).into()],
+    )
+    .await;
+    assert_eq!(env.store.len().await.unwrap(), 0);
+
+    assert_eq!(
+        env.store.purge_expired().await.unwrap(),
+        0,
+        "the live session stays"
+    );
+    assert_eq!(
+        env.store.len().await.unwrap(),
+        1,
+        "its index entry is repaired"
+    );
+    assert_eq!(
+        common::pexpiretime(&env.pool, &index).await,
+        ms(s.expires_at()),
+        "and the index lives as long as the session again"
+    );
+    env.cleanup().await;
+}
+
+async fn a_clock_at_the_end_of_time_is_no_panic(url: &str) {
+    let env = Env::new(url, |c| c).await;
+    let s = env.saved(Some("wim")).await;
+    env.clock.set(session_core::from_ms(i64::MAX));
+    assert_eq!(env.store.len().await.unwrap(), 0);
+    assert!(env.store.load(s.id()).await.unwrap().is_none());
+    assert_eq!(env.store.count_owner_sessions("wim").await.unwrap(), 0);
+    assert_eq!(env.store.purge_expired().await.unwrap(), 1);
+    env.cleanup().await;
+}
+
 async fn owner_index_entries_are_checked_against_the_record(url: &str) {
     let env = Env::new(url, |c| c).await;
     let mine = env.saved(Some("nina")).await;
     let index = env.key_ending(":owner").await;
-    let mut theirs = env.saved(Some("oscar")).await;
+    let theirs = env.saved(Some("oscar")).await;
     let ghost = session_core::SessionId::generate().unwrap();
     // Entries no record backs: a session of someone else, and one that never
     // existed (as an interrupted login would leave).
@@ -448,24 +704,52 @@ async fn owner_index_entries_are_checked_against_the_record(url: &str) {
         env.store.load(theirs.id()).await.unwrap().is_some(),
         "another owner's session survives"
     );
-    let left = common::raw(&env.pool, "ZCARD", vec![index.as_str().into()]).await;
+    // Entries stay until their deadline passes (a login may have claimed one
+    // and not written yet), and are dropped after it.
+    let zcard = |key: String| {
+        let pool = env.pool.clone();
+        async move {
+            common::raw(&pool, "ZCARD", vec![key.into()])
+                .await
+                .as_i64()
+                .unwrap()
+        }
+    };
+    assert_eq!(zcard(index.clone()).await, 3);
+    env.clock.advance(32 * MINUTE);
+    let fresh = env.saved(Some("nina")).await;
     assert_eq!(
-        left.as_i64(),
-        Some(0),
-        "revocation pruned the stale entries"
+        zcard(index.clone()).await,
+        1,
+        "only the new login's entry is left"
     );
 
-    // Rebinding moves the entry: the old owner's index is emptied.
-    theirs.set_owner("nina");
-    env.store.save(&mut theirs).await.unwrap();
+    // Rebinding: the new owner lists the session, the old one neither lists
+    // nor revokes it, and the old owner's entry expires with the deadline
+    // the session had while bound to them.
+    let mut moved = env.saved(Some("oscar")).await;
+    let bound_until = ms(moved.expires_at());
+    env.clock.advance(MINUTE);
+    moved.set_owner("nina");
+    env.store.save(&mut moved).await.unwrap();
     assert_eq!(env.store.count_owner_sessions("oscar").await.unwrap(), 0);
-    let owner_keys: Vec<String> = env
+    assert_eq!(env.store.count_owner_sessions("nina").await.unwrap(), 2);
+    assert_eq!(
+        env.store
+            .destroy_owner_sessions("oscar", None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(env.store.load(moved.id()).await.unwrap().is_some());
+    let oscars = env
         .keys()
         .await
         .into_iter()
-        .filter(|k| k.ends_with(":owner"))
-        .collect();
-    assert_eq!(owner_keys, [index], "only the new owner's index is left");
+        .find(|k| k.ends_with(":owner") && *k != index)
+        .unwrap();
+    assert_eq!(common::pexpiretime(&env.pool, &oscars).await, bound_until);
+    assert!(env.store.load(fresh.id()).await.unwrap().is_some());
     env.cleanup().await;
 }
 
@@ -533,9 +817,13 @@ against!(
         redis_removes_an_idle_session_by_itself,
         concurrent_logins_cannot_exceed_a_refusing_owner_limit,
         concurrent_logins_end_the_oldest_sessions_to_keep_the_limit,
+        a_stale_login_at_the_limit_is_refused_as_stale,
         purge_removes_expired_records_and_leaves_no_key_behind,
+        purge_repairs_an_index_entry_and_the_index_expiry,
         len_counts_only_this_stores_live_sessions,
         a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
+        a_corrupt_or_missing_expiry_harms_no_other_session,
+        a_clock_at_the_end_of_time_is_no_panic,
         owner_index_entries_are_checked_against_the_record,
         owner_locks_are_released_after_each_login,
         builds_from_a_url_and_round_trips,
@@ -551,9 +839,13 @@ against!(
         redis_removes_an_idle_session_by_itself,
         concurrent_logins_cannot_exceed_a_refusing_owner_limit,
         concurrent_logins_end_the_oldest_sessions_to_keep_the_limit,
+        a_stale_login_at_the_limit_is_refused_as_stale,
         purge_removes_expired_records_and_leaves_no_key_behind,
+        purge_repairs_an_index_entry_and_the_index_expiry,
         len_counts_only_this_stores_live_sessions,
         a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
+        a_corrupt_or_missing_expiry_harms_no_other_session,
+        a_clock_at_the_end_of_time_is_no_panic,
         owner_index_entries_are_checked_against_the_record,
         owner_locks_are_released_after_each_login,
         builds_from_a_url_and_round_trips,
@@ -592,4 +884,6 @@ async fn builds_around_an_existing_client() {
         client.is_connected(),
         "the store leaves a client it did not make open"
     );
+    let pool = common::pool(&url, 1).await;
+    common::delete_prefix(&pool, &prefix).await;
 }

@@ -1,8 +1,13 @@
 //! Helpers shared by the server-backed tests.
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use session_redis::fred::prelude::{ClientLike, KeysInterface, Pool, Value};
@@ -122,4 +127,235 @@ pub async fn pexpiretime(pool: &Pool, key: &str) -> i64 {
         .await
         .as_i64()
         .unwrap()
+}
+
+/// A `redis-server` of our own on a free port, with an fsync-always
+/// append-only file so a restart keeps every acknowledged write. For tests
+/// that kill, restart or disturb a server: the shared one is never touched.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "session-redis-private-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Start (or restart) the server process on the same port and data.
+    pub fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed to run the private-server tests");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut reply = [0u8; 5];
+        conn.write_all(b"PING\r\n").is_ok()
+            && conn.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG"
+    }
+
+    /// SIGKILL: the harshest way to lose the server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What [`FaultyProxy`] does to the first command it sees that contains
+/// every needle it was armed with.
+pub enum Fault {
+    /// Forward the command, then catch its reply: report `applied` (Redis
+    /// has run the command), wait for `resume`, and close the client's
+    /// connection without forwarding the reply. fred then re-sends the
+    /// command on a new connection, as it does after any connection loss.
+    LoseReply {
+        applied: tokio::sync::oneshot::Sender<()>,
+        resume: tokio::sync::oneshot::Receiver<()>,
+    },
+    /// Hold the command (and everything after it on its connection) this
+    /// long before forwarding it: a slow network, or a command that reaches
+    /// Redis after the client gave up on it.
+    Delay(Duration),
+}
+
+type Trap = Arc<Mutex<Option<(Vec<Vec<u8>>, Fault)>>>;
+
+/// A TCP proxy in front of a Redis server that can lose one reply or delay
+/// one command on request.
+pub struct FaultyProxy {
+    pub port: u16,
+    trap: Trap,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultyProxy {
+    pub async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let trap: Trap = Arc::default();
+        let shared = Arc::clone(&trap);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(relay(client, upstream, Arc::clone(&shared)));
+            }
+        });
+        Self { port, trap, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Apply `fault` to the next command containing every one of `needles`.
+    pub fn arm(&self, needles: &[&[u8]], fault: Fault) {
+        let needles = needles.iter().map(|n| n.to_vec()).collect();
+        *self.trap.lock().unwrap() = Some((needles, fault));
+    }
+
+    /// Whether the armed fault has been applied.
+    pub fn sprung(&self) -> bool {
+        self.trap.lock().unwrap().is_none()
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn relay(client: tokio::net::TcpStream, upstream: u16, trap: Trap) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    type Held = (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    );
+    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let held: Arc<Mutex<Option<Held>>> = Arc::default();
+    let lose = Arc::clone(&held);
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            let fault = {
+                let mut slot = trap.lock().unwrap();
+                let hit = slot
+                    .as_ref()
+                    .is_some_and(|(needles, _)| needles.iter().all(|n| contains(chunk, n)));
+                if hit {
+                    slot.take().map(|(_, f)| f)
+                } else {
+                    None
+                }
+            };
+            match fault {
+                Some(Fault::Delay(by)) => tokio::time::sleep(by).await,
+                Some(Fault::LoseReply { applied, resume }) => {
+                    *lose.lock().unwrap() = Some((applied, resume));
+                }
+                None => {}
+            }
+            if server_tx.write_all(chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_tx.shutdown().await;
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let caught = held.lock().unwrap().take();
+            if let Some((applied, resume)) = caught {
+                let _ = applied.send(());
+                let _ = resume.await;
+                // Dropping the client's half closes its connection with the
+                // reply unsent.
+                return;
+            }
+            if client_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::join!(up, down);
 }
