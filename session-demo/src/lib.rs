@@ -40,8 +40,16 @@
 //! | `POST /sessions/revoke` | signs out one of them by its public handle |
 //! | `POST /sessions/revoke-others` | signs out everywhere else |
 //!
-//! Forms rely on the cookie's `SameSite=Lax` against cross-site posts; a
-//! real application would add CSRF tokens too.
+//! Cross-site request forgery: `SameSite=Lax` keeps the cookie off
+//! cross-site posts, but that does not stop *login* CSRF (a login needs no
+//! cookie) nor posts from sibling subdomains. So every state-changing
+//! request whose `Sec-Fetch-Site` is `cross-site` or `same-site`, or whose
+//! `Origin` does not match its `Host`, is refused with `403` before it
+//! reaches the session. (Behind a reverse proxy, forward `Host`.)
+//!
+//! The counter is kept with `Session::update`; the number a page shows is
+//! that request's own count, so it says "at least": views counted at the
+//! same moment in other tabs are stored too.
 //!
 //! # The cookie
 //!
@@ -54,7 +62,10 @@
 //!
 //! # Feature flags
 //!
-//! The default build has the memory and SQLite stores only.
+//! The default build has the memory and SQLite stores only. `--store
+//! memory` holds at most [`MEMORY_MAX_SESSIONS`] sessions, evicting those
+//! closest to expiry, since every first view of the counter stores one; the
+//! other stores are purged of expired sessions every minute.
 //!
 //! * `postgres`: `--store postgres://…` (needs `libpq-dev`).
 //! * `mysql`: `--store mysql://…` (needs `default-libmysqlclient-dev`).
@@ -74,7 +85,10 @@ use session_cookie::{CookieConfig, CookieConfigError};
 use session_core::{SessionConfig, SessionStore};
 use session_tower::SessionLayer;
 
-pub use options::{Command, DEFAULT_LISTEN, DEFAULT_SQLITE_FILE, Options, StoreChoice, USAGE};
+pub use options::{
+    Command, DEFAULT_LISTEN, DEFAULT_SQLITE_FILE, MEMORY_MAX_SESSIONS, Options, StoreChoice, USAGE,
+    log_filter,
+};
 
 /// The password every demo user signs in with.
 pub const DEMO_PASSWORD: &str = "demo";
@@ -122,5 +136,6 @@ pub fn app(store: Arc<dyn SessionStore>, cookie: CookieConfig) -> Router {
         .route("/sessions/revoke-others", post(pages::revoke_others))
         .fallback(pages::not_found)
         .layer(SessionLayer::new(store, cookie))
+        .layer(axum::middleware::from_fn(pages::reject_cross_site))
         .layer(axum::middleware::map_response(pages::finish_response))
 }

@@ -4,18 +4,25 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use session_demo::{Command, Options, USAGE};
-use tracing::level_filters::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// How often expired sessions are purged from the store.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-        .unwrap_or(LevelFilter::INFO);
-    tracing_subscriber::fmt().with_max_level(level).init();
+    let filter = match session_demo::log_filter(std::env::var("RUST_LOG").ok().as_deref()) {
+        Ok(filter) => filter,
+        Err(message) => {
+            eprintln!("session-demo: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer())
+        .with(filter)
+        .init();
 
     let options = match Options::parse(std::env::args().skip(1)) {
         Ok(Command::Run(options)) => options,

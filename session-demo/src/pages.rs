@@ -5,7 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Form;
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use session_core::{Error, SessionHandle};
@@ -17,7 +19,7 @@ use crate::DEMO_PASSWORD;
 const MAX_USERNAME_CHARS: usize = 64;
 
 /// A session error as a page: the store is down (503) or something else
-/// went wrong (500).
+/// went wrong (500). The details go to the log, never to the visitor.
 #[derive(Debug)]
 pub(crate) struct AppError(Error);
 
@@ -30,15 +32,17 @@ impl From<Error> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         tracing::error!(error = %self.0, "request failed");
-        let status = match self.0 {
-            Error::Backend(_) | Error::Capacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        let (status, message) = match self.0 {
+            Error::Backend(_) | Error::Capacity { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The session store is unavailable right now. Please try again in a moment.",
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong with your session.",
+            ),
         };
-        let body = format!(
-            "<p>Something went wrong with your session: {}</p>\
-             <p><a href=\"/\">Back to the start</a></p>",
-            escape(&self.0.to_string())
-        );
+        let body = format!("<p>{message}</p><p><a href=\"/\">Back to the start</a></p>");
         (status, page("Error", None, &body)).into_response()
     }
 }
@@ -102,17 +106,41 @@ pub(crate) async fn login(session: Session, Form(form): Form<LoginForm>) -> Resu
         let body = login_form(Some("Wrong password."));
         return Ok((StatusCode::UNAUTHORIZED, page("Sign in", None, &body)).into_response());
     }
-    session.set_owner(owner_key(username)).await?;
+    let mut signed_in = sign_in(&session, username).await;
+    if matches!(signed_in, Err(Error::NotFound)) {
+        // The session ended while this request was signing in (signed out
+        // elsewhere, revoked, expired): the handle now has none, so this
+        // starts over on a fresh one.
+        signed_in = sign_in(&session, username).await;
+    }
+    let problem = match signed_in {
+        Ok(()) => return Ok(Redirect::to("/profile").into_response()),
+        Err(e @ Error::TooManySessions { .. }) => e.to_string(),
+        Err(Error::Conflict | Error::NotFound) => "Your session changed while you were signing \
+            in (perhaps in another tab), so you were not signed in. Please try again."
+            .to_owned(),
+        Err(e) => return Err(e.into()),
+    };
+    let body = login_form(Some(&problem));
+    Ok((StatusCode::CONFLICT, page("Sign in", None, &body)).into_response())
+}
+
+/// Bind the session to `username` and rotate its ID. A session that belongs
+/// to someone else is emptied first: nothing of theirs may carry over. An
+/// anonymous session keeps its data (the counter).
+async fn sign_in(session: &Session, username: &str) -> Result<(), Error> {
+    let owner = owner_key(username);
+    if session
+        .owner()
+        .await?
+        .is_some_and(|current| current != owner)
+    {
+        session.clear().await?;
+    }
+    session.set_owner(owner).await?;
     session.set("user", username).await?;
     // Privilege changes: new ID, old one dead (session fixation defence).
-    match session.cycle_id().await {
-        Ok(()) => Ok(Redirect::to("/profile").into_response()),
-        Err(e @ Error::TooManySessions { .. }) => {
-            let body = login_form(Some(&e.to_string()));
-            Ok((StatusCode::CONFLICT, page("Sign in", None, &body)).into_response())
-        }
-        Err(e) => Err(e.into()),
-    }
+    session.cycle_id().await
 }
 
 pub(crate) async fn logout(session: Session) -> Result<Redirect> {
@@ -140,7 +168,9 @@ pub(crate) async fn profile(session: Session) -> Result<Response> {
 
 pub(crate) async fn counter(session: Session) -> Result<Html<String>> {
     // A read-modify-write: the closure re-runs if a concurrent request
-    // changed the session, so no view is lost.
+    // changed the session, so no view is lost. Its result is this request's
+    // own count; views counted at the same moment (other tabs) may already
+    // have moved the stored count on, hence "at least".
     let visits = session
         .update(|s| {
             let n = s.get_as::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
@@ -149,7 +179,7 @@ pub(crate) async fn counter(session: Session) -> Result<Html<String>> {
         .await??;
     let user = session.get("user").await?;
     let body = format!(
-        "<p>You have viewed this page <strong id=\"visits\">{visits}</strong> \
+        "<p>You have viewed this page at least <strong id=\"visits\">{visits}</strong> \
          time{} in this session.</p><p><a href=\"/counter\">Count again</a></p>",
         if visits == 1 { "" } else { "s" }
     );
@@ -268,6 +298,65 @@ pub(crate) async fn not_found() -> (StatusCode, Html<String>) {
             "<p>No such page. <a href=\"/\">Home</a></p>",
         ),
     )
+}
+
+/// Refuses state-changing requests (anything but GET, HEAD, OPTIONS and
+/// TRACE) that another site made the browser send: login CSRF (signing the
+/// visitor in as the attacker) and logout or revoke CSRF. `SameSite=Lax`
+/// alone does not stop them: a cross-site form post carries no cookie, but a
+/// login needs none, and sibling subdomains are "same-site".
+///
+/// Refused (`403`): `Sec-Fetch-Site` other than `same-origin` or `none`
+/// (`cross-site`, and `same-site` too, since another subdomain of the site
+/// may be run by someone else and this site's forms only ever post to
+/// itself), or an `Origin` header that does not match `Host`. Clients that
+/// send neither header (curl, very old browsers) are not browsers an attacker
+/// can drive and pass. Behind a reverse proxy, forward the `Host` header.
+pub(crate) async fn reject_cross_site(request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) {
+        return next.run(request).await;
+    }
+    if let Some(reason) = cross_site(request.headers(), request.uri()) {
+        tracing::warn!(
+            method = %request.method(),
+            path = request.uri().path(),
+            reason,
+            "refused a cross-site request"
+        );
+        let body = "<p>This request was refused because it came from another web site. \
+                    If you meant to do this, go to this site and try again from its own \
+                    pages.</p><p><a href=\"/\">Home</a></p>";
+        return (StatusCode::FORBIDDEN, page("Refused", None, body)).into_response();
+    }
+    next.run(request).await
+}
+
+/// Why a request looks cross-site, if it does.
+fn cross_site(headers: &HeaderMap, uri: &Uri) -> Option<&'static str> {
+    match headers.get("sec-fetch-site").map(HeaderValue::as_bytes) {
+        None | Some(b"same-origin" | b"none") => {}
+        Some(b"cross-site") => return Some("Sec-Fetch-Site: cross-site"),
+        Some(b"same-site") => return Some("Sec-Fetch-Site: same-site (another subdomain)"),
+        Some(_) => return Some("an unknown Sec-Fetch-Site value"),
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    // `Origin: scheme://host[:port]`, or `null` for an opaque origin.
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, authority)| authority);
+    match (origin_host, host) {
+        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => None,
+        _ => Some("Origin does not match Host"),
+    }
 }
 
 /// Outermost: renders the empty error responses of the session layer and

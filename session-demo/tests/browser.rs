@@ -5,55 +5,145 @@
 //! `SESSION_TEST_CHROMEDRIVER`, else `/usr/bin/chromedriver`; the browser is
 //! `SESSION_TEST_CHROMIUM`, else `/usr/bin/chromium`. If either is missing
 //! the test prints SKIPPED, or fails when `SESSION_TEST_REQUIRE_SERVICES` is
-//! set. Every process it starts is killed when it ends, pass or fail.
+//! set.
+//!
+//! Every process it starts leads its own process group (chromedriver's
+//! holds every Chromium process it launches). The groups are killed when the
+//! test ends, pass or fail; on a pass the test also checks that no member of
+//! them is left running. Waits are asynchronous and under timeouts, so a
+//! hung demo, driver or browser fails the test instead of hanging it.
+#![cfg(unix)]
 
-use std::io::{BufRead as _, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cookie::SameSite;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use session_core::testing::REQUIRE_SERVICES_ENV;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
 
 const COOKIE: &str = "__Host-session-demo";
 
-/// A child process killed (with its whole process group, so a browser
-/// started by chromedriver goes too) and reaped on drop.
-struct Reaped {
+/// The whole test, browser included, must finish within this.
+const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A child process leading its own process group. Dropping it kills the
+/// whole group; [`Group::stop`] does too, and then checks that nothing of
+/// the group survives.
+struct Group {
     name: &'static str,
     child: Child,
+    /// `None` once the group is known to be gone.
+    pgid: Option<i32>,
 }
 
-impl Reaped {
+impl Group {
     fn spawn(name: &'static str, command: &mut Command) -> Self {
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(command, 0);
+        command.process_group(0);
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { name, child }
+        let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+        Self { name, child, pgid }
+    }
+
+    /// SIGKILL to every process of the group.
+    fn kill_group(&self) {
+        let Some(pgid) = self.pgid.and_then(rustix::process::Pid::from_raw) else {
+            return;
+        };
+        match rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => eprintln!("cannot kill {}'s process group: {e}", self.name),
+        }
+    }
+
+    /// Kill the group, reap its leader, and wait (up to ten seconds) until
+    /// no process of the group is left running; panic if one is.
+    async fn stop(mut self) {
+        self.kill_group();
+        if let Err(e) = self.child.wait().await {
+            panic!("cannot reap {}: {e}", self.name);
+        }
+        if let Some(pgid) = self.pgid.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let left = running_in_group(pgid);
+                if left.is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} left processes running in its group: {left:?}",
+                    self.name
+                );
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
-impl Drop for Reaped {
+impl Drop for Group {
     fn drop(&mut self) {
-        #[cfg(unix)]
-        {
-            // The child leads its own process group: end all of it.
-            let group = format!("-{}", self.child.id());
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", "--", &group])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = self.child.kill();
-        if self.child.wait().is_err() {
-            eprintln!("could not reap {}", self.name);
+        // The group ID is ours while its leader has not been reaped, or
+        // while any member still runs; after that it could be reused.
+        let leader_running = matches!(self.child.try_wait(), Ok(None));
+        if leader_running || self.pgid.is_some_and(|g| !running_in_group(g).is_empty()) {
+            self.kill_group();
         }
     }
+}
+
+/// The processes of group `pgid` that have not exited (zombies waiting for a
+/// parent to reap them are not running).
+#[cfg(target_os = "linux")]
+fn running_in_group(pgid: i32) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid pgrp ...`; comm may contain anything.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_owned();
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let group = fields.nth(1)?.parse::<i32>().ok()?;
+            (group == pgid && !matches!(state, "Z" | "X")).then_some((pid, comm))
+        })
+        .collect()
+}
+
+/// Elsewhere only the kill is done; there is no cheap way to list a group.
+#[cfg(not(target_os = "linux"))]
+fn running_in_group(_pgid: i32) -> Vec<(i32, String)> {
+    Vec::new()
+}
+
+/// Collect everything `reader` produces into `into`, in the background, so
+/// the child never blocks on a full pipe.
+fn drain(
+    reader: impl AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut text = into.lock().expect("output buffer");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    })
 }
 
 /// `var`'s path, else `default` if it exists; `None` (SKIPPED) or a panic
@@ -80,9 +170,9 @@ fn tool(var: &str, default: &str, package: &str) -> Option<PathBuf> {
     None
 }
 
-/// The demo on a free loopback port with a SQLite file.
-fn start_demo(db: &Path) -> (Reaped, SocketAddr) {
-    let mut demo = Reaped::spawn(
+/// The demo on a free loopback port with a SQLite file, once it listens.
+async fn start_demo(db: &Path) -> (Group, SocketAddr) {
+    let mut demo = Group::spawn(
         "session-demo",
         Command::new(env!("CARGO_BIN_EXE_session-demo"))
             .arg("--store")
@@ -94,40 +184,78 @@ fn start_demo(db: &Path) -> (Reaped, SocketAddr) {
     );
     let stdout = demo.child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("session-demo exited before it was listening")
-            .expect("session-demo's output");
-        if let Some(rest) = line.strip_prefix("session-demo: listening on http://") {
-            break rest.trim_end_matches('/').parse().expect("an address");
+    let listening = timeout(Duration::from_secs(60), async {
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if let Some(rest) = line.strip_prefix("session-demo: listening on http://") {
+                        return rest.trim_end_matches('/').parse().expect("an address");
+                    }
+                }
+                Ok(None) => panic!("session-demo exited before it was listening"),
+                Err(e) => panic!("cannot read session-demo's output: {e}"),
+            }
         }
-    };
+    })
+    .await;
+    let addr = listening.expect("session-demo did not listen within 60 seconds");
     // Keep draining its output so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (demo, addr)
 }
 
-/// chromedriver on a free loopback port, once it accepts connections.
-fn start_chromedriver(driver: &Path) -> (Reaped, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let process = Reaped::spawn(
-        "chromedriver",
-        Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
-        std::thread::sleep(Duration::from_millis(50));
+/// chromedriver on a free loopback port, once it says it has started. The
+/// port is found by binding port 0 and letting it go, so another process
+/// may take it first: chromedriver then exits, and it is tried again on a
+/// new port. Any other early exit fails at once with its output.
+async fn start_chromedriver(driver: &Path) -> (Group, u16) {
+    let mut failures = Vec::new();
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut process = Group::spawn(
+            "chromedriver",
+            Command::new(driver)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let output = Arc::new(Mutex::new(String::new()));
+        let drains = [
+            drain(process.child.stdout.take().expect("piped"), output.clone()),
+            drain(process.child.stderr.take().expect("piped"), output.clone()),
+        ];
+        let started = format!("started successfully on port {port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if output.lock().expect("output").contains(&started) {
+                return (process, port);
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not start within 30 seconds; its output:\n{}",
+                output.lock().expect("output")
+            );
+            sleep(Duration::from_millis(20)).await;
+        };
+        for drain in drains {
+            let _ = timeout(Duration::from_secs(2), drain).await;
+        }
+        let text = output.lock().expect("output").clone();
+        let port_taken =
+            text.contains("Address already in use") || text.contains("port not available");
+        failures.push(format!("port {port}: {status}\n{text}"));
+        if !port_taken {
+            break;
+        }
     }
-    (process, port)
+    panic!("chromedriver did not start:\n{}", failures.join("\n"));
 }
 
 async fn connect(port: u16, chromium: &Path, profile: &Path) -> Client {
@@ -192,7 +320,7 @@ async fn wait_for_path(client: &Client, path: &str) {
             return;
         }
         assert!(Instant::now() < deadline, "still at {url}, expected {path}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -222,9 +350,27 @@ async fn session_cookie(client: &Client) -> Option<cookie::Cookie<'static>> {
         .find(|c| c.name() == COOKIE)
 }
 
+/// The processes the test runs, killed (with their groups) when dropped.
+#[derive(Default)]
+struct Processes {
+    demo: Option<Group>,
+    driver: Option<Group>,
+}
+
+impl Processes {
+    async fn stop_all(&mut self) {
+        if let Some(demo) = self.demo.take() {
+            demo.stop().await;
+        }
+        if let Some(driver) = self.driver.take() {
+            driver.stop().await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_signs_in_counts_survives_a_restart_and_signs_out() {
-    let Some(driver) = tool(
+    let Some(driver_path) = tool(
         "SESSION_TEST_CHROMEDRIVER",
         "/usr/bin/chromedriver",
         "chromium-driver",
@@ -234,21 +380,27 @@ async fn a_browser_signs_in_counts_survives_a_restart_and_signs_out() {
     let Some(chromium) = tool("SESSION_TEST_CHROMIUM", "/usr/bin/chromium", "chromium") else {
         return;
     };
-    // Dropped last: after the processes that use them.
+    // Declared first, so dropped last: after the processes that use them.
     let profile = tempfile::tempdir().expect("a browser profile directory");
     let data = tempfile::tempdir().expect("a data directory");
     let db = data.path().join("sessions.db");
+    let mut processes = Processes::default();
 
-    let (demo, addr) = start_demo(&db);
-    let (_driver, port) = start_chromedriver(&driver);
-    let client = connect(port, &chromium, profile.path()).await;
-    let result =
-        tokio::time::timeout(Duration::from_secs(120), browse(&client, demo, addr, &db)).await;
-    let _ = client.close().await;
-    result.expect("the browser test took over two minutes");
+    let run = async {
+        let (demo, addr) = start_demo(&db).await;
+        processes.demo = Some(demo);
+        let (driver, port) = start_chromedriver(&driver_path).await;
+        processes.driver = Some(driver);
+        let client = connect(port, &chromium, profile.path()).await;
+        browse(&client, &mut processes, addr, &db).await;
+        client.close().await.expect("closing the browser");
+    };
+    let finished = timeout(TEST_TIMEOUT, run).await;
+    processes.stop_all().await;
+    finished.expect("the browser test timed out");
 }
 
-async fn browse(client: &Client, demo: Reaped, addr: SocketAddr, db: &Path) {
+async fn browse(client: &Client, processes: &mut Processes, addr: SocketAddr, db: &Path) {
     let base = format!("http://{addr}");
 
     // Signed out: the profile refuses, and reading creates no cookie.
@@ -261,7 +413,8 @@ async fn browse(client: &Client, demo: Reaped, addr: SocketAddr, db: &Path) {
     assert_eq!(text(client, "#visits").await, "1");
     let anonymous = session_cookie(client).await.expect("a session cookie");
 
-    // Sign in with the form.
+    // Sign in with the form: the browser sends the form post as same-origin
+    // (Sec-Fetch-Site, Origin), which the cross-site guard lets through.
     goto(client, &format!("{base}/")).await;
     fill(client, "username", "alice").await;
     fill(client, "password", session_demo::DEMO_PASSWORD).await;
@@ -292,8 +445,11 @@ async fn browse(client: &Client, demo: Reaped, addr: SocketAddr, db: &Path) {
     assert_eq!(text(client, "#visits").await, "3");
 
     // Restart the demo on the same SQLite file: still signed in.
-    drop(demo);
-    let (demo, addr) = start_demo(db);
+    if let Some(demo) = processes.demo.take() {
+        demo.stop().await;
+    }
+    let (demo, addr) = start_demo(db).await;
+    processes.demo = Some(demo);
     let base = format!("http://{addr}"); // cookies are per host, not per port
     goto(client, &format!("{base}/profile")).await;
     assert_eq!(text(client, "#profile-user").await, "alice");
@@ -318,5 +474,4 @@ async fn browse(client: &Client, demo: Reaped, addr: SocketAddr, db: &Path) {
         "0",
         "the anonymous session became the signed-in one, which is gone"
     );
-    drop(demo);
 }

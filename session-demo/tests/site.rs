@@ -1,12 +1,15 @@
 //! The demo's pages over HTTP (no browser): sign-in, the counter, "your
 //! sessions", escaping, and sessions that outlive the process on SQLite.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use session_core::SessionStore;
+use session_core::{
+    Error, Session, SessionConfig, SessionHandle, SessionId, SessionInfo, SessionStore, async_trait,
+};
 use session_memory::MemoryStore;
 use tower::ServiceExt as _;
 
@@ -32,7 +35,22 @@ impl Reply {
 }
 
 async fn send(app: &Router, method: &str, uri: &str, session: Option<&str>, form: &str) -> Reply {
+    send_with(app, method, uri, session, form, &[]).await
+}
+
+/// As [`send`], with more request headers (those a browser adds).
+async fn send_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    session: Option<&str>,
+    form: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     if let Some(id) = session {
         request = request.header(header::COOKIE, format!("{COOKIE}={id}"));
     }
@@ -128,6 +146,11 @@ async fn signing_in_rotates_the_anonymous_session_and_keeps_its_counter() {
     let (app, _store) = memory_app();
     let first = send(&app, "GET", "/counter", None, "").await;
     assert_eq!(element(&first.body, "visits"), "1");
+    assert!(
+        first.body.contains("at least"),
+        "the count shown is this request's own: {}",
+        first.body
+    );
     let anonymous = first.session();
     let second = send(&app, "GET", "/counter", Some(&anonymous), "").await;
     assert_eq!(element(&second.body, "visits"), "2");
@@ -279,5 +302,318 @@ async fn pages_are_never_cached_and_unknown_paths_are_404() {
         response
             .headers()
             .contains_key(header::CONTENT_SECURITY_POLICY)
+    );
+}
+
+/// Headers Chromium sends with a form post that another site's page made.
+const CROSS_SITE: &[(&str, &str)] = &[
+    ("host", "demo.test"),
+    ("origin", "https://evil.example"),
+    ("sec-fetch-site", "cross-site"),
+    ("sec-fetch-mode", "navigate"),
+];
+
+/// Headers Chromium sends with a form post from the demo's own page.
+const SAME_ORIGIN: &[(&str, &str)] = &[
+    ("host", "demo.test"),
+    ("origin", "http://demo.test"),
+    ("sec-fetch-site", "same-origin"),
+    ("sec-fetch-mode", "navigate"),
+];
+
+#[tokio::test]
+async fn cross_site_sign_in_and_sign_out_are_refused() {
+    let (app, store) = memory_app();
+    let forged = send_with(
+        &app,
+        "POST",
+        "/login",
+        None,
+        "username=mallory&password=demo",
+        CROSS_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "login CSRF");
+    assert!(forged.body.contains("another web site"), "{}", forged.body);
+    assert!(forged.set_cookie.is_none());
+    assert_eq!(store.len().await.unwrap(), 0);
+
+    let id = login(&app, "ann").await;
+    for path in ["/logout", "/sessions/revoke-others"] {
+        let forged = send_with(&app, "POST", path, Some(&id), "", CROSS_SITE).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(forged.set_cookie.is_none(), "{path}");
+    }
+    let profile = send(&app, "GET", "/profile", Some(&id), "").await;
+    assert_eq!(profile.status, StatusCode::OK, "still signed in");
+}
+
+#[tokio::test]
+async fn sibling_subdomains_and_foreign_origins_are_refused_too() {
+    let (app, store) = memory_app();
+    for headers in [
+        // Another subdomain of the same site.
+        &[
+            ("host", "demo.test"),
+            ("origin", "https://evil.demo.test"),
+            ("sec-fetch-site", "same-site"),
+        ][..],
+        // A browser without Fetch Metadata: only the Origin tells.
+        &[("host", "demo.test"), ("origin", "https://evil.example")],
+        // An opaque origin (sandboxed frame, data: URL).
+        &[("host", "demo.test"), ("origin", "null")],
+        // Same host name, another port: another origin.
+        &[("host", "demo.test"), ("origin", "http://demo.test:8080")],
+    ] {
+        let reply = send_with(
+            &app,
+            "POST",
+            "/login",
+            None,
+            "username=mallory&password=demo",
+            headers,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    assert_eq!(store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn same_origin_posts_and_cross_site_links_pass() {
+    let (app, _store) = memory_app();
+    let reply = send_with(
+        &app,
+        "POST",
+        "/login",
+        None,
+        "username=ann&password=demo",
+        SAME_ORIGIN,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let id = reply.session();
+
+    // Following a link from another site is a GET: it reads, changes nothing.
+    let followed = send_with(&app, "GET", "/profile", Some(&id), "", CROSS_SITE).await;
+    assert_eq!(followed.status, StatusCode::OK);
+
+    let reply = send_with(&app, "POST", "/logout", Some(&id), "", SAME_ORIGIN).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert!(reply.set_cookie.unwrap().contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn signing_in_as_someone_else_drops_their_data() {
+    let (app, _store) = memory_app();
+    let ann = login(&app, "ann").await;
+    send(&app, "GET", "/counter", Some(&ann), "").await;
+
+    let reply = send(
+        &app,
+        "POST",
+        "/login",
+        Some(&ann),
+        "username=bob&password=demo",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    let bob = reply.session();
+    let profile = send(&app, "GET", "/profile", Some(&bob), "").await;
+    assert_eq!(element(&profile.body, "profile-user"), "bob");
+    assert_eq!(
+        element(&profile.body, "profile-visits"),
+        "0",
+        "not ann's count"
+    );
+}
+
+#[tokio::test]
+async fn signing_in_again_as_the_same_user_keeps_the_data() {
+    let (app, _store) = memory_app();
+    let first = login(&app, "ann").await;
+    send(&app, "GET", "/counter", Some(&first), "").await;
+    let reply = send(
+        &app,
+        "POST",
+        "/login",
+        Some(&first),
+        "username=ann&password=demo",
+    )
+    .await;
+    let again = reply.session();
+    assert_ne!(again, first, "rotated all the same");
+    let profile = send(&app, "GET", "/profile", Some(&again), "").await;
+    assert_eq!(element(&profile.body, "profile-visits"), "1");
+}
+
+/// What [`Meddling`] does just before the first rotation, as a concurrent
+/// request would.
+#[derive(Debug, Clone, Copy)]
+enum Meddle {
+    /// Sign the session out.
+    End,
+    /// Bind the session to someone else.
+    Rebind,
+}
+
+/// A memory store that meddles with the first rotation, and whose loads can
+/// be made to fail with a revealing message.
+#[derive(Debug)]
+struct Meddling {
+    inner: MemoryStore,
+    meddle: Mutex<Option<Meddle>>,
+    loads_fail: AtomicBool,
+}
+
+impl Meddling {
+    fn new(meddle: Option<Meddle>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::with_config(session_demo::session_config()),
+            meddle: Mutex::new(meddle),
+            loads_fail: AtomicBool::new(false),
+        })
+    }
+}
+
+#[async_trait]
+impl SessionStore for Meddling {
+    fn config(&self) -> &SessionConfig {
+        self.inner.config()
+    }
+    async fn load(&self, id: &SessionId) -> session_core::Result<Option<Session>> {
+        if self.loads_fail.load(Ordering::SeqCst) {
+            return Err(Error::backend_msg(
+                "password authentication failed for user app at 10.1.2.3",
+            ));
+        }
+        self.inner.load(id).await
+    }
+    async fn save(&self, session: &mut Session) -> session_core::Result<()> {
+        self.inner.save(session).await
+    }
+    async fn touch(&self, session: &mut Session) -> session_core::Result<()> {
+        self.inner.touch(session).await
+    }
+    async fn cycle_id(&self, session: &mut Session) -> session_core::Result<()> {
+        let meddle = self.meddle.lock().expect("meddle").take();
+        match meddle {
+            Some(Meddle::End) => {
+                self.inner.destroy(session.id()).await?;
+            }
+            Some(Meddle::Rebind) => {
+                let mut stored = self.inner.load(session.id()).await?.expect("stored");
+                stored.set_owner("user:mallory");
+                self.inner.save(&mut stored).await?;
+            }
+            None => {}
+        }
+        self.inner.cycle_id(session).await
+    }
+    async fn destroy(&self, id: &SessionId) -> session_core::Result<bool> {
+        self.inner.destroy(id).await
+    }
+    async fn purge_expired(&self) -> session_core::Result<u64> {
+        self.inner.purge_expired().await
+    }
+    async fn len(&self) -> session_core::Result<u64> {
+        self.inner.len().await
+    }
+    async fn owner_sessions(
+        &self,
+        owner: &str,
+        current: Option<&SessionId>,
+    ) -> session_core::Result<Vec<SessionInfo>> {
+        self.inner.owner_sessions(owner, current).await
+    }
+    async fn destroy_owner_session(
+        &self,
+        owner: &str,
+        handle: &SessionHandle,
+    ) -> session_core::Result<bool> {
+        self.inner.destroy_owner_session(owner, handle).await
+    }
+    async fn destroy_owner_sessions(
+        &self,
+        owner: &str,
+        keep: Option<&SessionId>,
+    ) -> session_core::Result<u64> {
+        self.inner.destroy_owner_sessions(owner, keep).await
+    }
+}
+
+fn meddling_app(meddle: Option<Meddle>) -> (Router, Arc<Meddling>) {
+    let store = Meddling::new(meddle);
+    let app = session_demo::app(
+        store.clone(),
+        session_demo::cookie_config(true).expect("valid"),
+    );
+    (app, store)
+}
+
+#[tokio::test]
+async fn a_session_ended_while_signing_in_starts_over_on_a_fresh_one() {
+    let (app, store) = meddling_app(Some(Meddle::End));
+    let anonymous = send(&app, "GET", "/counter", None, "").await.session();
+
+    let reply = send(
+        &app,
+        "POST",
+        "/login",
+        Some(&anonymous),
+        "username=ann&password=demo",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let fresh = reply.session();
+    assert_ne!(fresh, anonymous);
+    let profile = send(&app, "GET", "/profile", Some(&fresh), "").await;
+    assert_eq!(element(&profile.body, "profile-user"), "ann");
+    assert_eq!(
+        element(&profile.body, "profile-visits"),
+        "0",
+        "a fresh session: the ended one's data is gone with it"
+    );
+    assert_eq!(store.len().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_session_changed_while_signing_in_is_a_409_to_retry() {
+    let (app, store) = meddling_app(Some(Meddle::Rebind));
+    let anonymous = send(&app, "GET", "/counter", None, "").await.session();
+
+    let reply = send(
+        &app,
+        "POST",
+        "/login",
+        Some(&anonymous),
+        "username=ann&password=demo",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert!(reply.body.contains("Please try again"), "{}", reply.body);
+    assert!(
+        reply.body.contains("id=\"login\""),
+        "the form to retry with"
+    );
+    assert!(reply.set_cookie.is_none());
+    let id: SessionId = anonymous.parse().unwrap();
+    let stored = store.inner.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.owner(), Some("user:mallory"), "not signed in as ann");
+    assert_eq!(stored.get("user"), None);
+}
+
+#[tokio::test]
+async fn store_failures_are_not_shown_to_visitors() {
+    let (app, store) = meddling_app(None);
+    let id = login(&app, "ann").await;
+    store.loads_fail.store(true, Ordering::SeqCst);
+    let reply = send(&app, "GET", "/", Some(&id), "").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.body.contains("unavailable"), "{}", reply.body);
+    assert!(
+        !reply.body.contains("10.1.2.3") && !reply.body.contains("password"),
+        "{}",
+        reply.body
     );
 }

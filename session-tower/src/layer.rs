@@ -42,16 +42,32 @@ pub(crate) struct Shared {
 ///   with a cheap [`SessionStore::touch`];
 /// * sends `Set-Cookie` when a new session is first stored, after rotation,
 ///   and (when the cookie has a `Max-Age`) whenever the session was saved or
-///   touched, so the browser's deadline slides with the server's; after
-///   logout, or when the session turns out to have been ended meanwhile, it
-///   sends the removal cookie;
+///   touched, so the browser's deadline slides with the server's; after a
+///   [`Session::destroy`] that ended a live session it sends the removal
+///   cookie. A session found ended meanwhile (NotFound when saving or
+///   touching) gets no cookie at all: the browser's cookie names nothing,
+///   which is harmless, whereas a removal cookie could delete the newer
+///   cookie a concurrent sign-in just sent;
+/// * marks a response that carries the session cookie
+///   `Cache-Control: private, no-store` unless the handler set
+///   `Cache-Control` itself (a shared cache must never store, let alone
+///   replay, a `Set-Cookie`), and adds `Vary: Cookie` to every response of a
+///   handler that consulted the session;
 /// * if storing fails, replaces the response with an empty-bodied error
 ///   response carrying a [`SessionFailure`] extension: `409` when a
-///   concurrent change makes the handler's decision stale, `503` when the
-///   store is down or full, `500` otherwise.
+///   concurrent change makes the handler's decision stale or the owner has
+///   too many sessions, `503` when the store is down or full, `500`
+///   otherwise.
 ///
 /// The inner service's response body must implement [`Default`] for those
-/// replacement responses.
+/// replacement responses. If the inner service returns an error instead of
+/// a response (axum's never do), nothing is stored and the error is passed
+/// on; a rotation or logout the handler already did has then happened in
+/// the store, but its cookie is lost with the response.
+///
+/// Retries after a conflict sleep briefly with `tokio::time`, so the
+/// runtime needs its time driver (as `#[tokio::main]` and `axum::serve`
+/// setups have).
 ///
 /// ```
 /// use std::{sync::Arc, time::Duration};
@@ -92,9 +108,14 @@ impl SessionLayer {
     /// Touch a session the handler read but did not change only when its
     /// last activity is at least this old, so a busy visitor does not cost a
     /// write per request. Zero touches on every such request.
+    ///
+    /// A visitor active at least every `idle timeout − interval` keeps the
+    /// session, so the interval is capped at half the store's idle timeout:
+    /// a longer one would let sessions in use expire.
     #[must_use]
     pub fn touch_interval(mut self, interval: Duration) -> Self {
-        Arc::make_mut(&mut self.shared).touch_interval = interval;
+        let cap = self.shared.store.config().idle_timeout() / 2;
+        Arc::make_mut(&mut self.shared).touch_interval = interval.min(cap);
         self
     }
 
@@ -182,17 +203,50 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
+            // However this ends (an inner error, or the request dropped), the
+            // handle must not outlive it.
+            let _end = EndRequest(session.clone());
             let mut response = inner.call(request).await?;
             let finish = session.finish(response.status().is_server_error()).await;
             if let Some(failure) = finish.failure {
                 response = failure.into_response();
             }
+            let headers = response.headers_mut();
             if let Some(cookie) = finish.set_cookie {
-                response.headers_mut().append(header::SET_COOKIE, cookie);
+                headers.append(header::SET_COOKIE, cookie);
+                if !headers.contains_key(header::CACHE_CONTROL) {
+                    headers.insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("private, no-store"),
+                    );
+                }
+            }
+            if finish.used && !varies_by_cookie(headers) {
+                headers.append(header::VARY, HeaderValue::from_static("Cookie"));
             }
             Ok(response)
         })
     }
+}
+
+/// Ends the request's session handle when dropped.
+struct EndRequest(Session);
+
+impl Drop for EndRequest {
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+/// Whether the `Vary` headers already name `Cookie` (or `*`).
+fn varies_by_cookie(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|name| name == "*" || name.eq_ignore_ascii_case("cookie"))
 }
 
 /// Why the [`SessionLayer`] replaced a handler's response: found in the
@@ -210,12 +264,18 @@ pub enum SessionFailure {
     /// [`max_save_attempts`](SessionLayer::max_save_attempts); nothing was
     /// saved.
     Contention,
+    /// `409 Conflict`: the handler bound the session to an owner (without
+    /// [`Session::cycle_id`], which would have reported it) who already has
+    /// as many sessions as the store's per-owner limit allows; nothing was
+    /// saved. Signing out elsewhere first helps.
+    TooManySessions,
     /// `503 Service Unavailable`: the store is unreachable or full; nothing
     /// was saved.
     Unavailable,
-    /// `500 Internal Server Error`: the store refused the session (too
-    /// large, too many sessions for its owner, corrupt record); nothing was
-    /// saved.
+    /// `500 Internal Server Error`: the session could not be stored as it
+    /// is (data too large, an invalid owner key, a corrupt record, an
+    /// [`update`](Session::update) closure that panicked when re-run);
+    /// nothing was saved. A bug to fix in the application.
     Refused,
 }
 
@@ -223,7 +283,7 @@ impl SessionFailure {
     /// The status code of the replacement response.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::StaleRead | Self::Contention => StatusCode::CONFLICT,
+            Self::StaleRead | Self::Contention | Self::TooManySessions => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Refused => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -240,6 +300,10 @@ impl SessionFailure {
                 "Your session is being changed by many requests at once, so this \
                  request's changes were not saved. Please try again."
             }
+            Self::TooManySessions => {
+                "This account already has as many active sessions as it may have, so this \
+                 request's changes were not saved. Sign out of another session and try again."
+            }
             Self::Unavailable => {
                 "The session store is unavailable, so this request's changes were not \
                  saved. Please try again later."
@@ -251,6 +315,7 @@ impl SessionFailure {
     pub(crate) fn from_store_error(error: &Error) -> Self {
         match error {
             Error::Backend(_) | Error::Capacity { .. } => Self::Unavailable,
+            Error::TooManySessions { .. } => Self::TooManySessions,
             _ => Self::Refused,
         }
     }

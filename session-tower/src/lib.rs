@@ -51,42 +51,59 @@
 //!    the first write creates a new session under a fresh random ID (the ID
 //!    the client sent is never adopted, which defeats session fixation).
 //! 2. **Saved only if changed, never on a 5xx.** When the handler is done,
-//!    a changed session is stored; a response with a server-error status
-//!    stores (and touches) nothing. [`Session::cycle_id`] (login) and
-//!    [`Session::destroy`] (logout) act on the store at once, so their
-//!    cookies are sent whatever the status.
+//!    a changed session is stored (after any status below 500); a response
+//!    with a server-error status stores (and touches) nothing.
+//!    [`Session::cycle_id`] (login) and [`Session::destroy`] (logout) act on
+//!    the store at once, so their cookies are sent whatever the status.
 //! 3. **No lost updates, no stale decisions.** Saves compare-and-set on the
-//!    version loaded. On a conflict the layer reloads; if every value the
-//!    handler read is unchanged, it replays the handler's writes (re-running
-//!    [`Session::update`] closures) and saves again; if a value it read has
-//!    changed, it saves nothing and answers `409 Conflict`
-//!    ([`SessionFailure`]). Counters belong in [`Session::update`], whose
-//!    closure re-runs instead of adding to the read set.
+//!    version loaded. On a conflict the layer reloads and replays the
+//!    handler's log of writes and reads in order: writes are applied again,
+//!    [`Session::update`] closures re-run, and every read is checked at its
+//!    place against the replayed session. If all hold, the result is saved;
+//!    if a value the handler read has changed (or an `update` closure now
+//!    has a different outcome), nothing is saved and the response becomes
+//!    `409 Conflict` ([`SessionFailure`]). Counters belong in
+//!    [`Session::update`], whose closure re-runs instead of being judged
+//!    stale.
 //! 4. **Cookie.** `Set-Cookie` goes out on a new session's first save and
 //!    after rotation, and again on each save or touch when the cookie has a
-//!    `Max-Age`, so the browser's deadline slides with the server's. After
-//!    logout, or if the session was ended elsewhere mid-request, the removal
-//!    cookie (same name, path, domain and attributes) goes out.
+//!    `Max-Age`, so the browser's deadline slides with the server's. The
+//!    removal cookie (same name, path, domain and attributes) goes out only
+//!    after a [`Session::destroy`] that ended a live session. A session
+//!    found ended by someone else mid-request stays ended and gets no cookie
+//!    at all: removing the browser's cookie could delete a newer one that a
+//!    concurrent sign-in sent. Responses with a session `Set-Cookie` are
+//!    `Cache-Control: private, no-store` unless the handler chose its own;
+//!    responses of handlers that consulted the session carry `Vary: Cookie`.
 //! 5. **Touch.** A session the handler loaded but did not change is touched
 //!    (idle deadline slid, data not rewritten, version unchanged) when its
 //!    last activity is older than [`SessionLayer::touch_interval`].
 //! 6. **Failures.** A load failure is the handler's to answer (the
 //!    [`Session`] methods return [`session_core::Error`]); a failed
-//!    end-of-request save replaces the response with an empty `503` or
-//!    `500` and logs an error; a session ended mid-request stays ended and
-//!    the handler's response goes out with the removal cookie.
+//!    end-of-request save replaces the response with an empty `503`
+//!    (store down or full), `409` (owner limit) or `500` (data too large and
+//!    the like) and logs an error; a session ended mid-request stays ended
+//!    and the handler's response goes out unchanged.
+//! 7. **One request.** The [`Session`] handle lives as long as its request:
+//!    once the response is ready, changing it (or loading it for the first
+//!    time) returns [`session_core::Error::InvalidInput`] instead of being
+//!    silently lost.
 //!
 //! Each store operation runs in a `session` tracing span (debug level) that
 //! records the operation and the first eight hex digits of the storage key,
-//! never the session ID.
+//! never the session ID. Retries after a conflict sleep with `tokio::time`
+//! (1 to 50 ms, jittered), so the tokio runtime needs its time driver, as
+//! `#[tokio::main]` provides.
 //!
 //! # Feature flags
 //!
 //! * `axum` (default): [`Session`] is an axum extractor
 //!   (`FromRequestParts`, through `axum-core`), with the
-//!   [`MissingSessionLayer`] rejection. Without it the crate depends on
-//!   `tower-layer`/`tower-service` and `http` only, and handlers find the
-//!   [`Session`] in the request extensions.
+//!   `MissingSessionLayer` rejection. Without it the crate does not depend
+//!   on axum: it needs `session-core`, `session-cookie`, `http`,
+//!   `tower-layer`/`tower-service`, `tokio` (`sync` and `time` only),
+//!   `serde`/`serde_json` and `tracing`, and handlers of any tower service
+//!   find the [`Session`] in the request extensions.
 #![deny(missing_docs)]
 
 #[cfg(feature = "axum")]

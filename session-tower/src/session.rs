@@ -1,12 +1,13 @@
 //! [`Session`]: the per-request handle, and what happens to it when the
 //! response is ready.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use http::HeaderValue;
 use serde::Serialize;
@@ -37,24 +38,32 @@ use crate::layer::Shared;
 ///
 /// Writes ([`set`](Self::set), [`insert`](Self::insert),
 /// [`remove`](Self::remove), [`clear`](Self::clear),
-/// [`set_owner`](Self::set_owner), [`update`](Self::update)) change this
-/// request's copy at once and are stored together when the response is ready
-/// (unless it is a 5xx). The layer records them, and the stored value of
-/// every key the handler read ([`get`](Self::get), [`get_as`](Self::get_as),
-/// [`contains_key`](Self::contains_key), [`owner`](Self::owner)) that it had
-/// not itself overwritten first.
+/// [`set_owner`](Self::set_owner), [`clear_owner`](Self::clear_owner),
+/// [`update`](Self::update)) change this request's copy at once and are
+/// stored together when the response is ready (unless it is a 5xx). The
+/// handle keeps a log, in order, of those writes and of every read
+/// ([`get`](Self::get), [`get_as`](Self::get_as), [`owner`](Self::owner)
+/// with the value seen; [`contains_key`](Self::contains_key) with presence
+/// only).
 ///
 /// If another request stored the session meanwhile, the save meets a
-/// conflict. The layer then reloads it: if every key this handler read still
-/// has the value it saw, the recorded writes are applied again to the fresh
-/// session (closures given to [`update`](Self::update) run again) and saved;
-/// otherwise the handler decided on stale data, so nothing is saved and the
-/// response becomes `409 Conflict` (see [`SessionFailure`]). No write is ever
-/// silently lost.
+/// conflict. The layer then reloads it and replays the log on the fresh
+/// copy: writes are applied again, [`update`](Self::update) closures run
+/// again, and each read is checked, at its place in the log, against what
+/// the replayed session holds there. If every read still sees what the
+/// handler saw, the result is saved; otherwise the handler decided on stale
+/// data, so nothing is saved and the response becomes `409 Conflict` (see
+/// [`SessionFailure`]). A value the handler wrote itself and read back is
+/// therefore no conflict, while a value an `update` closure produced from
+/// data that has changed since is. No write is ever silently lost.
 ///
-/// Read-modify-write of one value, such as a counter, belongs in
-/// [`update`](Self::update): its closure is re-run on conflict instead of
-/// adding to the read set, so concurrent increments all count.
+/// # Lifetime
+///
+/// The handle belongs to its request. Once the response is ready (or the
+/// request was cancelled) the session has been stored, and every method
+/// that would change it, or load it if it was never loaded, returns
+/// [`Error::InvalidInput`]: a task spawned by the handler must not outlive
+/// the request with the handle. Values already loaded can still be read.
 ///
 /// # Errors
 ///
@@ -71,6 +80,10 @@ struct Inner {
     /// The well-formed session ID the request's cookie carried, if any: not
     /// yet known to be live.
     cookie_id: Option<SessionId>,
+    /// Set when the response is ready or the request was dropped; written
+    /// under the state lock by `finish`, so a method that checked it under
+    /// the lock cannot slip a change past the end of the request.
+    finished: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -79,6 +92,7 @@ impl fmt::Debug for Session {
         // Never the ID: only whether the request brought one.
         f.debug_struct("Session")
             .field("cookie", &self.inner.cookie_id.is_some())
+            .field("finished", &self.inner.finished.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -86,15 +100,9 @@ impl fmt::Debug for Session {
 #[derive(Default)]
 struct State {
     slot: Slot,
-    /// The handler's writes since the session was loaded or last stored, to
-    /// replay on a fresh copy after a conflict.
-    ops: Vec<Op>,
-    /// Stored values of the keys the handler read, as first seen.
-    reads: HashMap<String, Option<Value>>,
-    /// The stored owner, if the handler read it.
-    owner_read: Option<Option<String>>,
-    /// What the handler overwrote without reading since the last `update`.
-    blind: Blind,
+    /// The handler's writes and reads, in order, since the session was
+    /// loaded or last stored: replayed on a fresh copy after a conflict.
+    log: Vec<Entry>,
     cookie: CookieAction,
 }
 
@@ -122,44 +130,64 @@ enum CookieAction {
     Nothing,
     /// Send the cookie with the current session's ID.
     Set,
-    /// Send the removal cookie.
+    /// Send the removal cookie: only after `destroy` ended a live session.
     Remove,
-}
-
-/// Keys (and the owner) whose current value the handler wrote without first
-/// reading the stored one, so reading them back depends on no stored value.
-#[derive(Default)]
-struct Blind {
-    all_keys: bool,
-    keys: HashSet<String>,
-    owner: bool,
-}
-
-impl Blind {
-    fn covers(&self, key: &str) -> bool {
-        self.all_keys || self.keys.contains(key)
-    }
 }
 
 type Closure = Box<dyn FnMut(&mut session_core::Session) + Send>;
 
-/// One recorded write.
-enum Op {
+/// One step of the handler's log.
+enum Entry {
     Put(String, Value),
     Remove(String),
     Clear,
     SetOwner(String),
     ClearOwner,
-    Update(Closure),
+    /// An `update` closure, and whether its first run changed the session.
+    Update {
+        change: Closure,
+        changed: bool,
+    },
+    /// The handler saw this value under the key.
+    Read(String, Option<Value>),
+    /// The handler saw the key present or absent.
+    Has(String, bool),
+    /// The handler saw this owner.
+    ReadOwner(Option<String>),
 }
 
-impl Op {
-    fn apply(&mut self, session: &mut session_core::Session) {
+impl Entry {
+    fn is_read(&self) -> bool {
+        matches!(self, Self::Read(..) | Self::Has(..) | Self::ReadOwner(_))
+    }
+
+    /// Whether two reads check the same thing (with no write between them
+    /// they then saw the same value).
+    fn same_check(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Read(a, _), Self::Read(b, _)) | (Self::Has(a, _), Self::Has(b, _)) => a == b,
+            (Self::ReadOwner(_), Self::ReadOwner(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// The same read, re-taken on `session`.
+    fn retaken(&self, session: &session_core::Session) -> Option<Self> {
+        match self {
+            Self::Read(key, _) => Some(Self::Read(key.clone(), session.get_value(key).cloned())),
+            Self::Has(key, _) => Some(Self::Has(key.clone(), session.contains_key(key))),
+            Self::ReadOwner(_) => Some(Self::ReadOwner(session.owner().map(str::to_owned))),
+            _ => None,
+        }
+    }
+
+    /// Apply a plain write (not an `update` closure, not a read).
+    fn apply(&self, session: &mut session_core::Session) {
         match self {
             Self::Put(key, value) => {
                 // A JSON value always serializes, so this cannot fail.
-                if let Err(e) = session.insert(key.as_str(), &*value) {
-                    tracing::error!(error = %e, "replaying a session write failed");
+                if let Err(e) = session.insert(key.as_str(), value) {
+                    tracing::error!(error = %e, "applying a session write failed");
                 }
             }
             Self::Remove(key) => {
@@ -168,25 +196,62 @@ impl Op {
             Self::Clear => session.clear(),
             Self::SetOwner(owner) => session.set_owner(owner.as_str()),
             Self::ClearOwner => session.clear_owner(),
-            Self::Update(change) => change(session),
+            Self::Update { .. } | Self::Read(..) | Self::Has(..) | Self::ReadOwner(_) => {}
         }
     }
+}
 
-    fn note_blind(&self, blind: &mut Blind) {
-        match self {
-            Self::Put(key, _) | Self::Remove(key) => {
-                blind.keys.insert(key.clone());
+/// Whether `after` holds different data or a different owner than `before`.
+fn content_differs(before: &session_core::Session, after: &session_core::Session) -> bool {
+    before.owner() != after.owner() || before.data() != after.data()
+}
+
+/// Why replaying the log on a fresh copy did not give a session to save.
+enum ReplayError {
+    /// A read no longer sees what the handler saw, or an `update` closure's
+    /// outcome (changed or not) differs from its first run.
+    Stale,
+    /// An `update` closure panicked.
+    Panicked,
+}
+
+/// Replay `log` on a copy of `fresh`.
+fn replay(
+    log: &mut [Entry],
+    fresh: &session_core::Session,
+) -> Result<session_core::Session, ReplayError> {
+    let mut session = fresh.clone();
+    for entry in log {
+        match entry {
+            Entry::Read(key, seen) => {
+                if session.get_value(key) != seen.as_ref() {
+                    return Err(ReplayError::Stale);
+                }
             }
-            Self::Clear => {
-                blind.all_keys = true;
-                blind.keys.clear();
+            Entry::Has(key, seen) => {
+                if session.contains_key(key) != *seen {
+                    return Err(ReplayError::Stale);
+                }
             }
-            Self::SetOwner(_) | Self::ClearOwner => blind.owner = true,
-            // The closure may have read anything: later reads depend on the
-            // stored values again.
-            Self::Update(_) => *blind = Blind::default(),
+            Entry::ReadOwner(seen) => {
+                if session.owner() != seen.as_deref() {
+                    return Err(ReplayError::Stale);
+                }
+            }
+            Entry::Update { change, changed } => {
+                let mut next = session.clone();
+                if catch_unwind(AssertUnwindSafe(|| change(&mut next))).is_err() {
+                    return Err(ReplayError::Panicked);
+                }
+                if content_differs(&session, &next) != *changed {
+                    return Err(ReplayError::Stale);
+                }
+                session = next;
+            }
+            write => write.apply(&mut session),
         }
     }
+    Ok(session)
 }
 
 impl State {
@@ -197,58 +262,58 @@ impl State {
         }
     }
 
-    /// Record that the handler read `key`, if its value came from the store.
-    fn note_read(&mut self, key: &str) {
-        if let Slot::Active(active) = &self.slot
-            && !active.base.is_new()
-            && !self.blind.covers(key)
-            && !self.reads.contains_key(key)
-        {
-            let stored = active.base.get_value(key).cloned();
-            self.reads.insert(key.to_owned(), stored);
+    /// Log a read of the current session. Without a session there is
+    /// nothing a concurrent request could change, so nothing is logged; a
+    /// read the log already holds since the last write is not logged twice.
+    fn note(&mut self, read: Entry) {
+        if !matches!(self.slot, Slot::Active(_)) {
+            return;
         }
-    }
-
-    fn note_owner_read(&mut self) {
-        if let Slot::Active(active) = &self.slot
-            && !active.base.is_new()
-            && !self.blind.owner
-            && self.owner_read.is_none()
-        {
-            self.owner_read = Some(active.base.owner().map(str::to_owned));
-        }
-    }
-
-    /// Whether the stored values the handler read are still those in `fresh`.
-    fn reads_hold(&self, fresh: &session_core::Session) -> bool {
-        self.reads
+        let repeated = self
+            .log
             .iter()
-            .all(|(key, seen)| fresh.get_value(key) == seen.as_ref())
-            && self
-                .owner_read
-                .as_ref()
-                .is_none_or(|seen| fresh.owner() == seen.as_deref())
+            .rev()
+            .take_while(|e| e.is_read())
+            .any(|e| e.same_check(&read));
+        if !repeated {
+            self.log.push(read);
+        }
     }
 
-    /// Forget the handler's writes and reads: they are stored (or abandoned).
+    /// The writes are stored: forget them. The handler's later decisions may
+    /// still rest on what it read, so each read is kept, re-taken on the
+    /// stored session, to be checked by a later replay.
     fn settle(&mut self) {
-        self.ops.clear();
-        self.reads.clear();
-        self.owner_read = None;
-        self.blind = Blind::default();
-    }
-
-    /// Undo the writes not yet stored.
-    fn roll_back(&mut self) {
-        if let Slot::Active(active) = &mut self.slot {
-            if active.base.is_new() {
-                self.slot = Slot::Absent;
-            } else {
-                active.current = active.base.clone();
+        let mut carried: Vec<Entry> = Vec::new();
+        if let Some(session) = self.current() {
+            for entry in &self.log {
+                if let Some(read) = entry.retaken(session)
+                    && !carried.iter().any(|c| c.same_check(&read))
+                {
+                    carried.push(read);
+                }
             }
         }
-        self.ops.clear();
-        self.blind = Blind::default();
+        self.log = carried;
+    }
+
+    /// Undo the writes not yet stored; the reads stay logged.
+    fn roll_back(&mut self) {
+        if let Slot::Active(active) = &mut self.slot {
+            if active.current.is_new() {
+                self.slot = Slot::Absent;
+                self.log.clear();
+                return;
+            }
+            active.current = active.base.clone();
+        }
+        self.log.retain(Entry::is_read);
+    }
+
+    /// There is no session (any more): nothing to replay or to check.
+    fn end(&mut self) {
+        self.slot = Slot::Absent;
+        self.log.clear();
     }
 }
 
@@ -256,10 +321,12 @@ impl State {
 enum PersistError {
     /// The session was destroyed or expired meanwhile.
     Gone,
-    /// A key the handler read has changed since.
+    /// The handler's decision rests on data that has changed since.
     StaleRead,
     /// Conflicts every time, up to the configured number of attempts.
     Contention,
+    /// An `update` closure panicked when it was re-run.
+    Panicked,
     /// Anything else the store said.
     Store(Error),
 }
@@ -276,6 +343,17 @@ pub(crate) struct Finish {
     pub(crate) failure: Option<SessionFailure>,
     /// Append this `Set-Cookie` header.
     pub(crate) set_cookie: Option<HeaderValue>,
+    /// The handler consulted the session, so the response depends on the
+    /// `Cookie` header.
+    pub(crate) used: bool,
+}
+
+fn finished_error() -> Error {
+    Error::InvalidInput(
+        "this request's response is ready and its session has been stored; a Session handle \
+         cannot be used after its request (do not keep it in a task that outlives the handler)"
+            .into(),
+    )
 }
 
 impl Session {
@@ -284,6 +362,7 @@ impl Session {
             inner: Arc::new(Inner {
                 shared,
                 cookie_id,
+                finished: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -312,9 +391,11 @@ impl Session {
     /// # Errors
     /// As for every method that loads: the store's [`Error`].
     pub async fn get(&self, key: &str) -> Result<Option<String>> {
-        let mut state = self.loaded().await?;
-        state.note_read(key);
-        Ok(state.current().and_then(|s| s.get(key)).map(str::to_owned))
+        let value = self.read_value(key).await?;
+        Ok(value.and_then(|v| match v {
+            Value::String(s) => Some(s),
+            _ => None,
+        }))
     }
 
     /// The value under `key` converted to `T`, or `None` if there is none.
@@ -323,22 +404,27 @@ impl Session {
     /// [`Error::Value`] if the value does not have the shape of `T`; the
     /// store's [`Error`] if loading fails.
     pub async fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let mut state = self.loaded().await?;
-        state.note_read(key);
-        match state.current() {
-            Some(session) => session.get_as(key),
+        match self.read_value(key).await? {
             None => Ok(None),
+            Some(value) => T::deserialize(value)
+                .map(Some)
+                .map_err(|source| Error::Value {
+                    key: key.to_owned(),
+                    source,
+                }),
         }
     }
 
-    /// Whether `key` is present.
+    /// Whether `key` is present. Only its presence is logged as read, so a
+    /// concurrent change of its value does not make this request stale.
     ///
     /// # Errors
     /// The store's [`Error`] if loading fails.
     pub async fn contains_key(&self, key: &str) -> Result<bool> {
         let mut state = self.loaded().await?;
-        state.note_read(key);
-        Ok(state.current().is_some_and(|s| s.contains_key(key)))
+        let present = state.current().is_some_and(|s| s.contains_key(key));
+        state.note(Entry::Has(key.to_owned(), present));
+        Ok(present)
     }
 
     /// The owner the session is bound to, if any (see
@@ -348,8 +434,9 @@ impl Session {
     /// The store's [`Error`] if loading fails.
     pub async fn owner(&self) -> Result<Option<String>> {
         let mut state = self.loaded().await?;
-        state.note_owner_read();
-        Ok(state.current().and_then(|s| s.owner()).map(str::to_owned))
+        let owner = state.current().and_then(|s| s.owner()).map(str::to_owned);
+        state.note(Entry::ReadOwner(owner.clone()));
+        Ok(owner)
     }
 
     /// The ID of this request's session: the one its cookie named if that
@@ -371,9 +458,10 @@ impl Session {
     /// Store the string `value` under `key`.
     ///
     /// # Errors
-    /// The store's [`Error`] if loading fails.
+    /// The store's [`Error`] if loading fails; [`Error::InvalidInput`] after
+    /// the request (see [Lifetime](#lifetime)).
     pub async fn set(&self, key: impl Into<String>, value: impl Into<String>) -> Result<()> {
-        self.write(Op::Put(key.into(), Value::String(value.into())))
+        self.write(Entry::Put(key.into(), Value::String(value.into())))
             .await
     }
 
@@ -381,7 +469,7 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Value`] if `value` cannot be represented as JSON (nothing
-    /// changes); the store's [`Error`] if loading fails.
+    /// changes); otherwise as for [`set`](Self::set).
     pub async fn insert<T: Serialize + ?Sized>(
         &self,
         key: impl Into<String>,
@@ -392,54 +480,69 @@ impl Session {
             key: key.clone(),
             source,
         })?;
-        self.write(Op::Put(key, value)).await
+        self.write(Entry::Put(key, value)).await
     }
 
     /// Remove `key`, if present. (To know whether it was there,
     /// [`contains_key`](Self::contains_key) first.)
     ///
     /// # Errors
-    /// The store's [`Error`] if loading fails.
+    /// As for [`set`](Self::set).
     pub async fn remove(&self, key: &str) -> Result<()> {
-        self.write(Op::Remove(key.to_owned())).await
+        self.write(Entry::Remove(key.to_owned())).await
     }
 
     /// Remove every key. The session itself and its owner stay; see
     /// [`destroy`](Self::destroy) to end it.
     ///
     /// # Errors
-    /// The store's [`Error`] if loading fails.
+    /// As for [`set`](Self::set).
     pub async fn clear(&self) -> Result<()> {
-        self.write(Op::Clear).await
+        self.write(Entry::Clear).await
     }
 
     /// Bind the session to an owner (a user key), so the application can
     /// list and end all of that owner's sessions. Do it at login, followed by
-    /// [`cycle_id`](Self::cycle_id).
+    /// [`cycle_id`](Self::cycle_id). An empty owner, or one longer than
+    /// [`session_core::MAX_OWNER_LEN`] bytes, is refused when the session
+    /// is stored.
     ///
     /// # Errors
-    /// The store's [`Error`] if loading fails.
+    /// As for [`set`](Self::set).
     pub async fn set_owner(&self, owner: impl Into<String>) -> Result<()> {
-        self.write(Op::SetOwner(owner.into())).await
+        self.write(Entry::SetOwner(owner.into())).await
     }
 
     /// Remove the owner binding.
     ///
     /// # Errors
-    /// The store's [`Error`] if loading fails.
+    /// As for [`set`](Self::set).
     pub async fn clear_owner(&self) -> Result<()> {
-        self.write(Op::ClearOwner).await
+        self.write(Entry::ClearOwner).await
     }
 
     /// Read-modify-write: run `change` on the session now and return its
     /// result. If storing meets a concurrent change, `change` runs again on
     /// the fresh session instead of the request being refused, so concurrent
-    /// updates all take effect. What `change` reads is not added to the
-    /// read set.
+    /// updates all take effect: this is the way to keep a counter.
     ///
-    /// `change` may therefore run more than once and must only change the
-    /// session. The value returned is from the first run: after a replay the
-    /// stored result may differ (a counter may have moved on).
+    /// * `change` may therefore run more than once and must only change the
+    ///   session's data and owner. It is kept until the response is ready,
+    ///   which is why it must be `'static` (move what it needs into it).
+    /// * Its return value is from the **first** run, on the session as this
+    ///   request saw it; after a replay the stored result may differ (a
+    ///   counter may have moved on). Do not base further decisions on it
+    ///   that must hold for the stored state: read the value with
+    ///   [`get`](Self::get) after the update instead, which is checked on
+    ///   replay.
+    /// * A replay must have the same outcome as the first run: if the first
+    ///   run changed the session and the replay changes nothing (or the
+    ///   reverse, say a withdrawal refused at first would now go through),
+    ///   the request's decision is stale and the response becomes `409`.
+    /// * If `change` panics, the panic propagates to the caller and the
+    ///   session is left as it was before the call. If it panics when re-run
+    ///   at the end of the request, nothing is saved and the response
+    ///   becomes a `500` ([`SessionFailure::Refused`]).
     ///
     /// ```
     /// # async fn demo(session: session_tower::Session) -> session_core::Result<()> {
@@ -453,20 +556,31 @@ impl Session {
     /// ```
     ///
     /// # Errors
-    /// The store's [`Error`] if loading fails.
+    /// As for [`set`](Self::set).
     pub async fn update<F, R>(&self, mut change: F) -> Result<R>
     where
         F: FnMut(&mut session_core::Session) -> R + Send + 'static,
     {
-        let store = &self.inner.shared.store;
-        let mut state = self.loaded().await?;
-        let session = active_or_create(&mut state, store).await?;
-        let result = change(session);
-        let op = Op::Update(Box::new(move |s: &mut session_core::Session| {
-            change(s);
-        }));
-        op.note_blind(&mut state.blind);
-        state.ops.push(op);
+        let mut state = self.writable().await?;
+        let (mut next, created) = match &state.slot {
+            Slot::Active(active) => (active.current.clone(), false),
+            Slot::Unloaded | Slot::Absent => (self.store().create().await?, true),
+        };
+        let before = next.clone();
+        // On a copy: a panic leaves the session as it was.
+        let result = change(&mut next);
+        let changed = content_differs(&before, &next);
+        if created && !changed {
+            // No session, and nothing to put in one.
+            return Ok(result);
+        }
+        install(&mut state, next, created);
+        state.log.push(Entry::Update {
+            change: Box::new(move |s: &mut session_core::Session| {
+                change(s);
+            }),
+            changed,
+        });
         Ok(result)
     }
 
@@ -476,21 +590,29 @@ impl Session {
     /// (after [`set_owner`](Self::set_owner)): it defeats session fixation.
     /// A request without a session gets a new, stored one.
     ///
-    /// A concurrent change is handled as at the end of a request: the
-    /// pending writes are replayed if what the handler read still holds.
+    /// A concurrent change is handled as at the end of a request: the log is
+    /// replayed if what the handler read still holds.
     ///
     /// # Errors
-    /// What the store refused, for the handler to answer:
-    /// [`Error::TooManySessions`] when the owner is at the per-owner limit,
-    /// [`Error::Conflict`] if a key the handler read has changed meanwhile,
-    /// [`Error::NotFound`] if the session was ended meanwhile (the response
-    /// then removes the cookie), [`Error::Backend`] and so on. On error
-    /// nothing was stored and the pending changes are discarded, so the end
-    /// of the request does not try them again.
+    /// What the store refused, for the handler to answer; nothing was stored
+    /// and the pending writes are discarded (what the handler read stays
+    /// logged):
+    /// * [`Error::TooManySessions`] when the owner is at the per-owner limit;
+    /// * [`Error::Conflict`] if something the handler read has changed
+    ///   meanwhile, or the session keeps changing: the client may retry;
+    /// * [`Error::NotFound`] if the session was ended meanwhile. The handle
+    ///   then has no session, so writing to it and calling `cycle_id` again
+    ///   starts a new one (for example to sign in on a fresh session);
+    /// * [`Error::InvalidInput`] after the request, or if an
+    ///   [`update`](Self::update) closure panicked when re-run;
+    /// * [`Error::Backend`] and so on.
     pub async fn cycle_id(&self) -> Result<()> {
         let shared = &self.inner.shared;
-        let mut state = self.loaded().await?;
-        active_or_create(&mut state, &shared.store).await?;
+        let mut state = self.writable().await?;
+        if !matches!(state.slot, Slot::Active(_)) {
+            let session = shared.store.create().await?;
+            install(&mut state, session, true);
+        }
         match persist(shared, &mut state, Persist::Rotate).await {
             Ok(_) => {
                 state.settle();
@@ -498,14 +620,24 @@ impl Session {
                 Ok(())
             }
             Err(PersistError::Gone) => {
-                state.slot = Slot::Absent;
-                state.settle();
-                state.cookie = CookieAction::Remove;
+                tracing::debug!("rotation: the session was ended meanwhile");
+                state.end();
+                if state.cookie == CookieAction::Set {
+                    state.cookie = CookieAction::Nothing;
+                }
                 Err(Error::NotFound)
             }
             Err(PersistError::StaleRead | PersistError::Contention) => {
                 state.roll_back();
                 Err(Error::Conflict)
+            }
+            Err(PersistError::Panicked) => {
+                state.roll_back();
+                Err(Error::InvalidInput(
+                    "an update closure panicked when it was re-applied to the concurrently \
+                     changed session; nothing was stored"
+                        .into(),
+                ))
             }
             Err(PersistError::Store(e)) => {
                 state.roll_back();
@@ -514,18 +646,25 @@ impl Session {
         }
     }
 
-    /// End the session now (logout): it is removed from the store, the
-    /// response carries the removal cookie, and a concurrent request cannot
-    /// save it back. Returns whether a live session was removed.
+    /// End the session now (logout): it is removed from the store and a
+    /// concurrent request cannot save it back. Returns whether a live
+    /// session was removed; only then does the response carry the removal
+    /// cookie. (If there was none, the browser's cookie names nothing and is
+    /// harmless; deleting it could delete a newer cookie that a concurrent
+    /// sign-in sent.)
     ///
     /// Writes after this start a new session (with a new ID), for example
     /// to carry a "you have signed out" message.
     ///
     /// # Errors
-    /// [`Error::Backend`] if the store fails; the session is then unchanged.
+    /// [`Error::Backend`] if the store fails (the session is then
+    /// unchanged); [`Error::InvalidInput`] after the request.
     pub async fn destroy(&self) -> Result<bool> {
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
+        if inner.finished.load(Ordering::SeqCst) {
+            return Err(finished_error());
+        }
         let stored_id = match &state.slot {
             Slot::Unloaded => inner.cookie_id.clone(),
             Slot::Active(active) if !active.current.is_new() => Some(active.current.id().clone()),
@@ -533,74 +672,126 @@ impl Session {
         };
         let removed = match stored_id {
             Some(id) => {
-                let key = id.storage_key();
                 inner
                     .shared
                     .store
                     .destroy(&id)
-                    .instrument(span("destroy", key))
+                    .instrument(span("destroy", id.storage_key()))
                     .await?
             }
             None => false,
         };
-        state.slot = Slot::Absent;
-        state.settle();
-        state.cookie = CookieAction::Remove;
+        state.end();
+        if removed {
+            state.cookie = CookieAction::Remove;
+        } else if state.cookie == CookieAction::Set {
+            state.cookie = CookieAction::Nothing;
+        }
         Ok(removed)
     }
 
-    /// Lock the state, loading the session first if no method has yet.
+    /// Mark the handle as belonging to a request that is over.
+    pub(crate) fn end_request(&self) {
+        self.inner.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// The value under `key` as the handler sees it, logged as read.
+    async fn read_value(&self, key: &str) -> Result<Option<Value>> {
+        let mut state = self.loaded().await?;
+        let value = state.current().and_then(|s| s.get_value(key)).cloned();
+        state.note(Entry::Read(key.to_owned(), value.clone()));
+        Ok(value)
+    }
+
+    /// Lock the state, loading the session first if no method has yet. The
+    /// load itself runs without the lock, so a slow or hung load (say in a
+    /// task that outlived the request) never holds up the end of the request.
     async fn loaded(&self) -> Result<MutexGuard<'_, State>> {
         let inner = &self.inner;
+        let id = {
+            let mut state = inner.state.lock().await;
+            if !matches!(state.slot, Slot::Unloaded) {
+                return Ok(state);
+            }
+            if inner.finished.load(Ordering::SeqCst) {
+                return Err(finished_error());
+            }
+            match &inner.cookie_id {
+                Some(id) => id.clone(),
+                None => {
+                    state.slot = Slot::Absent;
+                    return Ok(state);
+                }
+            }
+        };
+        let loaded = inner
+            .shared
+            .store
+            .load(&id)
+            .instrument(span("load", id.storage_key()))
+            .await?;
         let mut state = inner.state.lock().await;
         if matches!(state.slot, Slot::Unloaded) {
-            state.slot = match &inner.cookie_id {
-                None => Slot::Absent,
-                Some(id) => {
-                    let loaded = inner
-                        .shared
-                        .store
-                        .load(id)
-                        .instrument(span("load", id.storage_key()))
-                        .await?;
-                    match loaded {
-                        Some(session) => Slot::Active(Box::new(Active {
-                            base: session.clone(),
-                            current: session,
-                        })),
-                        None => {
-                            tracing::debug!(
-                                key = %KeyPrefix(id.storage_key()),
-                                "the cookie names no live session"
-                            );
-                            Slot::Absent
-                        }
-                    }
+            // Nobody else loaded, wrote or destroyed meanwhile.
+            if inner.finished.load(Ordering::SeqCst) {
+                return Err(finished_error());
+            }
+            state.slot = match loaded {
+                Some(session) => Slot::Active(Box::new(Active {
+                    base: session.clone(),
+                    current: session,
+                })),
+                None => {
+                    tracing::debug!(
+                        key = %KeyPrefix(id.storage_key()),
+                        "the cookie names no live session"
+                    );
+                    Slot::Absent
                 }
             };
         }
         Ok(state)
     }
 
-    async fn write(&self, mut op: Op) -> Result<()> {
-        let store = &self.inner.shared.store;
-        let mut state = self.loaded().await?;
-        op.apply(active_or_create(&mut state, store).await?);
-        op.note_blind(&mut state.blind);
-        state.ops.push(op);
+    /// As [`loaded`](Self::loaded), for a method that changes the session.
+    async fn writable(&self) -> Result<MutexGuard<'_, State>> {
+        let state = self.loaded().await?;
+        if self.inner.finished.load(Ordering::SeqCst) {
+            return Err(finished_error());
+        }
+        Ok(state)
+    }
+
+    async fn write(&self, entry: Entry) -> Result<()> {
+        let mut state = self.writable().await?;
+        if let Slot::Active(active) = &mut state.slot {
+            entry.apply(&mut active.current);
+        } else {
+            let mut session = self.store().create().await?;
+            entry.apply(&mut session);
+            if !session.is_modified() {
+                // Removing from no session: still no session.
+                return Ok(());
+            }
+            install(&mut state, session, true);
+        }
+        state.log.push(entry);
         Ok(())
     }
 
     /// Store what the handler changed (or touch the session), and say what
     /// the response needs. `server_error`: the handler answered 5xx, so
-    /// nothing is stored.
+    /// nothing is stored. Afterwards the handle refuses changes.
     pub(crate) async fn finish(&self, server_error: bool) -> Finish {
         let shared = &self.inner.shared;
         let mut state = self.inner.state.lock().await;
-        let mut failure = None;
-        if !server_error {
-            failure = store_changes(shared, &mut state).await;
-        }
+        self.end_request();
+        let used = !matches!(state.slot, Slot::Unloaded);
+        let failure = if server_error {
+            None
+        } else {
+            store_changes(shared, &mut state).await
+        };
         let set_cookie = match (state.cookie, &state.slot) {
             (CookieAction::Set, Slot::Active(active)) if !active.current.is_new() => {
                 Some(shared.cookie.set_cookie_header(active.current.id()))
@@ -611,26 +802,21 @@ impl Session {
         Finish {
             failure,
             set_cookie,
+            used,
         }
     }
 }
 
-/// The session to write to, creating a new one (fresh ID) if there is none.
-async fn active_or_create<'s>(
-    state: &'s mut State,
-    store: &Arc<dyn SessionStore>,
-) -> Result<&'s mut session_core::Session> {
-    if !matches!(state.slot, Slot::Active(_)) {
-        let session = store.create().await?;
-        state.slot = Slot::Active(Box::new(Active {
-            base: session.clone(),
-            current: session,
-        }));
-    }
+/// Make `session` the active one. `created`: it is new in this request.
+fn install(state: &mut State, session: session_core::Session, created: bool) {
     match &mut state.slot {
-        Slot::Active(active) => Ok(&mut active.current),
-        // Just made active above.
-        Slot::Unloaded | Slot::Absent => Err(Error::NotFound),
+        Slot::Active(active) if !created => active.current = session,
+        _ => {
+            state.slot = Slot::Active(Box::new(Active {
+                base: session.clone(),
+                current: session,
+            }));
+        }
     }
 }
 
@@ -651,10 +837,15 @@ async fn store_changes(shared: &Shared, state: &mut State) -> Option<SessionFail
                 None
             }
             Err(PersistError::Gone) => {
-                tracing::info!("the session was ended during the request; not saved");
-                state.slot = Slot::Absent;
-                state.settle();
-                state.cookie = CookieAction::Remove;
+                // Logged out elsewhere, revoked, expired or rotated by a
+                // concurrent request: it stays gone. No cookie either way:
+                // the browser's one names nothing (harmless), and removing it
+                // could delete the newer cookie a concurrent rotation sent.
+                tracing::debug!("the session was ended during the request; not saved");
+                state.end();
+                if state.cookie == CookieAction::Set {
+                    state.cookie = CookieAction::Nothing;
+                }
                 None
             }
             Err(PersistError::StaleRead) => {
@@ -671,8 +862,15 @@ async fn store_changes(shared: &Shared, state: &mut State) -> Option<SessionFail
                 );
                 Some(SessionFailure::Contention)
             }
+            Err(PersistError::Panicked) => {
+                tracing::error!(
+                    "session not saved: an update closure panicked when it was re-applied to \
+                     the concurrently changed session; answering 500"
+                );
+                Some(SessionFailure::Refused)
+            }
             Err(PersistError::Store(e)) => {
-                tracing::error!(error = %e, "session not saved: the store failed");
+                tracing::error!(error = %e, "session not saved: the store refused or failed");
                 Some(SessionFailure::from_store_error(&e))
             }
         };
@@ -699,10 +897,9 @@ async fn store_changes(shared: &Shared, state: &mut State) -> Option<SessionFail
             }
         }
         Err(Error::NotFound) => {
-            tracing::info!("the session was ended during the request");
-            state.slot = Slot::Absent;
-            state.settle();
-            state.cookie = CookieAction::Remove;
+            // As for a save: no cookie, above all no removal cookie.
+            tracing::debug!("the session was ended during the request; not touched");
+            state.end();
         }
         // A missed touch only shortens the session's life: not worth failing
         // the response for.
@@ -712,8 +909,8 @@ async fn store_changes(shared: &Shared, state: &mut State) -> Option<SessionFail
 }
 
 /// Store the active session (save or rotate), reloading and replaying the
-/// recorded writes on conflict. `Ok(false)`: after a reload there was nothing
-/// left to write.
+/// log on conflict. `Ok(false)`: after a reload there was nothing left to
+/// write.
 async fn persist(
     shared: &Shared,
     state: &mut State,
@@ -745,6 +942,8 @@ async fn persist(
                 active.base = active.current.clone();
                 return Ok(true);
             }
+            // A new session's insert-only write conflicts only if its random
+            // ID is taken: nothing to replay on.
             Err(Error::Conflict) if !active.current.is_new() => {}
             Err(Error::NotFound) => return Err(PersistError::Gone),
             Err(e) => return Err(PersistError::Store(e)),
@@ -765,13 +964,11 @@ async fn persist(
             Ok(None) => return Err(PersistError::Gone),
             Err(e) => return Err(PersistError::Store(e)),
         };
-        if !state.reads_hold(&fresh) {
-            return Err(PersistError::StaleRead);
-        }
-        let mut replayed = fresh.clone();
-        for op in &mut state.ops {
-            op.apply(&mut replayed);
-        }
+        let replayed = match replay(&mut state.log, &fresh) {
+            Ok(replayed) => replayed,
+            Err(ReplayError::Stale) => return Err(PersistError::StaleRead),
+            Err(ReplayError::Panicked) => return Err(PersistError::Panicked),
+        };
         let unchanged = !replayed.is_modified();
         state.slot = Slot::Active(Box::new(Active {
             base: fresh,
@@ -801,33 +998,64 @@ impl fmt::Display for KeyPrefix<'_> {
     }
 }
 
-/// Step aside so the request that won can finish: more so the longer this
-/// one keeps losing, with jitter so losers do not retry in lock-step.
+/// Longest pause between two attempts to store a conflicting session.
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Let the request that won finish before trying again: after the `n`th
+/// conflict sleep a random time between half and all of `min(2^(n-1) ms,
+/// 50 ms)`, so losers neither hammer the store nor retry in lock-step.
 async fn backoff(attempt: u32) {
-    let ceiling = 1u32 << attempt.min(6);
-    let mut byte = [0u8; 1];
-    let yields = match getrandom::fill(&mut byte) {
-        Ok(()) => u32::from(byte[0]) % ceiling + 1,
-        Err(_) => ceiling,
-    };
-    for _ in 0..yields {
-        YieldNow(false).await;
-    }
+    tokio::time::sleep(backoff_delay(attempt, jitter())).await;
 }
 
-/// Yield once to the executor (any executor).
-struct YieldNow(bool);
+/// The pause after the `attempt`th conflict (from 1), for a random `jitter`.
+fn backoff_delay(attempt: u32, jitter: u64) -> Duration {
+    let shift = attempt.saturating_sub(1).min(6);
+    let ceiling = Duration::from_millis(1 << shift).min(MAX_BACKOFF);
+    let ceiling_us = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    let half = ceiling_us / 2;
+    Duration::from_micros(half + jitter % (ceiling_us - half + 1))
+}
 
-impl Future for YieldNow {
-    type Output = ();
+/// Random bits for jitter, not for secrets: `RandomState` is seeded from the
+/// OS once per thread and gives each instance different keys.
+fn jitter() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    hasher.finish()
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_from_about_a_millisecond_to_a_cap_of_fifty() {
+        for (attempt, low, high) in [
+            (1, 500, 1_000),
+            (2, 1_000, 2_000),
+            (3, 2_000, 4_000),
+            (6, 16_000, 32_000),
+            (7, 25_000, 50_000),
+            (100, 25_000, 50_000),
+        ] {
+            assert_eq!(
+                backoff_delay(attempt, 0),
+                Duration::from_micros(low),
+                "{attempt}"
+            );
+            assert_eq!(
+                backoff_delay(attempt, high - low),
+                Duration::from_micros(high),
+                "{attempt}"
+            );
+            assert!(backoff_delay(attempt, u64::MAX) <= Duration::from_micros(high));
         }
+    }
+
+    #[test]
+    fn jitter_varies() {
+        let draws: std::collections::HashSet<u64> = (0..16).map(|_| jitter()).collect();
+        assert!(draws.len() > 1, "{draws:?}");
     }
 }

@@ -393,7 +393,7 @@ async fn concurrent_counter_updates_lose_nothing() {
 }
 
 #[tokio::test]
-async fn retries_are_bounded_and_exhausting_them_is_a_409() {
+async fn a_single_allowed_attempt_makes_a_real_conflict_a_409() {
     let app = TestApp::with(|c| c, |l| l.max_save_attempts(1));
     let id = app.send("POST", "/count", None).await.session_id().unwrap();
 
@@ -413,7 +413,7 @@ async fn retries_are_bounded_and_exhausting_them_is_a_409() {
 }
 
 #[tokio::test]
-async fn a_session_ended_mid_request_stays_ended_and_the_cookie_is_removed() {
+async fn a_session_ended_mid_request_stays_ended_and_gets_no_cookie() {
     let app = TestApp::new();
     let id = app.session_with("user", "ann").await;
 
@@ -432,9 +432,9 @@ async fn a_session_ended_mid_request_stays_ended_and_the_cookie_is_removed() {
         "the handler's response stands"
     );
     assert_eq!(reply.body, "handler done");
-    assert_eq!(
-        reply.session_cookie(),
-        Some(app.cookie.removal_cookie().as_str())
+    assert!(
+        reply.set_cookies.is_empty(),
+        "no cookie: a removal cookie could delete a newer one ({reply:?})"
     );
     assert!(app.stored(&id).await.is_none(), "not resurrected");
     assert_eq!(app.store.len().await.unwrap(), 0);
@@ -489,8 +489,11 @@ async fn a_failed_touch_does_not_fail_the_response() {
     app.clock.advance(Duration::from_secs(61));
     app.store.saves_down.store(true, Ordering::SeqCst);
     let reply = app.send("GET", "/get/k", Some(&id)).await;
+    assert_eq!(app.store.touch_attempts(), 1, "a touch was due and tried");
+    assert_eq!(app.store.touches(), 0, "and it failed");
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, "v");
+    assert!(reply.set_cookies.is_empty(), "nothing was slid: {reply:?}");
 }
 
 #[tokio::test]
@@ -539,4 +542,460 @@ fn spawn_send(
     let router = app.router.clone();
     let cookie = cookie.to_owned();
     tokio::spawn(async move { common::send(router, method, uri, Some(&cookie)).await })
+}
+
+#[tokio::test]
+async fn a_read_of_a_value_an_update_produced_is_checked_on_replay() {
+    let app = TestApp::new();
+    let id = app.session_with("price", "10").await;
+
+    let held = spawn_send(&app, "POST", "/quote-wait-charge", &id);
+    app.gate.wait_entered().await;
+    assert_eq!(
+        app.send("POST", "/put/price/99", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::StaleRead)
+    );
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get("price"), Some("99"));
+    assert_eq!(stored.get("quote"), None, "nothing of the request stored");
+    assert_eq!(
+        stored.get("charged"),
+        None,
+        "the stale charge was not stored"
+    );
+}
+
+#[tokio::test]
+async fn a_read_before_a_rotation_is_still_checked_by_the_final_save() {
+    let app = TestApp::new();
+    let id = app.session_with("price", "10").await;
+
+    let reply = app
+        .send("POST", "/read-rotate-meddle-charge", Some(&id))
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::StaleRead)
+    );
+    let rotated = reply
+        .session_id()
+        .expect("the rotation's cookie still goes out");
+    let stored = app.stored(&rotated).await.unwrap();
+    assert_eq!(stored.get("price"), Some("99"));
+    assert_eq!(
+        stored.get("charged"),
+        None,
+        "not charged at the stale price"
+    );
+}
+
+#[tokio::test]
+async fn an_update_that_changed_nothing_must_change_nothing_on_replay() {
+    let app = TestApp::new();
+    let id = app.session_with("balance", "5").await;
+
+    let held = spawn_send(&app, "POST", "/withdraw-wait/10", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/put/balance/50", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::StaleRead)
+    );
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(
+        stored.get("balance"),
+        Some("50"),
+        "no withdrawal behind a 'declined'"
+    );
+    assert_eq!(stored.get("attempted"), None);
+}
+
+#[tokio::test]
+async fn an_update_that_changed_something_must_change_something_on_replay() {
+    let app = TestApp::new();
+    let id = app.session_with("balance", "20").await;
+
+    let held = spawn_send(&app, "POST", "/withdraw-wait/10", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/put/balance/5", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get("balance"), Some("5"));
+    assert_eq!(stored.get("attempted"), None);
+}
+
+#[tokio::test]
+async fn an_update_whose_outcome_holds_is_replayed_on_the_fresh_value() {
+    let app = TestApp::new();
+    let id = app.session_with("balance", "20").await;
+
+    let held = spawn_send(&app, "POST", "/withdraw-wait/10", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/put/balance/15", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body, "withdrew");
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get("balance"), Some("5"), "15 - 10: nothing lost");
+    assert_eq!(stored.get("attempted"), Some("yes"));
+}
+
+#[tokio::test]
+async fn contains_key_depends_on_presence_only() {
+    let app = TestApp::new();
+    let id = app.session_with("flag", "one").await;
+
+    let held = spawn_send(&app, "POST", "/has-wait-write/flag", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/put/flag/two", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body, "present: true");
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get("flag"), Some("two"));
+    assert_eq!(stored.get("note"), Some("written"));
+}
+
+#[tokio::test]
+async fn a_key_checked_for_and_removed_meanwhile_is_a_stale_read() {
+    let app = TestApp::new();
+    let id = app.session_with("flag", "one").await;
+
+    let held = spawn_send(&app, "POST", "/has-wait-write/flag", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/remove/flag", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
+    let stored = app.stored(&id).await.unwrap();
+    assert!(!stored.contains_key("flag"));
+    assert_eq!(stored.get("note"), None);
+}
+
+#[tokio::test]
+async fn a_touch_that_finds_the_session_rotated_away_sends_no_cookie() {
+    let app = TestApp::new();
+    let id = app.session_with("user", "ann").await;
+    app.clock.advance(Duration::from_secs(61)); // due for a touch
+
+    // A read is in flight when a sign-in on the same cookie rotates the ID
+    // and hands the browser a new cookie.
+    let held = spawn_send(&app, "GET", "/read-wait/user", &id);
+    app.gate.wait_entered().await;
+    let login = app.send("POST", "/login/ann", Some(&id)).await;
+    assert!(login.session_id().is_some());
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "ann");
+    assert_eq!(app.store.touch_attempts(), 1, "the touch was tried");
+    assert!(
+        reply.set_cookies.is_empty(),
+        "a removal cookie would delete the browser's new cookie: {reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn destroy_without_a_live_session_sends_no_removal_cookie() {
+    let app = TestApp::new();
+    let reply = app.send("POST", "/logout", None).await;
+    assert_eq!(reply.body, "removed: false");
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+
+    let bogus = SessionId::generate().unwrap();
+    let reply = app.send("POST", "/logout", Some(bogus.as_str())).await;
+    assert_eq!(reply.body, "removed: false");
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+}
+
+#[tokio::test]
+async fn a_handle_used_after_its_response_refuses_everything() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "v").await;
+
+    let reply = app.send("POST", "/late/no", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.set_cookies.is_empty());
+    app.gate.release();
+    let report = app.gate.reports().await;
+    assert_eq!(
+        report,
+        [
+            "get: refused",
+            "set: refused",
+            "update: refused",
+            "cycle_id: refused",
+            "destroy: refused"
+        ]
+    );
+    let stored = app.stored(&id).await.expect("not destroyed");
+    assert_eq!(stored.get("k"), Some("v"), "not changed");
+    assert_eq!(app.store.len().await.unwrap(), 1, "not rotated");
+}
+
+#[tokio::test]
+async fn a_loaded_handle_can_still_be_read_after_its_response() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "v").await;
+
+    app.send("POST", "/late/load", Some(&id)).await;
+    app.gate.release();
+    let report = app.gate.reports().await;
+    assert_eq!(report[0], "get: ok Some(\"v\")");
+    assert!(
+        report[1..].iter().all(|line| line.ends_with(": refused")),
+        "{report:?}"
+    );
+    assert_eq!(app.stored(&id).await.unwrap().get("k"), Some("v"));
+}
+
+#[tokio::test]
+async fn a_stray_load_does_not_hold_up_the_response() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "v").await;
+    app.store.hold_loads.store(true, Ordering::SeqCst);
+
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.send("GET", "/stray-load", Some(&id)),
+    )
+    .await
+    .expect("the response must not wait for the stray task's load");
+    assert_eq!(reply.status, StatusCode::OK);
+    app.gate.release();
+    assert_eq!(app.gate.reports().await, ["get: refused"]);
+}
+
+#[tokio::test]
+async fn a_rotation_that_meets_a_concurrent_change_replays_the_pending_writes() {
+    let app = TestApp::new();
+    let id = app.session_with("cart", "3-books").await;
+
+    let held = spawn_send(&app, "POST", "/login-wait/ann", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/put/theme/dark", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let rotated = reply.session_id().expect("the new cookie");
+    assert_ne!(rotated, id);
+    assert!(app.stored(&id).await.is_none(), "the old ID is dead");
+    let stored = app.stored(&rotated).await.unwrap();
+    assert_eq!(
+        stored.get("theme"),
+        Some("dark"),
+        "the concurrent write kept"
+    );
+    assert_eq!(
+        stored.get("user"),
+        Some("ann"),
+        "the pending write replayed"
+    );
+    assert_eq!(stored.get("cart"), Some("3-books"));
+    assert_eq!(stored.owner(), Some("ann"));
+}
+
+#[tokio::test]
+async fn too_large_session_data_is_a_500_that_stores_nothing() {
+    let app = TestApp::with(|c| c.with_max_data_size(64), |l| l);
+    let big = "x".repeat(100);
+    let reply = app.send("POST", &format!("/put/k/{big}"), None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::Refused)
+    );
+    assert!(reply.body.is_empty());
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(app.store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_client_error_response_still_saves() {
+    let app = TestApp::new();
+    let reply = app.send("POST", "/put-then-404/k/v", None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "4xx is not 5xx");
+    let id = reply.session_id().expect("saved, so the cookie is set");
+    assert_eq!(app.stored(&id).await.unwrap().get("k"), Some("v"));
+}
+
+#[tokio::test]
+async fn an_owner_limit_met_at_the_end_of_the_request_is_a_409() {
+    let app = TestApp::with(
+        |c| c.with_max_sessions_per_owner(1, OwnerLimitPolicy::RefuseNew),
+        |l| l,
+    );
+    assert_eq!(
+        app.send("POST", "/bind/ann", None).await.status,
+        StatusCode::OK
+    );
+    let reply = app.send("POST", "/bind/ann", None).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::TooManySessions)
+    );
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(app.store.len().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_touch_interval_beyond_the_idle_timeout_is_clamped() {
+    // Idle 600 s: an interval of an hour would never touch a live session.
+    let app = TestApp::with(|c| c, |l| l.touch_interval(Duration::from_secs(3600)));
+    let id = app.session_with("k", "v").await;
+    app.clock.advance(Duration::from_secs(300));
+    app.send("GET", "/get/k", Some(&id)).await;
+    assert_eq!(app.store.touches(), 1, "clamped to half the idle timeout");
+    app.clock.advance(Duration::from_secs(599));
+    assert_eq!(app.send("GET", "/get/k", Some(&id)).await.body, "v");
+}
+
+#[tokio::test]
+async fn an_update_closure_that_panics_leaves_nothing_half_applied() {
+    let app = TestApp::new();
+    let reply = app.send("POST", "/half-update", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "panicked: true, half: None");
+    let id = reply.session_id().expect("the set before it is saved");
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get("a"), Some("1"));
+    assert_eq!(stored.get("half"), None);
+}
+
+#[tokio::test]
+async fn an_update_closure_that_panics_on_replay_is_a_500_not_a_dropped_connection() {
+    let app = TestApp::new();
+    let id = app.session_with("k", "v").await;
+
+    let held = spawn_send(&app, "POST", "/update-wait-boom", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/put/boom/yes", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.expect("the request must not panic");
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get("updated"), None);
+    assert_eq!(stored.get("boom"), Some("yes"));
+}
+
+#[tokio::test]
+async fn a_response_that_sets_the_session_cookie_is_not_stored_by_shared_caches() {
+    let app = TestApp::new();
+    let reply = common::send_full(app.router.clone(), "POST", "/cache/default", None).await;
+    assert!(reply.headers.contains_key("set-cookie"));
+    assert_eq!(reply.headers["cache-control"], "private, no-store");
+    assert_eq!(reply.headers["vary"], "Cookie");
+
+    let reply = common::send_full(app.router.clone(), "POST", "/cache/own", None).await;
+    assert!(reply.headers.contains_key("set-cookie"));
+    assert_eq!(
+        reply.headers["cache-control"], "private, max-age=60",
+        "the handler's own choice stands"
+    );
+
+    let reply = common::send_full(app.router.clone(), "GET", "/noop", None).await;
+    assert!(!reply.headers.contains_key("cache-control"));
+    assert!(
+        !reply.headers.contains_key("vary"),
+        "did not depend on the session"
+    );
+
+    let reply = common::send_full(app.router.clone(), "GET", "/get/k", None).await;
+    assert!(
+        !reply.headers.contains_key("cache-control"),
+        "no cookie set"
+    );
+    assert_eq!(reply.headers["vary"], "Cookie", "depended on the session");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_are_bounded_and_back_off_with_growing_sleeps() {
+    for attempts in [1, 7] {
+        let app = TestApp::with(|c| c, |l| l.max_save_attempts(attempts));
+        let id = app.session_with("k", "v").await;
+        app.store.always_conflict.store(true, Ordering::SeqCst);
+        let saves = app.store.saves();
+        let started = tokio::time::Instant::now();
+
+        let reply = app.send("POST", "/put/k/w", Some(&id)).await;
+        assert_eq!(reply.status, StatusCode::CONFLICT);
+        assert_eq!(
+            reply.response_extensions.get::<SessionFailure>(),
+            Some(&SessionFailure::Contention)
+        );
+        assert_eq!(
+            app.store.saves() - saves,
+            u64::from(attempts),
+            "exactly the limit"
+        );
+        // Between attempt n and n + 1 it sleeps at least half of
+        // min(2^(n-1), 50) ms: 0.5 + 1 + 2 + 4 + 8 + 16 ms for 7 attempts.
+        let slept = started.elapsed();
+        if attempts == 1 {
+            assert_eq!(slept, Duration::ZERO, "no retry, no sleep");
+        } else {
+            assert!(slept >= Duration::from_micros(31_500), "{slept:?}");
+            assert!(slept <= Duration::from_millis(63), "{slept:?}");
+        }
+        assert_eq!(app.stored(&id).await.unwrap().get("k"), Some("v"));
+    }
+}
+
+#[tokio::test]
+async fn an_inner_service_error_ends_the_session_handle_and_saves_nothing() {
+    use axum::http::{Request, Response};
+    use tower::{Layer as _, ServiceExt as _};
+
+    let store = common::TestStore::new(session_core::SessionConfig::new(IDLE));
+    let (keep, kept) = tokio::sync::oneshot::channel();
+    let keep = std::sync::Arc::new(std::sync::Mutex::new(Some(keep)));
+    let service = session_tower::SessionLayer::new(store.clone(), common::cookie_config()).layer(
+        tower::service_fn(move |request: Request<String>| {
+            let session = request
+                .extensions()
+                .get::<session_tower::Session>()
+                .cloned()
+                .expect("the layer inserts the session");
+            if let Some(keep) = keep.lock().unwrap().take() {
+                let _ = keep.send(session.clone());
+            }
+            async move {
+                session.set("k", "v").await?;
+                Err::<Response<String>, _>(session_core::Error::backend_msg("inner failure"))
+            }
+        }),
+    );
+    let result = service.oneshot(Request::new(String::new())).await;
+    assert!(result.is_err());
+    assert_eq!(store.len().await.unwrap(), 0);
+    let session = kept.await.unwrap();
+    assert!(matches!(
+        session.set("k", "late").await,
+        Err(session_core::Error::InvalidInput(_))
+    ));
 }

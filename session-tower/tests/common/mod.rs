@@ -15,10 +15,11 @@ use axum::routing::{get, post};
 use session_cookie::CookieConfig;
 use session_core::{
     Error, ManualClock, Result, Session as StoredSession, SessionConfig, SessionHandle, SessionId,
-    SessionInfo, SessionStore, async_trait,
+    SessionInfo, SessionStore, SessionStoreExt as _, async_trait,
 };
 use session_memory::MemoryStore;
 use session_tower::{Session, SessionLayer};
+use std::sync::Mutex;
 use tokio::sync::{Barrier, Notify};
 use tower::ServiceExt as _;
 
@@ -36,10 +37,22 @@ pub struct TestStore {
     pub down: AtomicBool,
     /// Saves (and rotations) fail with `Error::Backend`.
     pub saves_down: AtomicBool,
+    /// Saves of stored sessions always meet `Error::Conflict`.
+    pub always_conflict: AtomicBool,
+    /// Touches attempted, including those that failed.
+    pub touch_attempts: AtomicU64,
+    /// Loads wait at `load_gate` until the test releases them.
+    pub hold_loads: AtomicBool,
+    pub load_gate: Arc<Gate>,
 }
 
 impl TestStore {
     pub fn new(config: SessionConfig) -> Arc<Self> {
+        Self::with_gate(config, Arc::default())
+    }
+
+    /// A store whose held loads wait at `gate`.
+    pub fn with_gate(config: SessionConfig, load_gate: Arc<Gate>) -> Arc<Self> {
         Arc::new(Self {
             inner: MemoryStore::with_config(config),
             loads: AtomicU64::new(0),
@@ -47,6 +60,10 @@ impl TestStore {
             touches: AtomicU64::new(0),
             down: AtomicBool::new(false),
             saves_down: AtomicBool::new(false),
+            always_conflict: AtomicBool::new(false),
+            touch_attempts: AtomicU64::new(0),
+            hold_loads: AtomicBool::new(false),
+            load_gate,
         })
     }
 
@@ -78,6 +95,10 @@ impl TestStore {
     pub fn touches(&self) -> u64 {
         self.touches.load(Ordering::SeqCst)
     }
+
+    pub fn touch_attempts(&self) -> u64 {
+        self.touch_attempts.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
@@ -88,6 +109,9 @@ impl SessionStore for TestStore {
 
     async fn load(&self, id: &SessionId) -> Result<Option<StoredSession>> {
         self.check()?;
+        if self.hold_loads.load(Ordering::SeqCst) {
+            self.load_gate.pass().await;
+        }
         self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load(id).await
     }
@@ -95,10 +119,14 @@ impl SessionStore for TestStore {
     async fn save(&self, session: &mut StoredSession) -> Result<()> {
         self.check_save()?;
         self.saves.fetch_add(1, Ordering::SeqCst);
+        if self.always_conflict.load(Ordering::SeqCst) && !session.is_new() {
+            return Err(Error::Conflict);
+        }
         self.inner.save(session).await
     }
 
     async fn touch(&self, session: &mut StoredSession) -> Result<()> {
+        self.touch_attempts.fetch_add(1, Ordering::SeqCst);
         self.check_save()?;
         self.touches.fetch_add(1, Ordering::SeqCst);
         self.inner.touch(session).await
@@ -154,6 +182,9 @@ pub struct Gate {
     entered: Notify,
     release: Notify,
     together: Barrier,
+    /// What a task that outlived its request found.
+    reports: Mutex<Vec<String>>,
+    reported: Notify,
 }
 
 impl Default for Gate {
@@ -162,6 +193,8 @@ impl Default for Gate {
             entered: Notify::new(),
             release: Notify::new(),
             together: Barrier::new(TOGETHER),
+            reports: Mutex::new(Vec::new()),
+            reported: Notify::new(),
         }
     }
 }
@@ -180,6 +213,17 @@ impl Gate {
 
     pub fn release(&self) {
         self.release.notify_one();
+    }
+
+    fn report(&self, lines: Vec<String>) {
+        self.reports.lock().expect("reports").extend(lines);
+        self.reported.notify_one();
+    }
+
+    /// Wait for a late task's report.
+    pub async fn reports(&self) -> Vec<String> {
+        self.reported.notified().await;
+        std::mem::take(&mut *self.reports.lock().expect("reports"))
     }
 }
 
@@ -209,8 +253,11 @@ impl TestApp {
         layer: impl FnOnce(SessionLayer) -> SessionLayer,
     ) -> Self {
         let clock = ManualClock::new();
-        let store = TestStore::new(config(SessionConfig::new(IDLE).with_clock(clock.clone())));
         let gate = Arc::new(Gate::default());
+        let store = TestStore::with_gate(
+            config(SessionConfig::new(IDLE).with_clock(clock.clone())),
+            gate.clone(),
+        );
         let cookie = cookie_config();
         let session_layer = layer(SessionLayer::new(store.clone(), cookie.clone()));
         let router = routes().with_state(gate.clone()).layer(session_layer);
@@ -257,6 +304,23 @@ fn routes() -> Router<Arc<Gate>> {
         .route("/count-together", post(count_together))
         .route("/write-read-wait/{key}", post(write_read_wait))
         .route("/load-wait-write/{key}", post(load_wait_write))
+        .route("/remove/{key}", post(remove_key))
+        .route("/read-wait/{key}", get(read_wait))
+        .route("/quote-wait-charge", post(quote_wait_charge))
+        .route("/withdraw-wait/{amount}", post(withdraw_wait))
+        .route("/has-wait-write/{key}", post(has_wait_write))
+        .route("/login-wait/{user}", post(login_wait))
+        .route("/put-then-404/{key}/{value}", post(put_then_404))
+        .route("/bind/{owner}", post(bind))
+        .route("/late/{load}", post(late))
+        .route("/stray-load", get(stray_load))
+        .route("/half-update", post(half_update))
+        .route("/update-wait-boom", post(update_wait_boom))
+        .route("/cache/{mode}", post(cache))
+        .route(
+            "/read-rotate-meddle-charge",
+            post(read_rotate_meddle_charge),
+        )
 }
 
 async fn get_key(session: Session, Path(key): Path<String>) -> impl IntoResponse {
@@ -378,6 +442,214 @@ async fn load_wait_write(
     "handler done"
 }
 
+async fn remove_key(session: Session, Path(key): Path<String>) -> &'static str {
+    session.remove(&key).await.expect("load");
+    "removed"
+}
+
+/// Reads `key` (loading the session), waits at the gate, answers the value.
+async fn read_wait(
+    State(gate): State<Arc<Gate>>,
+    session: Session,
+    Path(key): Path<String>,
+) -> String {
+    let value = session.get(&key).await.expect("load");
+    gate.pass().await;
+    value.unwrap_or_else(|| "<none>".into())
+}
+
+/// An `update` copies `price` into `quote`; the handler reads `quote`, waits
+/// at the gate, and charges what it read.
+async fn quote_wait_charge(State(gate): State<Arc<Gate>>, session: Session) -> String {
+    session
+        .update(|s| {
+            let price = s.get("price").unwrap_or("0").to_owned();
+            s.set("quote", price);
+        })
+        .await
+        .expect("load");
+    let quote = session.get("quote").await.expect("get").unwrap_or_default();
+    gate.pass().await;
+    session.set("charged", quote.clone()).await.expect("set");
+    format!("charged {quote}")
+}
+
+/// Withdraws `amount` from `balance` only if it is covered, notes the
+/// attempt, waits at the gate, and says what it did.
+async fn withdraw_wait(
+    State(gate): State<Arc<Gate>>,
+    session: Session,
+    Path(amount): Path<u64>,
+) -> &'static str {
+    let done = session
+        .update(move |s| {
+            let balance: u64 = s.get("balance").and_then(|b| b.parse().ok()).unwrap_or(0);
+            if balance >= amount {
+                s.set("balance", (balance - amount).to_string());
+                "withdrew"
+            } else {
+                "declined"
+            }
+        })
+        .await
+        .expect("load");
+    session.set("attempted", "yes").await.expect("set");
+    gate.pass().await;
+    done
+}
+
+/// Checks whether `key` is present, waits at the gate, then writes `note`.
+async fn has_wait_write(
+    State(gate): State<Arc<Gate>>,
+    session: Session,
+    Path(key): Path<String>,
+) -> String {
+    let present = session.contains_key(&key).await.expect("load");
+    gate.pass().await;
+    session.set("note", "written").await.expect("set");
+    format!("present: {present}")
+}
+
+/// Binds the owner and sets `user`, waits at the gate, then rotates.
+async fn login_wait(
+    State(gate): State<Arc<Gate>>,
+    session: Session,
+    Path(user): Path<String>,
+) -> impl IntoResponse {
+    session.set_owner(&user).await.expect("load");
+    session.set("user", &user).await.expect("set");
+    gate.pass().await;
+    match session.cycle_id().await {
+        Ok(()) => (StatusCode::OK, "rotated".to_owned()),
+        Err(e @ Error::Conflict) => (StatusCode::CONFLICT, e.to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn put_then_404(session: Session, Path((key, value)): Path<(String, String)>) -> StatusCode {
+    session.set(key, value).await.expect("set");
+    StatusCode::NOT_FOUND
+}
+
+/// Binds the session to `owner` without rotating: the end-of-request save
+/// meets the owner limit.
+async fn bind(session: Session, Path(owner): Path<String>) -> &'static str {
+    session.set_owner(owner).await.expect("load");
+    "bound"
+}
+
+fn outcome<T: std::fmt::Debug>(result: Result<T>) -> String {
+    match result {
+        Ok(value) => format!("ok {value:?}"),
+        Err(Error::InvalidInput(_)) => "refused".to_owned(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Loads the session if `load` is "load", then leaves a task behind that,
+/// once the test releases the gate, tries every method and reports.
+async fn late(
+    State(gate): State<Arc<Gate>>,
+    session: Session,
+    Path(load): Path<String>,
+) -> &'static str {
+    if load == "load" {
+        session.get("k").await.expect("load");
+    }
+    tokio::spawn(async move {
+        gate.release.notified().await;
+        let report = vec![
+            format!("get: {}", outcome(session.get("k").await)),
+            format!("set: {}", outcome(session.set("k", "late").await)),
+            format!(
+                "update: {}",
+                outcome(session.update(|s| s.set("k", "late")).await)
+            ),
+            format!("cycle_id: {}", outcome(session.cycle_id().await)),
+            format!("destroy: {}", outcome(session.destroy().await)),
+        ];
+        gate.report(report);
+    });
+    "left a task behind"
+}
+
+/// Leaves a task behind whose load is held by the store, and answers as soon
+/// as that load has started.
+async fn stray_load(State(gate): State<Arc<Gate>>, session: Session) -> &'static str {
+    let task_gate = gate.clone();
+    tokio::spawn(async move {
+        let result = session.get("k").await;
+        task_gate.report(vec![format!("get: {}", outcome(result))]);
+    });
+    gate.wait_entered().await;
+    "answered while a load was in progress"
+}
+
+/// Sets `a`, then an `update` closure sets `half` and panics (in a task, so
+/// the handler survives); answers what the session holds afterwards.
+async fn half_update(session: Session) -> String {
+    session.set("a", "1").await.expect("set");
+    let clone = session.clone();
+    let panicked = tokio::spawn(async move {
+        let _ = clone
+            .update(|s| {
+                s.set("half", "applied");
+                panic!("the closure fails half-way");
+            })
+            .await;
+    })
+    .await
+    .is_err();
+    let half = session.get("half").await.expect("get");
+    format!("panicked: {panicked}, half: {half:?}")
+}
+
+/// An `update` that works now but panics when re-run on a session holding
+/// `boom`; waits at the gate in between.
+async fn update_wait_boom(State(gate): State<Arc<Gate>>, session: Session) -> &'static str {
+    session
+        .update(|s| {
+            assert!(s.get("boom").is_none(), "boom on replay");
+            s.set("updated", "yes");
+        })
+        .await
+        .expect("load");
+    gate.pass().await;
+    "updated"
+}
+
+/// Reads `price`, rotates, then changes `price` behind its own back through
+/// the store (as a concurrent request could), and charges what it read.
+async fn read_rotate_meddle_charge(session: Session) -> String {
+    let price = session
+        .get("price")
+        .await
+        .expect("load")
+        .unwrap_or_default();
+    session.cycle_id().await.expect("rotation");
+    let id = session.id().await.expect("id").expect("a session");
+    session
+        .store()
+        .update(&id, |s| s.set("price", "99"))
+        .await
+        .expect("meddling");
+    session.set("charged", price.clone()).await.expect("set");
+    format!("charged {price}")
+}
+
+/// Writes the session; `mode` "own" also sets its own `Cache-Control`.
+async fn cache(session: Session, Path(mode): Path<String>) -> Response<Body> {
+    session.set("k", "v").await.expect("set");
+    let mut response = Response::new(Body::from("cached?"));
+    if mode == "own" {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("private, max-age=60"),
+        );
+    }
+    response
+}
+
 /// What a test needs from a response.
 #[derive(Debug)]
 pub struct Reply {
@@ -431,5 +703,25 @@ pub async fn reply(response: Response<Body>) -> Reply {
         set_cookies,
         body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
         response_extensions: parts.extensions,
+    }
+}
+
+/// A response's status and all its headers.
+#[derive(Debug)]
+pub struct FullReply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+}
+
+pub async fn send_full(router: Router, method: &str, uri: &str, cookie: Option<&str>) -> FullReply {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, format!("{COOKIE}={cookie}"));
+    }
+    let request = request.body(Body::empty()).expect("request");
+    let response = router.oneshot(request).await.expect("infallible");
+    FullReply {
+        status: response.status(),
+        headers: response.headers().clone(),
     }
 }
