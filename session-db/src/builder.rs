@@ -8,9 +8,11 @@ use std::time::Duration;
 use diesel::r2d2::{ConnectionManager, HandleError, Pool};
 use session_core::SessionConfig;
 
+use crate::health::{Checkout, checkout};
 use crate::migrations::TableMigrations;
-use crate::sql::{Database, Statements};
+use crate::sql::{Database, LockScope, Statements};
 use crate::table::{DEFAULT_TABLE_NAME, TableName};
+use crate::url::{Secrets, Target, parse_url};
 use crate::{DbError, DbSessionStore, Inner};
 
 /// Default maximum number of pooled connections.
@@ -196,14 +198,24 @@ impl diesel::r2d2::CustomizeConnection<diesel::SqliteConnection, diesel::r2d2::E
 }
 
 /// Reports connection failures of pools this crate builds through `tracing`
-/// (r2d2's default uses the `log` crate).
-#[derive(Debug, Clone, Copy)]
-struct TraceErrors;
+/// (r2d2's default uses the `log` crate), with the URL's secrets redacted:
+/// drivers quote the parts of a URL they could not use.
+#[derive(Debug, Clone)]
+struct TraceErrors(Secrets);
 
 impl HandleError<diesel::r2d2::Error> for TraceErrors {
     fn handle_error(&self, error: diesel::r2d2::Error) {
+        let error = self.0.redact(&error.to_string());
         tracing::warn!(%error, "session-db: could not open a database connection");
     }
+}
+
+/// A pool this crate opened, how to take connections from it, and what its
+/// errors must not show.
+struct Opened {
+    pool: DbPool,
+    checkout: Checkout,
+    secrets: Secrets,
 }
 
 /// Where the store's connections come from.
@@ -306,16 +318,20 @@ impl DbSessionStoreBuilder {
     }
 
     /// Maximum number of pooled connections (default 10; at least 1). Only
-    /// for a pool built from a URL; `sqlite::memory:` always uses one.
+    /// for a pool built from a URL; an in-memory SQLite database always uses
+    /// one.
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = size.max(1);
         self
     }
 
     /// How long an operation waits for a pooled connection before failing
-    /// with [`session_core::Error::Backend`] (default 5 s). On SQLite it is
-    /// also the `busy_timeout`: how long a writer waits for the write lock.
-    /// Only for a pool built from a URL; an existing pool keeps its own.
+    /// with [`session_core::Error::Backend`] (default 5 s), and how long a
+    /// write waits for a per-owner lock ([`DbError::LockTimeout`]). On
+    /// SQLite it is also the `busy_timeout`: how long a writer waits for the
+    /// write lock, after it got a connection (so a write may wait up to
+    /// twice this). Only for a pool built from a URL; an existing pool keeps
+    /// its own (its connection timeout is then the lock wait).
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout.max(Duration::from_millis(1));
         self
@@ -333,10 +349,12 @@ impl DbSessionStoreBuilder {
     ///
     /// # Errors
     /// [`DbError::InvalidTableName`], [`DbError::UnsupportedUrl`],
-    /// [`DbError::FeatureDisabled`] (a URL for a database whose feature is
-    /// not enabled), [`DbError::Pool`] if no connection can be opened within
-    /// the connection timeout, [`DbError::Migration`] or
-    /// [`DbError::LockTimeout`] if the table cannot be created.
+    /// [`DbError::InvalidUrl`] (also for a password with an unescaped `@`,
+    /// `/`, `?`, `#` or `%`), [`DbError::FeatureDisabled`] (a URL for a
+    /// database whose feature is not enabled), [`DbError::Pool`] if no
+    /// connection can be opened within the connection timeout,
+    /// [`DbError::Migration`] or [`DbError::LockTimeout`] if the table cannot
+    /// be created.
     pub async fn build(self) -> Result<DbSessionStore, DbError> {
         let table = TableName::parse(&self.table)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| DbError::NoRuntime)?;
@@ -347,67 +365,106 @@ impl DbSessionStoreBuilder {
     }
 
     fn build_blocking(self, table: TableName) -> Result<DbSessionStore, DbError> {
-        let pool = match self.source {
-            Source::Pool(ref pool) => pool.clone(),
+        let Opened {
+            pool,
+            checkout,
+            secrets,
+        } = match self.source {
+            Source::Pool(ref pool) => Opened {
+                pool: pool.clone(),
+                checkout: Checkout::AsIs,
+                secrets: Secrets::none(),
+            },
             Source::Url(ref url) => self.open(url)?,
         };
         let database = pool.database();
         if self.run_migrations {
-            migrate(&pool, TableMigrations::new(database, table.clone()))?;
+            on_connection(&pool, &secrets, |c| {
+                c.migrate(TableMigrations::new(database, table.clone()))
+            })?;
         }
-        tracing::debug!(%database, %table, "session store ready");
+        let mut sql = Statements::new(database, table);
+        if database == Database::Mysql {
+            sql.lock_scope = on_connection(&pool, &secrets, |c| c.lock_scope())?;
+        }
+        tracing::debug!(%database, table = %sql.table, "session store ready");
         Ok(DbSessionStore {
             inner: Arc::new(Inner {
                 lock_wait: pool.connection_timeout(),
-                sql: Statements::new(database, table),
+                sql,
                 pool,
                 config: self.config,
+                checkout,
+                secrets,
             }),
         })
     }
 
-    fn open(&self, url: &str) -> Result<DbPool, DbError> {
+    fn open(&self, url: &str) -> Result<Opened, DbError> {
         let target = parse_url(url)?;
-        let timeout = self.connection_timeout;
-        match target {
+        // A SQLite path is no secret, and SQLite's errors are clearer with it.
+        let secrets = match &target {
+            Target::Postgres(normalized) | Target::Mysql(normalized) => {
+                Secrets::from_url(url).and_url(normalized)
+            }
+            Target::SqliteFile(_) | Target::SqliteMemory(_) => Secrets::none(),
+        };
+        let (size, timeout) = (self.pool_size, self.connection_timeout);
+        let redact = |e: diesel::r2d2::PoolError| DbError::Pool(secrets.redact(&e.to_string()));
+        let (pool, checkout) = match target {
             #[cfg(feature = "sqlite")]
-            Target::SqliteFile(path) => pool_builder(self.pool_size, timeout)
-                .connection_customizer(Box::new(SqliteTuning::new(self.connection_timeout)))
+            Target::SqliteFile(path) => pool_builder(size, timeout, &secrets)
+                .test_on_check_out(false)
+                .connection_customizer(Box::new(SqliteTuning::new(timeout)))
                 .build(ConnectionManager::new(path))
-                .map(DbPool::Sqlite)
-                .map_err(DbError::Pool),
+                .map(|p| (DbPool::Sqlite(p), Checkout::AsIs))
+                .map_err(redact)?,
             // Every connection to ":memory:" is its own database: keep exactly
             // one, forever.
             #[cfg(feature = "sqlite")]
-            Target::SqliteMemory => pool_builder(1, timeout)
+            Target::SqliteMemory(uri) => pool_builder(1, timeout, &secrets)
+                .test_on_check_out(false)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .connection_customizer(Box::new(SqliteTuning::in_memory(self.connection_timeout)))
-                .build(ConnectionManager::new(":memory:"))
-                .map(DbPool::Sqlite)
-                .map_err(DbError::Pool),
+                .connection_customizer(Box::new(SqliteTuning::in_memory(timeout)))
+                .build(ConnectionManager::new(uri))
+                .map(|p| (DbPool::Sqlite(p), Checkout::AsIs))
+                .map_err(redact)?,
             #[cfg(feature = "postgres")]
-            Target::Postgres(url) => pool_builder(self.pool_size, timeout)
+            Target::Postgres(url) => pool_builder(size, timeout, &secrets)
+                .test_on_check_out(false)
                 .build(ConnectionManager::new(url))
-                .map(DbPool::Postgres)
-                .map_err(DbError::Pool),
+                .map(|p| (DbPool::Postgres(p), Checkout::PingIfIdle))
+                .map_err(redact)?,
             #[cfg(feature = "mysql")]
-            Target::Mysql(url) => pool_builder(self.pool_size, timeout)
+            Target::Mysql(url) => pool_builder(size, timeout, &secrets)
+                .test_on_check_out(true)
                 .build(ConnectionManager::new(url))
-                .map(DbPool::Mysql)
-                .map_err(DbError::Pool),
+                .map(|p| (DbPool::Mysql(p), Checkout::AsIs))
+                .map_err(redact)?,
             #[allow(unreachable_patterns)]
-            other => Err(DbError::FeatureDisabled {
-                database: other.database().name(),
-                feature: other.database().feature(),
-            }),
-        }
+            other => {
+                return Err(DbError::FeatureDisabled {
+                    database: other.database().name(),
+                    feature: other.database().feature(),
+                });
+            }
+        };
+        Ok(Opened {
+            pool,
+            checkout,
+            secrets,
+        })
     }
 }
 
 /// Pool settings shared by every database: `min_idle` 1 so building checks
 /// that the database is reachable without opening the whole pool at once.
-fn pool_builder<C>(size: u32, timeout: Duration) -> diesel::r2d2::Builder<ConnectionManager<C>>
+fn pool_builder<C>(
+    size: u32,
+    timeout: Duration,
+    secrets: &Secrets,
+) -> diesel::r2d2::Builder<ConnectionManager<C>>
 where
     C: diesel::r2d2::R2D2Connection + 'static,
 {
@@ -415,129 +472,37 @@ where
         .max_size(size)
         .min_idle(Some(1))
         .connection_timeout(timeout)
-        .error_handler(Box::new(TraceErrors))
+        .error_handler(Box::new(TraceErrors(secrets.clone())))
 }
 
-fn migrate(pool: &DbPool, migrations: TableMigrations) -> Result<(), DbError> {
-    use crate::conn::Conn;
+/// Run `f` on a connection of `pool` (at build time).
+fn on_connection<T>(
+    pool: &DbPool,
+    secrets: &Secrets,
+    f: impl FnOnce(&mut dyn AnyConn) -> Result<T, DbError>,
+) -> Result<T, DbError> {
     match *pool {
         #[cfg(feature = "sqlite")]
-        DbPool::Sqlite(ref p) => p.get().map_err(DbError::Pool)?.migrate(migrations),
+        DbPool::Sqlite(ref p) => f(&mut *checkout(p, Checkout::AsIs, secrets)?),
         #[cfg(feature = "postgres")]
-        DbPool::Postgres(ref p) => p.get().map_err(DbError::Pool)?.migrate(migrations),
+        DbPool::Postgres(ref p) => f(&mut *checkout(p, Checkout::AsIs, secrets)?),
         #[cfg(feature = "mysql")]
-        DbPool::Mysql(ref p) => p.get().map_err(DbError::Pool)?.migrate(migrations),
+        DbPool::Mysql(ref p) => f(&mut *checkout(p, Checkout::AsIs, secrets)?),
     }
 }
 
-/// What a URL points at.
-#[derive(Debug, PartialEq, Eq)]
-enum Target {
-    SqliteFile(String),
-    SqliteMemory,
-    Postgres(String),
-    Mysql(String),
+/// The build-time operations of [`Conn`](crate::conn::Conn), object safe.
+trait AnyConn {
+    fn migrate(&mut self, migrations: TableMigrations) -> Result<(), DbError>;
+    fn lock_scope(&mut self) -> Result<LockScope, DbError>;
 }
 
-impl Target {
-    fn database(&self) -> Database {
-        match self {
-            Self::SqliteFile(_) | Self::SqliteMemory => Database::Sqlite,
-            Self::Postgres(_) => Database::Postgres,
-            Self::Mysql(_) => Database::Mysql,
-        }
-    }
-}
-
-/// Recognise the URL forms this crate accepts (see the crate docs).
-fn parse_url(url: &str) -> Result<Target, DbError> {
-    let url = url.trim();
-    if url.is_empty() {
-        return Err(DbError::InvalidUrl("the database URL is empty"));
-    }
-    if matches!(url, "sqlite::memory:" | "sqlite://:memory:" | ":memory:") {
-        return Ok(Target::SqliteMemory);
-    }
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        if path.is_empty() {
-            return Err(DbError::InvalidUrl(
-                "a sqlite:// URL needs a file path, e.g. sqlite://data/sessions.db",
-            ));
-        }
-        return Ok(Target::SqliteFile(path.to_owned()));
-    }
-    // SQLite URI filenames (file:app.db?mode=rwc) pass through unchanged.
-    if url.starts_with("file:") {
-        return Ok(Target::SqliteFile(url.to_owned()));
-    }
-    if let Some((scheme, rest)) = url.split_once("://") {
-        return match scheme.to_ascii_lowercase().as_str() {
-            "postgres" | "postgresql" => Ok(Target::Postgres(url.to_owned())),
-            "mysql" => Ok(Target::Mysql(url.to_owned())),
-            "mariadb" => Ok(Target::Mysql(format!("mysql://{rest}"))),
-            _ => Err(DbError::UnsupportedUrl {
-                scheme: scheme.to_owned(),
-            }),
-        };
-    }
-    Ok(Target::SqliteFile(url.to_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_urls_and_plain_paths_name_a_file() {
-        for (url, path) in [
-            ("sqlite://data/sessions.db", "data/sessions.db"),
-            (
-                "sqlite:///var/lib/app/sessions.db",
-                "/var/lib/app/sessions.db",
-            ),
-            ("sqlite:sessions.db", "sessions.db"),
-            ("sessions.db", "sessions.db"),
-            ("/tmp/x/sessions.db", "/tmp/x/sessions.db"),
-            (" ./s.db ", "./s.db"),
-            ("file:s.db?mode=rwc", "file:s.db?mode=rwc"),
-        ] {
-            assert_eq!(
-                parse_url(url).unwrap(),
-                Target::SqliteFile(path.into()),
-                "{url}"
-            );
-        }
-        for url in ["sqlite::memory:", "sqlite://:memory:", ":memory:"] {
-            assert_eq!(parse_url(url).unwrap(), Target::SqliteMemory, "{url}");
-        }
+impl<C: crate::conn::Conn> AnyConn for C {
+    fn migrate(&mut self, migrations: TableMigrations) -> Result<(), DbError> {
+        crate::conn::Conn::migrate(self, migrations)
     }
 
-    #[test]
-    fn server_urls_are_recognised() {
-        let pg = "postgres://u:p@db:5432/app?application_name=x";
-        assert_eq!(parse_url(pg).unwrap(), Target::Postgres(pg.into()));
-        let pg = "postgresql://db/app";
-        assert_eq!(parse_url(pg).unwrap(), Target::Postgres(pg.into()));
-        let my = "mysql://root@127.0.0.1:3306/test";
-        assert_eq!(parse_url(my).unwrap(), Target::Mysql(my.into()));
-        assert_eq!(
-            parse_url("mariadb://root@127.0.0.1/test").unwrap(),
-            Target::Mysql("mysql://root@127.0.0.1/test".into())
-        );
-    }
-
-    #[test]
-    fn unknown_schemes_and_empty_urls_are_clear_errors_without_the_url() {
-        let err = parse_url("redis://:secret@host/0").unwrap_err();
-        assert!(matches!(&err, DbError::UnsupportedUrl { scheme } if scheme == "redis"));
-        assert!(!err.to_string().contains("secret"));
-        assert!(matches!(parse_url("  "), Err(DbError::InvalidUrl(_))));
-        assert!(matches!(
-            parse_url("sqlite://"),
-            Err(DbError::InvalidUrl(_))
-        ));
+    fn lock_scope(&mut self) -> Result<LockScope, DbError> {
+        crate::conn::Conn::lock_scope(self)
     }
 }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::DbError;
 use crate::error::OpError;
 use crate::migrations::TableMigrations;
-use crate::sql::{Arg, CountRow, OwnerRow, RecordRow, Statements, Stmt};
+use crate::sql::{Arg, CountRow, LockScope, OwnerRow, RecordRow, Statements, Stmt};
 
 /// How long a starting store waits for another process that is migrating the
 /// same database.
@@ -34,25 +34,37 @@ pub(crate) trait Conn: Sized + 'static {
 
     /// Run `f` in a transaction that holds `owner`'s lock, so that no other
     /// binding of a session to the same owner runs in between (the per-owner
-    /// limit's count and the write are one step).
+    /// limit's count and the write are one step). Waiting longer than `wait`
+    /// for the lock fails with [`DbError::LockTimeout`]. `f` may run twice if
+    /// the database aborted the first run to break a deadlock.
     fn owner_locked<T>(
         &mut self,
         sql: &Statements,
         owner: &str,
         wait: Duration,
-        f: impl FnOnce(&mut Self) -> Result<T, OpError>,
+        f: impl FnMut(&mut Self) -> Result<T, OpError>,
     ) -> Result<T, OpError>;
 
     /// Insert a new row (`values` in `COLUMNS` order), replacing an expired
     /// row under the same key. `Ok(false)` if a live row holds the key.
+    /// `in_transaction`: the insert is part of a longer transaction, whose
+    /// locks are held until it ends.
     fn insert(
         &mut self,
         sql: &Statements,
         values: &[Arg<'_>; 8],
         now: i64,
+        in_transaction: bool,
     ) -> Result<bool, OpError>;
 
-    /// Run the pending migrations, serialised with other processes.
+    /// What the database's server-wide lock names must include (MySQL).
+    fn lock_scope(&mut self) -> Result<LockScope, DbError> {
+        Ok(LockScope::default())
+    }
+
+    /// Run the pending migrations, serialised with other processes. When
+    /// every migration is recorded already, only reads: a role without the
+    /// right to create tables can start a store on a migrated database.
     fn migrate(&mut self, migrations: TableMigrations) -> Result<(), DbError>;
 }
 
@@ -84,6 +96,27 @@ macro_rules! shared_queries {
     };
 }
 
+/// Whether any of `migrations` is not recorded in diesel's
+/// `__diesel_schema_migrations` yet (`table_exists` counts that table).
+fn pending<C: Conn>(
+    c: &mut C,
+    migrations: &TableMigrations,
+    table_exists: &str,
+) -> Result<bool, DbError> {
+    let read = |e| DbError::Migration(Box::new(e));
+    if c.count(&Stmt::new(table_exists), &[]).map_err(read)? == 0 {
+        return Ok(true);
+    }
+    let recorded =
+        Stmt::new("SELECT COUNT(*) AS n FROM __diesel_schema_migrations WHERE version = ?");
+    for version in migrations.versions() {
+        if c.count(&recorded, &[Arg::Text(&version)]).map_err(read)? == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// SQLite and PostgreSQL: one `INSERT … ON CONFLICT DO UPDATE … WHERE
 /// expires_ms <= now` inserts, replaces an expired row, or changes nothing
 /// (0 rows) when the row under the key is live.
@@ -99,16 +132,50 @@ fn upsert_over_expired<C: Conn>(
     Ok(c.exec(&sql.insert, &args)? == 1)
 }
 
-/// The key of a per-owner lock: a hash of the table and the owner, so locks
-/// of different tables and owners do not contend.
+/// A hash naming a lock: of what it is for, the scope the database's lock
+/// names share (MySQL's are server-wide), and the parts (table, owner).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-fn owner_lock_hash(sql: &Statements, owner: &str) -> [u8; 32] {
+fn lock_hash(purpose: &str, scope: &str, parts: &[&str]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"session-db owner lock\0");
-    h.update(sql.table.as_str().as_bytes());
+    h.update(b"session-db ");
+    h.update(purpose.as_bytes());
     h.update([0]);
-    h.update(owner.as_bytes());
+    if !scope.is_empty() {
+        h.update(scope.as_bytes());
+        h.update([0]);
+    }
+    for part in parts {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
     h.finalize().into()
+}
+
+/// A transaction opened with `begin` (which may set options for it, in one
+/// round trip), committed if `f` succeeds and rolled back otherwise, as
+/// diesel's own `Connection::transaction` does.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn transaction_with<C, T, E>(
+    c: &mut C,
+    begin: &str,
+    f: impl FnOnce(&mut C) -> Result<T, E>,
+) -> Result<T, E>
+where
+    C: diesel::Connection<TransactionManager = diesel::connection::AnsiTransactionManager>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    AnsiTransactionManager::begin_transaction_sql(c, begin)?;
+    match f(c) {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(c)?;
+            Ok(value)
+        }
+        Err(error) => match AnsiTransactionManager::rollback_transaction(c) {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -117,6 +184,9 @@ mod sqlite {
     use diesel_migrations::MigrationHarness;
 
     use super::*;
+
+    const MIGRATIONS_TABLE_EXISTS: &str = "SELECT COUNT(*) AS n FROM sqlite_master \
+         WHERE type = 'table' AND name = '__diesel_schema_migrations'";
 
     impl Conn for SqliteConnection {
         shared_queries!();
@@ -129,13 +199,13 @@ mod sqlite {
         }
 
         /// SQLite serialises all writers: the `BEGIN IMMEDIATE` write lock is
-        /// the owner lock.
+        /// the owner lock (waiting up to `busy_timeout`, not `wait`).
         fn owner_locked<T>(
             &mut self,
             _sql: &Statements,
             _owner: &str,
             _wait: Duration,
-            f: impl FnOnce(&mut Self) -> Result<T, OpError>,
+            f: impl FnMut(&mut Self) -> Result<T, OpError>,
         ) -> Result<T, OpError> {
             self.immediate_transaction(f)
         }
@@ -145,6 +215,7 @@ mod sqlite {
             sql: &Statements,
             values: &[Arg<'_>; 8],
             now: i64,
+            _in_transaction: bool,
         ) -> Result<bool, OpError> {
             upsert_over_expired(self, sql, values, now)
         }
@@ -153,6 +224,9 @@ mod sqlite {
         /// process waits for the first (busy timeout), then finds nothing
         /// pending.
         fn migrate(&mut self, migrations: TableMigrations) -> Result<(), DbError> {
+            if !pending(self, &migrations, MIGRATIONS_TABLE_EXISTS)? {
+                return Ok(());
+            }
             self.immediate_transaction(|c| {
                 c.run_pending_migrations(migrations)
                     .map(drop)
@@ -164,16 +238,43 @@ mod sqlite {
 
 #[cfg(feature = "postgres")]
 mod postgres {
-    use std::time::Instant;
-
-    use diesel::{Connection, PgConnection};
+    use diesel::PgConnection;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
     use diesel_migrations::MigrationHarness;
 
     use super::*;
 
     /// Advisory lock key serialising migrations of session tables in one
-    /// database ("sessdbmg").
+    /// database ("sessdbmg"; documented in the crate docs).
     const MIGRATION_LOCK: i64 = 0x7365_7373_6462_6d67;
+
+    const MIGRATIONS_TABLE_EXISTS: &str = "SELECT COUNT(*) AS n FROM \
+         (SELECT to_regclass('__diesel_schema_migrations') AS t) AS r WHERE t IS NOT NULL";
+
+    /// `BEGIN` with a transaction-local `lock_timeout` of `wait`.
+    fn begin_waiting(wait: Duration) -> String {
+        format!(
+            "BEGIN; SET LOCAL lock_timeout = '{}ms'",
+            wait.as_millis().clamp(1, i32::MAX as u128)
+        )
+    }
+
+    /// `pg_advisory_xact_lock(key)`, released when the transaction ends. The
+    /// lock is all this statement waits for, so its failure with a server
+    /// error (SQLSTATE 55P03, which diesel reports as `Unknown`) is the
+    /// transaction's `lock_timeout`.
+    fn xact_lock(c: &mut PgConnection, key: i64, wait: Duration) -> Result<(), DbError> {
+        match c.exec(
+            &Stmt::new("SELECT pg_advisory_xact_lock(?)"),
+            &[Arg::Int(key)],
+        ) {
+            Ok(_) => Ok(()),
+            Err(DieselError::DatabaseError(DatabaseErrorKind::Unknown, _)) => {
+                Err(DbError::LockTimeout(wait))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 
     impl Conn for PgConnection {
         shared_queries!();
@@ -185,30 +286,22 @@ mod postgres {
             f(self)
         }
 
-        /// `pg_advisory_xact_lock` on a hash of table and owner, released when
-        /// the transaction ends; waiting at most `wait` (a transaction-local
-        /// `lock_timeout`).
+        /// `pg_advisory_xact_lock` on a hash of table and owner (advisory
+        /// locks are per database already), released when the transaction
+        /// ends; waiting at most `wait` (a transaction-local `lock_timeout`).
         fn owner_locked<T>(
             &mut self,
             sql: &Statements,
             owner: &str,
             wait: Duration,
-            f: impl FnOnce(&mut Self) -> Result<T, OpError>,
+            mut f: impl FnMut(&mut Self) -> Result<T, OpError>,
         ) -> Result<T, OpError> {
-            let hash = owner_lock_hash(sql, owner);
+            let hash = lock_hash("owner lock", "", &[sql.table.as_str(), owner]);
             let key = i64::from_be_bytes([
                 hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
             ]);
-            let timeout = format!("{}ms", wait.as_millis().max(1));
-            self.transaction(|c| {
-                c.exec(
-                    &Stmt::new("SELECT set_config('lock_timeout', ?, true)"),
-                    &[Arg::Text(&timeout)],
-                )?;
-                c.exec(
-                    &Stmt::new("SELECT pg_advisory_xact_lock(?)"),
-                    &[Arg::Int(key)],
-                )?;
+            transaction_with(self, &begin_waiting(wait), |c| {
+                xact_lock(c, key, wait)?;
                 f(c)
             })
         }
@@ -218,35 +311,27 @@ mod postgres {
             sql: &Statements,
             values: &[Arg<'_>; 8],
             now: i64,
+            _in_transaction: bool,
         ) -> Result<bool, OpError> {
             upsert_over_expired(self, sql, values, now)
         }
 
-        /// Session-level advisory lock around the run. DDL is transactional
-        /// in PostgreSQL, and the lock also keeps concurrent
-        /// `CREATE TABLE IF NOT EXISTS` from racing in the catalog.
+        /// The whole run is one transaction holding a transaction-level
+        /// advisory lock (DDL is transactional in PostgreSQL): nothing is
+        /// left half done, and no lock outlives the transaction, also behind
+        /// a pooler such as PgBouncer in transaction mode, where a
+        /// session-level lock and its unlock could reach different server
+        /// connections.
         fn migrate(&mut self, migrations: TableMigrations) -> Result<(), DbError> {
-            let try_lock = Stmt::new(
-                "SELECT CAST(CASE WHEN pg_try_advisory_lock(?) THEN 1 ELSE 0 END AS BIGINT) AS n",
-            );
-            let deadline = Instant::now() + MIGRATION_LOCK_WAIT;
-            while self.count(&try_lock, &[Arg::Int(MIGRATION_LOCK)])? != 1 {
-                if Instant::now() >= deadline {
-                    return Err(DbError::LockTimeout(MIGRATION_LOCK_WAIT));
-                }
-                std::thread::sleep(Duration::from_millis(25));
+            if !pending(self, &migrations, MIGRATIONS_TABLE_EXISTS)? {
+                return Ok(());
             }
-            let ran = self
-                .run_pending_migrations(migrations)
-                .map(drop)
-                .map_err(DbError::Migration);
-            let unlocked = self.exec(
-                &Stmt::new("SELECT pg_advisory_unlock(?)"),
-                &[Arg::Int(MIGRATION_LOCK)],
-            );
-            ran?;
-            unlocked?;
-            Ok(())
+            transaction_with(self, &begin_waiting(MIGRATION_LOCK_WAIT), |c| {
+                xact_lock(c, MIGRATION_LOCK, MIGRATION_LOCK_WAIT)?;
+                c.run_pending_migrations(migrations)
+                    .map(drop)
+                    .map_err(DbError::Migration)
+            })
         }
     }
 }
@@ -255,19 +340,54 @@ mod postgres {
 mod mysql {
     use std::fmt::Write as _;
 
-    use diesel::{Connection, MysqlConnection};
+    use diesel::MysqlConnection;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
     use diesel_migrations::MigrationHarness;
 
     use super::*;
+    use crate::sql::ScopeRow;
 
-    const MIGRATION_LOCK: &str = "session_db:migrate";
+    const MIGRATIONS_TABLE_EXISTS: &str = "SELECT COUNT(*) AS n FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name = '__diesel_schema_migrations'";
 
-    /// `GET_LOCK` with a timeout in whole seconds; true if granted.
-    fn get_lock(c: &mut MysqlConnection, name: &str, wait: Duration) -> diesel::QueryResult<bool> {
-        let secs = i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX);
+    /// Each locked transaction reads what committed before each of its
+    /// statements: after a compare-and-set matched no row, the read that
+    /// tells a conflict from a deleted session must see the deletion (under
+    /// REPEATABLE READ it would read the snapshot of the transaction's first
+    /// read). The named lock serialises the writers that must not overlap.
+    /// READ COMMITTED also takes no gap locks, so concurrent locked inserts
+    /// do not deadlock on a shared gap.
+    const BEGIN_READ_COMMITTED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN";
+
+    /// A named lock's name: `session_db:` and 32 hex digits of a hash that
+    /// includes the database, because MySQL's lock names are server-wide.
+    fn lock_name(purpose: &str, scope: &str, parts: &[&str]) -> String {
+        let hash = lock_hash(purpose, scope, parts);
+        let mut name = String::from("session_db:");
+        for b in &hash[..16] {
+            let _ = write!(name, "{b:02x}");
+        }
+        name
+    }
+
+    /// `GET_LOCK`, waiting up to `wait`; true if granted. MariaDB takes the
+    /// timeout in fractional seconds; MySQL only in whole seconds, so there
+    /// it is rounded up (a 300 ms wait waits up to 1 s).
+    fn get_lock(
+        c: &mut MysqlConnection,
+        name: &str,
+        wait: Duration,
+        fractional: bool,
+    ) -> diesel::QueryResult<bool> {
+        let timeout = if fractional {
+            format!("{}.{:03}", wait.as_secs(), wait.subsec_millis())
+        } else {
+            let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            whole.max(1).to_string()
+        };
         let got = c.count(
             &Stmt::new("SELECT CAST(COALESCE(GET_LOCK(?, ?), 0) AS SIGNED) AS n"),
-            &[Arg::Text(name), Arg::Int(secs)],
+            &[Arg::Text(name), Arg::Text(&timeout)],
         )?;
         Ok(got == 1)
     }
@@ -283,6 +403,16 @@ mod mysql {
         }
     }
 
+    fn is_deadlock<T>(result: &Result<T, OpError>) -> bool {
+        matches!(
+            result,
+            Err(OpError::Db(DbError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::SerializationFailure,
+                _
+            ))))
+        )
+    }
+
     impl Conn for MysqlConnection {
         shared_queries!();
 
@@ -293,48 +423,60 @@ mod mysql {
             f(self)
         }
 
-        /// A named lock (`GET_LOCK`) on a hash of table and owner, taken
-        /// before the transaction starts (so its first read sees the previous
-        /// holder's commit) and released after it ends.
+        /// A named lock (`GET_LOCK`) on a hash of database, table and owner,
+        /// taken before the transaction starts (so its first read sees the
+        /// previous holder's commit) and released after it ends. The
+        /// transaction runs at READ COMMITTED. If InnoDB chose it as a
+        /// deadlock victim (it rolled it back), it runs once more.
         fn owner_locked<T>(
             &mut self,
             sql: &Statements,
             owner: &str,
             wait: Duration,
-            f: impl FnOnce(&mut Self) -> Result<T, OpError>,
+            mut f: impl FnMut(&mut Self) -> Result<T, OpError>,
         ) -> Result<T, OpError> {
-            let hash = owner_lock_hash(sql, owner);
-            let mut name = String::from("session_db:");
-            for b in &hash[..16] {
-                let _ = write!(name, "{b:02x}");
-            }
-            if !get_lock(self, &name, wait)? {
+            let scope = &sql.lock_scope;
+            let name = lock_name("owner lock", &scope.database, &[sql.table.as_str(), owner]);
+            if !get_lock(self, &name, wait, scope.fractional_wait)? {
                 return Err(DbError::LockTimeout(wait).into());
             }
-            let result = self.transaction(f);
+            let mut result = transaction_with(self, BEGIN_READ_COMMITTED, &mut f);
+            if is_deadlock(&result) {
+                tracing::debug!("a locked write was a deadlock victim; running it again");
+                result = transaction_with(self, BEGIN_READ_COMMITTED, &mut f);
+            }
             release_lock(self, &name);
             result
         }
 
-        /// MySQL has no conditional upsert: insert, and only if the key is
-        /// taken, delete the row there if it is expired and insert once more;
-        /// a second duplicate means a live session holds the key. Each step
-        /// is one atomic statement, and the common path (a fresh key) is one
-        /// statement that takes no gap locks.
+        /// MySQL has no conditional upsert. On its own (autocommit): insert,
+        /// and only if the key is taken, delete the row there if it is
+        /// expired and insert once more; a second duplicate means a live
+        /// session holds the key. The common path (a fresh key) is one
+        /// statement. Inside a transaction a failed insert would keep a
+        /// shared lock on the duplicate row until the end, and two such
+        /// transactions would deadlock on the delete: there, delete an
+        /// expired row first, then insert.
         fn insert(
             &mut self,
             sql: &Statements,
             values: &[Arg<'_>; 8],
             now: i64,
+            in_transaction: bool,
         ) -> Result<bool, OpError> {
-            match self.exec(&sql.insert, values) {
-                Ok(_) => return Ok(true),
-                Err(e) if !is_unique_violation(&e) => return Err(e.into()),
-                Err(_) => {}
+            let delete_expired = [values[0], Arg::Int(now)];
+            if in_transaction {
+                self.exec(&sql.delete_expired_key, &delete_expired)?;
+            } else {
+                match self.exec(&sql.insert, values) {
+                    Ok(_) => return Ok(true),
+                    Err(e) if !is_unique_violation(&e) => return Err(e.into()),
+                    Err(_) => {}
+                }
+                // Even if this deletes nothing (a purge may have been
+                // faster), the key may be free now: the second insert decides.
+                self.exec(&sql.delete_expired_key, &delete_expired)?;
             }
-            // Even if this deletes nothing (a purge may have been faster),
-            // the key may be free now: the second insert decides.
-            self.exec(&sql.delete_expired_key, &[values[0], Arg::Int(now)])?;
             match self.exec(&sql.insert, values) {
                 Ok(_) => Ok(true),
                 Err(e) if is_unique_violation(&e) => Ok(false),
@@ -342,18 +484,39 @@ mod mysql {
             }
         }
 
+        fn lock_scope(&mut self) -> Result<LockScope, DbError> {
+            let rows: Vec<ScopeRow> = diesel::RunQueryDsl::load(
+                diesel::sql_query("SELECT DATABASE() AS database_name, VERSION() AS version"),
+                self,
+            )?;
+            Ok(rows
+                .into_iter()
+                .next()
+                .map(|row| LockScope {
+                    database: row.database_name.unwrap_or_default(),
+                    // MariaDB (since 10.1.2) honours fractions of a second.
+                    fractional_wait: row.version.contains("MariaDB"),
+                })
+                .unwrap_or_default())
+        }
+
         /// A named lock around the run. MySQL commits DDL implicitly, so the
         /// lock is what keeps two processes from both recording the version;
         /// `IF NOT EXISTS` makes a repeated DDL harmless.
         fn migrate(&mut self, migrations: TableMigrations) -> Result<(), DbError> {
-            if !get_lock(self, MIGRATION_LOCK, MIGRATION_LOCK_WAIT)? {
+            if !pending(self, &migrations, MIGRATIONS_TABLE_EXISTS)? {
+                return Ok(());
+            }
+            let scope = self.lock_scope()?;
+            let name = lock_name("migration lock", &scope.database, &[]);
+            if !get_lock(self, &name, MIGRATION_LOCK_WAIT, scope.fractional_wait)? {
                 return Err(DbError::LockTimeout(MIGRATION_LOCK_WAIT));
             }
             let ran = self
                 .run_pending_migrations(migrations)
                 .map(drop)
                 .map_err(DbError::Migration);
-            release_lock(self, MIGRATION_LOCK);
+            release_lock(self, &name);
             ran
         }
     }

@@ -37,7 +37,9 @@ pub enum DbError {
         feature: &'static str,
     },
 
-    /// The URL is malformed in a way this crate checks itself.
+    /// The URL is malformed in a way this crate checks itself, for example a
+    /// password with a character that must be percent-encoded. The message
+    /// says what to fix and never repeats the URL.
     #[error("invalid database URL: {0}")]
     InvalidUrl(&'static str),
 
@@ -51,9 +53,12 @@ pub enum DbError {
     },
 
     /// No connection could be had from the pool within its connection
-    /// timeout: the database is unreachable or every connection is busy.
+    /// timeout: the database is unreachable, refused the credentials, or
+    /// every connection is busy. The text is what the pool and the driver
+    /// reported, with the URL, its password and anything that could be part
+    /// of the password replaced by `***`.
     #[error("no database connection available: {0}")]
-    Pool(#[source] diesel::r2d2::PoolError),
+    Pool(String),
 
     /// A statement failed.
     #[error("database statement failed: {0}")]
@@ -64,7 +69,8 @@ pub enum DbError {
     Migration(#[source] Box<dyn StdError + Send + Sync + 'static>),
 
     /// A database lock (the per-owner lock or the migration lock) was not
-    /// granted in time.
+    /// granted in time, on every database alike: another process or request
+    /// holds it. The operation changed nothing and may be retried.
     #[error("timed out after {0:?} waiting for a database lock; another process holds it")]
     LockTimeout(Duration),
 

@@ -68,11 +68,17 @@
 //!
 //! | URL | database |
 //! |---|---|
-//! | `sqlite://data/sessions.db`, `sqlite:///var/lib/app/sessions.db`, `sqlite:sessions.db`, or a plain path `data/sessions.db` | SQLite file (created if missing) |
-//! | `file:sessions.db?mode=rwc` | SQLite [URI filename](https://www.sqlite.org/uri.html), passed on unchanged |
-//! | `sqlite::memory:` | SQLite in memory: one connection, gone when the store is dropped, not shared between processes; for tests and demos |
+//! | `sqlite://data/sessions.db`, `sqlite:///var/lib/app/sessions.db`, `sqlite:sessions.db`, or a plain path `data/sessions.db` | SQLite file (created if missing), the path taken literally |
+//! | `sqlite://data/sessions.db?mode=rwc`, `file:sessions.db?mode=rwc` | SQLite [URI filename](https://www.sqlite.org/uri.html): a `sqlite:` URL with a query becomes `file:` + path + query |
+//! | `sqlite::memory:`, `file::memory:`, `file:name?mode=memory&cache=shared` | SQLite in memory: one connection, gone when the store is dropped, not shared between processes; for tests and demos |
 //! | `postgres://user:password@host:5432/app` or `postgresql://…` | PostgreSQL; every libpq parameter works (`?sslmode=require&application_name=web`) |
 //! | `mysql://user:password@host:3306/app` or `mariadb://…` | MySQL or MariaDB |
+//!
+//! Schemes are case-insensitive. In a server URL, percent-encode an `@`,
+//! `/`, `?`, `#` or `%` in the user name or password (`%40`, `%2F`, `%3F`,
+//! `%23`, `%25`): otherwise the drivers would take part of the password for
+//! the host, port or database (and quote it in their error messages), so
+//! such URLs are refused with [`DbError::InvalidUrl`].
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -194,13 +200,45 @@
 //! `__diesel_schema_migrations` as `00000000000001_{table}`: one row per
 //! table, so several session tables do not collide, and numbered below any
 //! timestamped migration of your own, so `diesel migration revert` never
-//! picks it. Running them is idempotent (`IF NOT EXISTS` everywhere) and
-//! safe when several processes start at once: PostgreSQL serialises the run
-//! with an advisory lock, MySQL with a named lock (`GET_LOCK`), SQLite with
-//! one `BEGIN IMMEDIATE` transaction. If you drop the table by hand, also
-//! delete its row from `__diesel_schema_migrations`. To manage the schema
-//! yourself, take the DDL from [`DbSessionStore::schema_sql`] and build with
+//! picks it.
+//!
+//! Building first reads `__diesel_schema_migrations`: if every migration of
+//! the table is recorded, it does nothing else. So an application role that
+//! may read and write the session table but not create tables (no `CREATE`
+//! on the schema) can start a store once the table exists, as long as it may
+//! `SELECT` from `__diesel_schema_migrations`. Otherwise the migrations run,
+//! idempotently (`IF NOT EXISTS` everywhere), and safely when several
+//! processes start at once:
+//!
+//! * PostgreSQL: the whole run is one transaction (DDL is transactional)
+//!   that takes `pg_advisory_xact_lock(0x7365_7373_6462_6d67)` ("sessdbmg")
+//!   with a 60 s `lock_timeout` ([`DbError::LockTimeout`] after that). The
+//!   lock ends with the transaction, so it cannot outlive it, also behind a
+//!   pooler such as PgBouncer in transaction mode (where a session-level lock
+//!   and its unlock could reach different server connections). Note that
+//!   diesel caches prepared statements, which PgBouncer's transaction mode
+//!   supports only from version 1.21 with `max_prepared_statements` set.
+//! * MySQL/MariaDB: a named lock (`GET_LOCK`, 60 s) whose name includes the
+//!   database, so stores of other databases on the same server do not wait.
+//!   MySQL commits DDL implicitly; `IF NOT EXISTS` makes a repeat harmless.
+//! * SQLite: one `BEGIN IMMEDIATE` transaction.
+//!
+//! If you drop the table by hand, also delete its row from
+//! `__diesel_schema_migrations`. To manage the schema yourself, take the DDL
+//! from [`DbSessionStore::schema_sql`] and build with
 //! [`run_migrations(false)`](DbSessionStoreBuilder::run_migrations).
+//!
+//! ### Next to the diesel CLI
+//!
+//! * `diesel migration revert --all` reverts your migrations (they sort after
+//!   the session table's) and then stops with an error at
+//!   `00000000000001_{table}`, a version it has no directory for. Delete that
+//!   row (and drop the table) yourself if you really mean "all", or manage
+//!   the session table in your own migrations as above.
+//! * `diesel print-schema` also prints the session table. Leave it out with
+//!   `filter = { except_tables = ["^sessions$"] }` (a regular expression)
+//!   under `[print_schema]` in `diesel.toml`; the store does not use your
+//!   `schema.rs`.
 //!
 //! # How the promises are kept
 //!
@@ -221,12 +259,16 @@
 //!   is gone ([`NotFound`](session_core::Error::NotFound)). MySQL counts
 //!   matched rather than changed rows (diesel connects with
 //!   `CLIENT_FOUND_ROWS`), so a touch that changes nothing is still found.
+//! * **A stored version of 0 or less** (never written by this crate) loads
+//!   as [`Error::Codec`](session_core::Error::Codec): version 0 means "never
+//!   stored" to session-core, and such a session could never be saved.
 //! * **Touch** updates only `last_active_ms` and `expires_ms` of a live row.
 //! * **Rotation** is one `UPDATE` of the key column itself, compare-and-set
 //!   on the version: the old ID is dead in the same instant the new one is
 //!   live.
 //! * **`len`** counts `WHERE expires_ms > now`; **`purge_expired`** deletes
-//!   expired rows 1000 per statement, looping, so it never holds long locks.
+//!   expired rows at most 1000 per statement, looping, so it never holds
+//!   long locks.
 //! * **Blocking work stays off the async executor**: every database call runs
 //!   on tokio's blocking pool (`spawn_blocking`), with one pooled connection.
 //!   When every connection is busy for longer than the connection timeout,
@@ -243,19 +285,58 @@
 //! transaction that holds a lock for that owner, so two logins of the same
 //! user in different processes cannot both squeeze under the limit:
 //!
-//! * PostgreSQL: `pg_advisory_xact_lock` on a 64-bit hash of table and owner,
-//!   released at commit; waiting longer than the pool's connection timeout
-//!   (a transaction-local `lock_timeout`) fails with a backend error;
-//! * MySQL/MariaDB: `GET_LOCK` on a hashed name, taken before the transaction
+//! * PostgreSQL: `pg_advisory_xact_lock` on a 64-bit hash of table and owner
+//!   (advisory locks are per database), released at commit, with a
+//!   transaction-local `lock_timeout`;
+//! * MySQL/MariaDB: `GET_LOCK` on a name hashed from database, table and
+//!   owner (named locks are server-wide), taken before the transaction
 //!   begins (so its reads see the previous holder's commit) and released
-//!   after it ends; waiting longer than the pool's connection timeout fails
-//!   with [`DbError::LockTimeout`];
+//!   after it ends. The transaction runs at READ COMMITTED, so the read that
+//!   tells a conflict from a deleted session sees a deletion that committed
+//!   while the write waited; if InnoDB picks it as a deadlock victim it is
+//!   run once more. Named locks are local to one server: on Galera or
+//!   another multi-primary cluster, send all session writes to one node, or
+//!   the limit holds per node only;
 //! * SQLite: `BEGIN IMMEDIATE`, which serialises all writers anyway (waiting
 //!   up to `busy_timeout`).
 //!
-//! Only writes that bind an owner take the lock; other owners and anonymous
-//! sessions never wait for it. Every process writing to the table must be
+//! Waiting longer than the pool's connection timeout for the lock fails
+//! with [`DbError::LockTimeout`] (inside
+//! [`Error::Backend`](session_core::Error::Backend)) on every database.
+//! MariaDB waits to the millisecond; MySQL takes `GET_LOCK`'s timeout in
+//! whole seconds, so there the wait is rounded up (300 ms waits up to 1 s).
+//!
+//! Only writes that bind a session to an owner it does not have yet take the
+//! lock: a save or rotation of a session that keeps its owner first runs as
+//! a compare-and-set that also requires the stored owner to be that owner,
+//! and is done if it matches, so a slow login never stalls the other
+//! requests of the same user. Other owners and anonymous sessions never wait
+//! for the lock either. Every process writing to the table must be
 //! configured with the same limit.
+//!
+//! # Connection checks
+//!
+//! A pooled connection may have died since it was last used (a database
+//! restart, a failover, a firewall that drops idle connections). How pools
+//! built from a URL notice it:
+//!
+//! * PostgreSQL: a connection that completed an operation within the last
+//!   500 ms is used as it is; an older one (or one whose last operation
+//!   failed) is pinged first, and a dead one is discarded (diesel marks a
+//!   PostgreSQL connection with a dead socket broken, so r2d2 drops it). This
+//!   saves r2d2's `SELECT 1` per operation (about 25 µs on a local server, a
+//!   network round trip otherwise) on a busy store. A connection that dies
+//!   less than 500 ms after its last use fails one operation with a backend
+//!   error and is then discarded.
+//! * MySQL/MariaDB: r2d2 tests every connection it hands out
+//!   (`test_on_check_out`). diesel cannot mark a dead MySQL connection
+//!   broken, and r2d2 offers no other way to drop one, so the test on
+//!   checkout is what lets a store recover after an outage; it costs one
+//!   `SELECT 1` round trip per operation.
+//! * SQLite: no check; a local connection does not die.
+//!
+//! A pool given to [`DbSessionStore::from_pool`] keeps its own settings
+//! (r2d2's default is to test on checkout).
 //!
 //! # SQLite tuning
 //!
@@ -270,12 +351,25 @@
 //! transaction tries to upgrade. WAL needs the database on a local
 //! filesystem, and leaves `-wal` and `-shm` files beside it.
 //!
+//! An operation may wait twice, each time up to the connection timeout:
+//! first for a pooled connection, then for the write lock. Size the pool so
+//! the first wait is rare, or halve the timeout if the sum must stay under a
+//! bound.
+//!
+//! An in-memory database lives in its pool's single connection. If r2d2
+//! ever discards that connection (a task panicked while holding it, or a
+//! transaction could not be rolled back), a new, empty database takes its
+//! place: in-memory stores are for tests and demos.
+//!
 //! # Errors and tracing
 //!
 //! Building a store returns [`DbError`]. Operations return
 //! [`session_core::Error`]; database failures are
 //! [`Error::Backend`](session_core::Error::Backend) wrapping a [`DbError`].
-//! Messages never contain the database URL.
+//! Messages never contain the database URL or its password: connection
+//! errors of pools built from a URL are logged and returned with the URL,
+//! the password (as written and decoded) and anything that could be a piece
+//! of it replaced by `***`.
 //!
 //! Each operation runs in a `tracing` span named `session_db` with fields
 //! `op` (`load`, `save`, …) and `key`: the first 8 hex digits of the
@@ -296,10 +390,12 @@ compile_error!(
 mod builder;
 mod conn;
 mod error;
+mod health;
 mod migrations;
 mod ops;
 mod sql;
 mod table;
+mod url;
 
 use std::fmt;
 use std::sync::Arc;
@@ -307,7 +403,7 @@ use std::time::Duration;
 
 use session_core::{
     Result, Session, SessionConfig, SessionHandle, SessionId, SessionInfo, SessionStore,
-    StorageKey, async_trait,
+    StorageKey, async_trait, is_valid_owner,
 };
 
 #[cfg(feature = "mysql")]
@@ -325,9 +421,11 @@ pub use sql::Database;
 pub use table::{DEFAULT_TABLE_NAME, MAX_TABLE_NAME_LEN};
 
 use crate::error::OpError;
+use crate::health::Checkout;
 use crate::ops::Limits;
 use crate::sql::Statements;
 use crate::table::TableName;
+use crate::url::Secrets;
 
 /// A [`SessionStore`] in a SQL database: SQLite, PostgreSQL or
 /// MySQL/MariaDB. Cheap to clone: clones share the pool.
@@ -345,6 +443,10 @@ pub(crate) struct Inner {
     config: SessionConfig,
     /// How long to wait for a per-owner lock (the pool's connection timeout).
     lock_wait: Duration,
+    /// How connections taken from the pool are checked.
+    checkout: Checkout,
+    /// What connection errors must not show (from the URL).
+    secrets: Secrets,
 }
 
 impl DbSessionStore {
@@ -454,24 +556,36 @@ macro_rules! with_conn {
         match inner.pool {
             #[cfg(feature = "sqlite")]
             DbPool::Sqlite(ref pool) => {
-                let mut pooled = pool.get().map_err(DbError::Pool)?;
-                let $conn: &mut diesel::SqliteConnection = &mut pooled;
-                $body
+                on_pool(inner, pool, |$conn: &mut diesel::SqliteConnection| $body)
             }
             #[cfg(feature = "postgres")]
             DbPool::Postgres(ref pool) => {
-                let mut pooled = pool.get().map_err(DbError::Pool)?;
-                let $conn: &mut diesel::PgConnection = &mut pooled;
-                $body
+                on_pool(inner, pool, |$conn: &mut diesel::PgConnection| $body)
             }
             #[cfg(feature = "mysql")]
             DbPool::Mysql(ref pool) => {
-                let mut pooled = pool.get().map_err(DbError::Pool)?;
-                let $conn: &mut diesel::MysqlConnection = &mut pooled;
-                $body
+                on_pool(inner, pool, |$conn: &mut diesel::MysqlConnection| $body)
             }
         }
     }};
+}
+
+/// Run `f` on a connection checked out of `pool` (`inner`'s), noting whether
+/// the database answered.
+fn on_pool<C, T>(
+    inner: &Inner,
+    pool: &diesel::r2d2::Pool<diesel::r2d2::ConnectionManager<C>>,
+    f: impl FnOnce(&mut C) -> Result<T, OpError>,
+) -> Result<T, OpError>
+where
+    C: diesel::r2d2::R2D2Connection + Send + 'static,
+{
+    let mut pooled = health::checkout(pool, inner.checkout, &inner.secrets)?;
+    let result = f(&mut pooled);
+    if inner.checkout == Checkout::PingIfIdle {
+        health::finished(&mut pooled, !matches!(result, Err(OpError::Db(_))));
+    }
+    result
 }
 
 /// The first 8 hex digits of a storage key: enough to correlate log lines,
@@ -596,6 +710,11 @@ impl SessionStore for DbSessionStore {
         owner: &str,
         current: Option<&SessionId>,
     ) -> Result<Vec<SessionInfo>> {
+        // No session can be bound to an owner the core refuses: answer
+        // without asking the database (which may not even store the key).
+        if !is_valid_owner(owner) {
+            return Ok(Vec::new());
+        }
         let now = self.now();
         let owner = owner.to_owned();
         let current = current.cloned();
@@ -612,6 +731,9 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn count_owner_sessions(&self, owner: &str) -> Result<u64> {
+        if !is_valid_owner(owner) {
+            return Ok(0);
+        }
         let now = self.now();
         let owner = owner.to_owned();
         self.run("count_owner_sessions", None, move |inner| {
@@ -623,6 +745,9 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn destroy_owner_session(&self, owner: &str, handle: &SessionHandle) -> Result<bool> {
+        if !is_valid_owner(owner) {
+            return Ok(false);
+        }
         let now = self.now();
         let owner = owner.to_owned();
         let handle = *handle;
@@ -635,6 +760,9 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn destroy_owner_sessions(&self, owner: &str, keep: Option<&SessionId>) -> Result<u64> {
+        if !is_valid_owner(owner) {
+            return Ok(0);
+        }
         let now = self.now();
         let owner = owner.to_owned();
         let keep = keep.map(|id| *id.storage_key());

@@ -32,6 +32,11 @@ impl TableMigrations {
         Self { db, table }
     }
 
+    /// The versions diesel records for these migrations.
+    pub(crate) fn versions(&self) -> Vec<String> {
+        self.all().into_iter().map(|m| m.version).collect()
+    }
+
     fn all(&self) -> Vec<TableMigration> {
         vec![TableMigration {
             version: version(1, &self.table),

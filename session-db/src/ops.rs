@@ -38,12 +38,17 @@ pub(crate) fn load<C: Conn>(
         return Ok(None);
     };
     let data = SessionData::decode(&row.data)?;
-    let version = u64::try_from(row.version).map_err(|_| {
-        Error::Codec(format!(
-            "stored session has a negative version ({})",
-            row.version
-        ))
-    })?;
+    // Version 0 means "never stored" to session-core: a row with it would
+    // load as a new session whose every save is a conflicting insert.
+    let version = u64::try_from(row.version)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| {
+            Error::Codec(format!(
+                "stored session has version {}; versions start at 1",
+                row.version
+            ))
+        })?;
     let meta = RecordMeta {
         version,
         created_ms: row.created_ms,
@@ -69,12 +74,6 @@ fn row_values<'a>(key: &'a StorageKey, w: &'a Write) -> Result<[Arg<'a>; 8], OpE
     ])
 }
 
-/// Whether `owner` could be stored at all (longer ones have no sessions).
-fn storable_owner(sql: &Statements, owner: &str) -> bool {
-    sql.max_owner_bytes()
-        .is_none_or(|limit| owner.len() <= limit)
-}
-
 /// After a conditional write matched no row: was the session there (a
 /// version conflict) or not (destroyed, rotated away or expired)?
 fn missed<C: Conn>(
@@ -95,24 +94,25 @@ fn missed<C: Conn>(
     .into())
 }
 
-/// Run the write `f`. If it binds the session to an owner and a per-owner
-/// limit is configured, hold that owner's lock and make room first.
-/// `current` is where the session is stored now, if it is.
-fn guarded<C: Conn, T>(
+/// `Ok` if a conditional write changed a row, else why not.
+fn hit_or_miss<C: Conn>(
     c: &mut C,
     sql: &Statements,
-    limits: Limits,
-    w: &Write,
-    current: Option<&StorageKey>,
-    f: impl FnOnce(&mut C) -> Result<T, OpError>,
-) -> Result<T, OpError> {
-    match (limits.owner, w.meta.owner.as_deref()) {
-        (Some(limit), Some(owner)) => c.owner_locked(sql, owner, limits.lock_wait, |c| {
-            admit(c, sql, limit, owner, current, w.now_ms)?;
-            f(c)
-        }),
-        _ => c.write(f),
+    key: &StorageKey,
+    now: i64,
+    rows: usize,
+) -> Result<(), OpError> {
+    if rows > 0 {
+        Ok(())
+    } else {
+        Err(missed(c, sql, key, now)?)
     }
+}
+
+/// The per-owner limit and the owner of the write, if the limit applies to
+/// it: a limit is configured and the session has an owner.
+fn limited(limits: Limits, w: &Write) -> Option<(OwnerLimit, &str)> {
+    Some((limits.owner?, w.meta.owner.as_deref()?))
 }
 
 /// Enforce the per-owner limit for a write binding a session to `owner`,
@@ -126,14 +126,10 @@ fn admit<C: Conn>(
     current: Option<&StorageKey>,
     now: i64,
 ) -> Result<(), OpError> {
-    if let Some(key) = current {
-        let bound = c.count(
-            &sql.owner_bound,
-            &[Arg::Bytes(key.as_bytes()), Arg::Int(now), Arg::Text(owner)],
-        )?;
-        if bound > 0 {
-            return Ok(());
-        }
+    if let Some(key) = current
+        && is_bound(c, sql, key, owner, now)?
+    {
+        return Ok(());
     }
     let others: Vec<OwnerRow> = c
         .owner_rows(&sql.owner_list, &[Arg::Text(owner), Arg::Int(now)])?
@@ -163,19 +159,93 @@ fn admit<C: Conn>(
     }
 }
 
-/// Insert-only or compare-and-set, per `w.expected_version`.
-fn put<C: Conn>(
+/// Whether the live session under `key` is bound to `owner`.
+fn is_bound<C: Conn>(
     c: &mut C,
     sql: &Statements,
+    key: &StorageKey,
+    owner: &str,
+    now: i64,
+) -> Result<bool, OpError> {
+    Ok(c.count(
+        &sql.owner_bound,
+        &[Arg::Bytes(key.as_bytes()), Arg::Int(now), Arg::Text(owner)],
+    )? > 0)
+}
+
+/// Store a never-stored session under `w.key`: insert-only. With a per-owner
+/// limit, binding it to its owner happens under the owner's lock.
+fn insert_new<C: Conn>(
+    c: &mut C,
+    sql: &Statements,
+    limits: Limits,
     w: &Write,
     values: &[Arg<'_>; 8],
 ) -> Result<(), OpError> {
-    let Some(expected) = w.expected_version else {
-        return if c.insert(sql, values, w.now_ms)? {
+    let insert = |c: &mut C, in_transaction| {
+        if c.insert(sql, values, w.now_ms, in_transaction)? {
             Ok(())
         } else {
             Err(Error::Conflict.into())
-        };
+        }
+    };
+    match limited(limits, w) {
+        None => c.write(|c| insert(c, false)),
+        Some((limit, owner)) => c.owner_locked(sql, owner, limits.lock_wait, |c| {
+            admit(c, sql, limit, owner, None, w.now_ms)?;
+            insert(c, true)
+        }),
+    }
+}
+
+/// A compare-and-set write of the session stored under `current`: `cas`
+/// runs the statement and returns the rows it changed; given an owner, it
+/// runs the variant that also requires the stored owner to be that owner.
+///
+/// With a per-owner limit, only a write that binds the session to an owner
+/// it does not have yet must count that owner's sessions under the owner's
+/// lock. So the write is first tried as one that keeps the owner: most saves
+/// of a signed-in user's session succeed there, without the lock. If it
+/// misses and the session is live and bound to that owner, the version moved
+/// (a conflict); otherwise it is a new binding (or a session that is gone),
+/// written under the lock.
+fn compare_and_set<C: Conn>(
+    c: &mut C,
+    sql: &Statements,
+    limits: Limits,
+    w: &Write,
+    current: &StorageKey,
+    cas: impl Fn(&mut C, Option<&str>) -> Result<usize, OpError>,
+) -> Result<(), OpError> {
+    let now = w.now_ms;
+    let Some((limit, owner)) = limited(limits, w) else {
+        return c.write(|c| {
+            let rows = cas(c, None)?;
+            hit_or_miss(c, sql, current, now, rows)
+        });
+    };
+    if c.write(|c| cas(c, Some(owner)))? > 0 {
+        return Ok(());
+    }
+    if is_bound(c, sql, current, owner, now)? {
+        return Err(Error::Conflict.into());
+    }
+    c.owner_locked(sql, owner, limits.lock_wait, |c| {
+        admit(c, sql, limit, owner, Some(current), now)?;
+        let rows = cas(c, None)?;
+        hit_or_miss(c, sql, current, now, rows)
+    })
+}
+
+pub(crate) fn save<C: Conn>(
+    c: &mut C,
+    sql: &Statements,
+    limits: Limits,
+    w: &Write,
+) -> Result<(), OpError> {
+    let values = row_values(&w.key, w)?;
+    let Some(expected) = w.expected_version else {
+        return insert_new(c, sql, limits, w, &values);
     };
     let [
         key,
@@ -186,7 +256,7 @@ fn put<C: Conn>(
         _absolute,
         owner,
         data,
-    ] = *values;
+    ] = values;
     let args = [
         version,
         last_active,
@@ -196,24 +266,14 @@ fn put<C: Conn>(
         key,
         Arg::Int(to_i64(expected)?),
         Arg::Int(w.now_ms),
+        // Only bound by `update_bound`.
+        Arg::OptText(w.meta.owner.as_deref()),
     ];
-    if c.exec(&sql.update, &args)? > 0 {
-        Ok(())
-    } else {
-        Err(missed(c, sql, &w.key, w.now_ms)?)
-    }
-}
-
-pub(crate) fn save<C: Conn>(
-    c: &mut C,
-    sql: &Statements,
-    limits: Limits,
-    w: &Write,
-) -> Result<(), OpError> {
-    let values = row_values(&w.key, w)?;
-    let current = w.expected_version.map(|_| w.key);
-    guarded(c, sql, limits, w, current.as_ref(), |c| {
-        put(c, sql, w, &values)
+    compare_and_set(c, sql, limits, w, &w.key, |c, bound| {
+        Ok(match bound {
+            None => c.exec(&sql.update, &args[..8])?,
+            Some(_) => c.exec(&sql.update_bound, &args)?,
+        })
     })
 }
 
@@ -229,7 +289,7 @@ pub(crate) fn rotate<C: Conn>(
     let w = &r.write;
     let values = row_values(&w.key, w)?;
     let Some(expected) = w.expected_version else {
-        return guarded(c, sql, limits, w, None, |c| put(c, sql, w, &values));
+        return insert_new(c, sql, limits, w, &values);
     };
     let [
         new_key,
@@ -251,11 +311,16 @@ pub(crate) fn rotate<C: Conn>(
         Arg::Bytes(r.old_key.as_bytes()),
         Arg::Int(to_i64(expected)?),
         Arg::Int(w.now_ms),
+        // Only bound by `rotate_bound`.
+        Arg::OptText(w.meta.owner.as_deref()),
     ];
-    guarded(c, sql, limits, w, Some(&r.old_key), |c| {
-        match c.exec(&sql.rotate, &args) {
-            Ok(0) => Err(missed(c, sql, &r.old_key, w.now_ms)?),
-            Ok(_) => Ok(()),
+    compare_and_set(c, sql, limits, w, &r.old_key, |c, bound| {
+        let result = match bound {
+            None => c.exec(&sql.rotate, &args[..9]),
+            Some(_) => c.exec(&sql.rotate_bound, &args),
+        };
+        match result {
+            Ok(rows) => Ok(rows),
             // A fresh 256-bit ID that is taken: never in practice; retrying
             // draws another.
             Err(e) if is_unique_violation(&e) => Err(Error::Conflict.into()),
@@ -333,9 +398,6 @@ pub(crate) fn owner_sessions<C: Conn>(
     current: Option<&SessionId>,
     now: i64,
 ) -> Result<Vec<SessionInfo>, OpError> {
-    if !storable_owner(sql, owner) {
-        return Ok(Vec::new());
-    }
     let rows = c.owner_rows(&sql.owner_list, &[Arg::Text(owner), Arg::Int(now)])?;
     rows.iter()
         .map(|row| {
@@ -357,9 +419,6 @@ pub(crate) fn count_owner_sessions<C: Conn>(
     owner: &str,
     now: i64,
 ) -> Result<u64, OpError> {
-    if !storable_owner(sql, owner) {
-        return Ok(0);
-    }
     Ok(count_to_u64(c.count(
         &sql.owner_count,
         &[Arg::Text(owner), Arg::Int(now)],
@@ -376,9 +435,6 @@ pub(crate) fn destroy_owner_session<C: Conn>(
     handle: &SessionHandle,
     now: i64,
 ) -> Result<bool, OpError> {
-    if !storable_owner(sql, owner) {
-        return Ok(false);
-    }
     let rows = c.owner_rows(&sql.owner_list, &[Arg::Text(owner), Arg::Int(now)])?;
     let mut target = None;
     for row in &rows {
@@ -402,9 +458,6 @@ pub(crate) fn destroy_owner_sessions<C: Conn>(
     keep: Option<&StorageKey>,
     now: i64,
 ) -> Result<u64, OpError> {
-    if !storable_owner(sql, owner) {
-        return Ok(0);
-    }
     let removed = c.write(|c| {
         Ok(match keep {
             Some(key) => c.exec(

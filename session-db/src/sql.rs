@@ -69,9 +69,6 @@ impl std::fmt::Display for Database {
 /// of this size so no statement holds locks on many rows for long.
 pub(crate) const PURGE_BATCH: usize = 1000;
 
-/// Longest owner, in bytes, the MySQL schema stores (`VARBINARY(1024)`).
-pub(crate) const MYSQL_MAX_OWNER_BYTES: usize = session_core::MAX_OWNER_LEN;
-
 /// The DDL that creates the session table and its indexes, for `table`.
 pub(crate) fn create_table_sql(db: Database, table: &TableName) -> String {
     let template = match db {
@@ -219,6 +216,27 @@ pub(crate) struct CountRow {
     pub(crate) n: i64,
 }
 
+/// The current database and the server's version (MySQL).
+#[cfg(feature = "mysql")]
+#[derive(Debug, QueryableByName)]
+pub(crate) struct ScopeRow {
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) database_name: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub(crate) version: String,
+}
+
+/// What the names of a server's locks must include, and how they wait. Only
+/// MySQL needs it: its named locks are server-wide, so their names include
+/// the database; PostgreSQL's advisory locks are per database already.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LockScope {
+    /// The current database (`DATABASE()`).
+    pub(crate) database: String,
+    /// Whether `GET_LOCK` takes fractions of a second (MariaDB).
+    pub(crate) fractional_wait: bool,
+}
+
 /// Every statement a store runs, rendered for its database and table.
 ///
 /// "Live" is always `expires_ms > now`, mirroring `session_core::is_live`,
@@ -227,6 +245,8 @@ pub(crate) struct CountRow {
 pub(crate) struct Statements {
     pub(crate) db: Database,
     pub(crate) table: TableName,
+    /// How lock names are scoped (MySQL).
+    pub(crate) lock_scope: LockScope,
     /// `?key, ?now` → [`RecordRow`] of the live session.
     pub(crate) load: Stmt,
     /// Insert-only. SQLite and PostgreSQL: `?key … ?data, ?now`, replacing an
@@ -239,9 +259,14 @@ pub(crate) struct Statements {
     /// Compare-and-set: `?version, ?last_active, ?expires, ?owner, ?data,
     /// ?key, ?expected_version, ?now`.
     pub(crate) update: Stmt,
+    /// As `update`, and only if the stored owner is `?owner` already (a save
+    /// that binds nothing new): `update`'s arguments, then `?owner`.
+    pub(crate) update_bound: Stmt,
     /// Compare-and-set that also moves the row to a new key: `?new_key`, then
     /// as `update` with the old key.
     pub(crate) rotate: Stmt,
+    /// As `rotate`, and only if the stored owner is `?owner` already.
+    pub(crate) rotate_bound: Stmt,
     /// `?last_active, ?expires, ?key, ?now`.
     pub(crate) touch: Stmt,
     /// `?key, ?now` → count of live rows under the key (0 or 1).
@@ -314,6 +339,14 @@ impl Statements {
                 )
             }
         };
+        let update = format!(
+            "UPDATE {t} SET version = ?, last_active_ms = ?, expires_ms = ?, owner = ?, data = ? \
+             WHERE id_hash = ? AND version = ? AND expires_ms > ?"
+        );
+        let rotate = format!(
+            "UPDATE {t} SET id_hash = ?, version = ?, last_active_ms = ?, expires_ms = ?, owner = ?, data = ? \
+             WHERE id_hash = ? AND version = ? AND expires_ms > ?"
+        );
         let s = |sql: String| Stmt::new(&sql);
         Self {
             load: s(format!(
@@ -324,14 +357,10 @@ impl Statements {
             delete_expired_key: s(format!(
                 "DELETE FROM {t} WHERE id_hash = ? AND expires_ms <= ?"
             )),
-            update: s(format!(
-                "UPDATE {t} SET version = ?, last_active_ms = ?, expires_ms = ?, owner = ?, data = ? \
-                 WHERE id_hash = ? AND version = ? AND expires_ms > ?"
-            )),
-            rotate: s(format!(
-                "UPDATE {t} SET id_hash = ?, version = ?, last_active_ms = ?, expires_ms = ?, owner = ?, data = ? \
-                 WHERE id_hash = ? AND version = ? AND expires_ms > ?"
-            )),
+            update_bound: s(format!("{update} AND owner = ?")),
+            update: s(update),
+            rotate_bound: s(format!("{rotate} AND owner = ?")),
+            rotate: s(rotate),
             touch: s(format!(
                 "UPDATE {t} SET last_active_ms = ?, expires_ms = ? WHERE id_hash = ? AND expires_ms > ?"
             )),
@@ -369,12 +398,8 @@ impl Statements {
             )),
             db,
             table,
+            lock_scope: LockScope::default(),
         }
-    }
-
-    /// The longest owner this database's schema stores, if it has a limit.
-    pub(crate) fn max_owner_bytes(&self) -> Option<usize> {
-        (self.db == Database::Mysql).then_some(MYSQL_MAX_OWNER_BYTES)
     }
 }
 
@@ -392,7 +417,9 @@ mod tests {
                 (&s.insert, insert_binds),
                 (&s.delete_expired_key, 2),
                 (&s.update, 8),
+                (&s.update_bound, 9),
                 (&s.rotate, 9),
+                (&s.rotate_bound, 10),
                 (&s.touch, 4),
                 (&s.live_count, 2),
                 (&s.destroy, 2),
@@ -495,6 +522,20 @@ mod tests {
                 "{stmt:?} scans the table: {plan:?}"
             );
         }
+    }
+
+    /// session-core refuses longer owners, so every owner it accepts fits
+    /// the MySQL column (the other databases store TEXT).
+    #[test]
+    fn the_mysql_owner_column_is_as_wide_as_the_longest_owner() {
+        let ddl = create_table_sql(Database::Mysql, &TableName::parse("s").unwrap());
+        assert!(
+            ddl.contains(&format!(
+                "owner          VARBINARY({}) NULL",
+                session_core::MAX_OWNER_LEN
+            )),
+            "{ddl}"
+        );
     }
 
     #[test]

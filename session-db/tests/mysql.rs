@@ -5,8 +5,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use session_core::testing::service_url;
-use session_core::{Error, SessionStore};
+use session_core::{MAX_OWNER_LEN, SessionStore};
 
 const URL_ENV: &str = "SESSION_TEST_MYSQL_URL";
 
@@ -93,35 +95,156 @@ async fn mysql_concurrent_first_starts_migrate_once() {
     common::concurrent_first_starts_migrate_once(&url, &tables.fresh("migr")).await;
 }
 
+/// The owner column is as wide as the longest owner session-core accepts
+/// (`MAX_OWNER_LEN` bytes), and stores such an owner byte for byte, also
+/// when it is made of 4-byte characters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_owner_too_long_for_the_mysql_column_is_refused_and_nothing_is_stored() {
+async fn mysql_owner_column_stores_the_longest_owner_the_core_accepts() {
     let Some(url) = service_url(URL_ENV) else {
         return;
     };
     let tables = common::Tables::new(&url);
+    let table = tables.fresh("long");
     let (config, _clock) = common::manual();
-    let store = common::store(&url, &tables.fresh("long"), config).await;
+    let store = common::store(&url, &table, config).await;
 
-    let mut fits = store.create().await.unwrap();
-    fits.set_owner("é".repeat(512)); // 1024 bytes
-    store
-        .save(&mut fits)
-        .await
-        .expect("an owner of 1024 bytes fits");
-    assert_eq!(
-        store.count_owner_sessions(&"é".repeat(512)).await.unwrap(),
-        1
+    let width = common::raw_count(
+        &store,
+        &format!(
+            "SELECT CAST(CHARACTER_OCTET_LENGTH AS SIGNED) AS n FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}' AND COLUMN_NAME = 'owner'"
+        ),
+    );
+    assert_eq!(width, MAX_OWNER_LEN as i64);
+    for longest in [
+        "é".repeat(MAX_OWNER_LEN / 2),
+        "\u{1F600}".repeat(MAX_OWNER_LEN / 4),
+    ] {
+        assert_eq!(longest.len(), MAX_OWNER_LEN);
+        let mut s = store.create().await.unwrap();
+        s.set_owner(longest.as_str());
+        store.save(&mut s).await.expect("the longest owner fits");
+        assert_eq!(
+            store.load(s.id()).await.unwrap().unwrap().owner(),
+            Some(longest.as_str()),
+            "read back byte for byte"
+        );
+        assert_eq!(store.count_owner_sessions(&longest).await.unwrap(), 1);
+        assert_eq!(
+            store.owner_sessions(&longest, None).await.unwrap()[0].handle,
+            s.id().handle()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_racing_inserts_over_an_expired_row_conflict_cleanly() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::racing_inserts_over_an_expired_row_conflict_cleanly(&url, &tables.fresh("race")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_login_of_a_session_destroyed_while_it_waited_is_not_found() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::a_login_of_a_session_destroyed_while_it_waited_is_not_found(
+        &url,
+        &tables.fresh("gone"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_save_that_keeps_its_owner_does_not_wait_for_the_owners_lock() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::a_save_that_keeps_its_owner_does_not_wait_for_the_owners_lock(
+        &url,
+        &tables.fresh("nowait"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_login_that_cannot_get_the_owners_lock_in_time_fails_with_lock_timeout() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::a_login_that_cannot_get_the_owners_lock_in_time_fails_with_lock_timeout(
+        &url,
+        &tables.fresh("lockto"),
+    )
+    .await;
+}
+
+/// Drops a throwaway database when the test ends, however it ends.
+struct ThrowawayDatabase {
+    url: String,
+    name: String,
+}
+
+impl Drop for ThrowawayDatabase {
+    fn drop(&mut self) {
+        common::RawConn::open(&self.url).batch(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
+    }
+}
+
+/// MySQL's named locks are server-wide. Two databases on one server with a
+/// session table of the same name: a login of `alice` in one does not wait
+/// for `alice`'s lock held in the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_owner_locks_of_different_databases_do_not_contend() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    let table = tables.fresh("dbs");
+    let other_db = ThrowawayDatabase {
+        url: url.clone(),
+        name: common::unique_table("db"),
+    };
+    common::RawConn::open(&url).batch(&format!("CREATE DATABASE `{}`", other_db.name));
+    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+    let (server, _db) = base.rsplit_once('/').unwrap();
+    let other_url = format!(
+        "{server}/{}{}{query}",
+        other_db.name,
+        if query.is_empty() { "" } else { "?" }
     );
 
-    let long = "x".repeat(1025);
-    let mut s = store.create().await.unwrap();
-    s.set_owner(long.as_str());
-    match store.save(&mut s).await {
-        Err(Error::InvalidInput(_)) => {}
-        other => panic!("an overlong owner must be refused, got {other:?}"),
-    }
-    assert!(store.load(s.id()).await.unwrap().is_none());
-    assert_eq!(store.count_owner_sessions(&long).await.unwrap(), 0);
-    assert!(store.owner_sessions(&long, None).await.unwrap().is_empty());
-    assert_eq!(store.len().await.unwrap(), 1);
+    let (here, clock) = common::limited_store(&url, &table, 1, Duration::from_secs(5)).await;
+    let (there, _) = common::limited_store(&other_url, &table, 1, Duration::from_secs(3)).await;
+    let mut oldest = here.create().await.unwrap();
+    oldest.set_owner("alice");
+    here.save(&mut oldest).await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    let mut login = here.create().await.unwrap();
+    login.set_owner("alice");
+    let blocked = common::blocked_login(&url, &here, login, oldest.id()).await;
+
+    let started = Instant::now();
+    let mut elsewhere = there.create().await.unwrap();
+    elsewhere.set_owner("alice");
+    there
+        .save(&mut elsewhere)
+        .await
+        .expect("a login in another database does not wait for this one");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "it did not wait: {took:?}"
+    );
+    assert!(!blocked.task.is_finished());
+    drop(blocked.lock);
+    blocked.task.await.unwrap().unwrap();
+    drop((here, there));
+    drop(other_db);
 }

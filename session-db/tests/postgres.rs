@@ -95,6 +95,191 @@ async fn postgres_concurrent_first_starts_migrate_once() {
     common::concurrent_first_starts_migrate_once(&url, &tables.fresh("migr")).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_racing_inserts_over_an_expired_row_conflict_cleanly() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::racing_inserts_over_an_expired_row_conflict_cleanly(&url, &tables.fresh("race")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_login_of_a_session_destroyed_while_it_waited_is_not_found() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::a_login_of_a_session_destroyed_while_it_waited_is_not_found(
+        &url,
+        &tables.fresh("gone"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_save_that_keeps_its_owner_does_not_wait_for_the_owners_lock() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::a_save_that_keeps_its_owner_does_not_wait_for_the_owners_lock(
+        &url,
+        &tables.fresh("nowait"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_login_that_cannot_get_the_owners_lock_in_time_fails_with_lock_timeout() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::a_login_that_cannot_get_the_owners_lock_in_time_fails_with_lock_timeout(
+        &url,
+        &tables.fresh("lockto"),
+    )
+    .await;
+}
+
+/// Drops a throwaway schema and role when the test ends, however it ends.
+struct Throwaway {
+    url: String,
+    schema: String,
+    role: String,
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let mut admin = common::RawConn::open(&self.url);
+        admin.batch(&format!(
+            "DROP SCHEMA IF EXISTS \"{s}\" CASCADE; DROP ROLE IF EXISTS \"{r}\"",
+            s = self.schema,
+            r = self.role
+        ));
+    }
+}
+
+/// An application role that may use the session table but create nothing
+/// (no CREATE on its schema) starts a store on a database that is already
+/// migrated: startup only reads `__diesel_schema_migrations`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_starts_for_a_role_that_cannot_create_tables_once_migrated() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let name = common::unique_table("lp");
+    let throwaway = Throwaway {
+        url: url.clone(),
+        schema: name.clone(),
+        role: name.clone(),
+    };
+    let mut admin = common::RawConn::open(&url);
+    admin.batch(&format!(
+        "CREATE SCHEMA \"{name}\"; CREATE ROLE \"{name}\" LOGIN; \
+         GRANT USAGE ON SCHEMA \"{name}\" TO \"{name}\""
+    ));
+    // The schema comes first in the search path, so the session table and
+    // diesel's migrations table are created (and looked for) there.
+    let in_schema = |url: &str| with_param(url, "options", &format!("-csearch_path%3D{name}"));
+    let owner_store = DbSessionStore::builder(in_schema(&url))
+        .table_name("sessions")
+        .build()
+        .await
+        .expect("the schema owner migrates");
+    admin.batch(&format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON \"{name}\".sessions TO \"{name}\"; \
+         GRANT SELECT ON \"{name}\".__diesel_schema_migrations TO \"{name}\""
+    ));
+    let role_url = in_schema(&url.replacen("postgres@", &format!("{name}@"), 1));
+    assert_ne!(role_url, in_schema(&url), "the URL names the role");
+    let app = DbSessionStore::builder(role_url)
+        .table_name("sessions")
+        .build()
+        .await
+        .expect("a role without CREATE starts a store on a migrated database");
+    let mut s = app.create().await.unwrap();
+    s.set("k", "v");
+    app.save(&mut s).await.unwrap();
+    assert_eq!(
+        owner_store.load(s.id()).await.unwrap().unwrap().get("k"),
+        Some("v")
+    );
+    drop((app, owner_store));
+    drop(throwaway);
+}
+
+/// The migration lock key documented in the crate docs ("sessdbmg").
+const MIGRATION_LOCK: i64 = 0x7365_7373_6462_6d67;
+
+/// A starting store waits for another migration inside its own migration
+/// transaction, on a transaction-level advisory lock (never a session-level
+/// one, which a pooler such as PgBouncer could leave held on a server
+/// connection), and holds no advisory lock once it has started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migration_waits_for_its_lock_inside_its_transaction_and_keeps_no_lock() {
+    let Some(base) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&base);
+    let table = tables.fresh("mlock");
+    let app = common::unique_table("app");
+    let url = with_param(&base, "application_name", &app);
+
+    // Another process is migrating: it holds the lock in a transaction.
+    let mut other = common::RawConn::open(&base);
+    other.batch("BEGIN");
+    other.count(&format!(
+        "SELECT COUNT(*) AS n FROM (SELECT pg_advisory_xact_lock({MIGRATION_LOCK})) AS l"
+    ));
+    let start = tokio::spawn({
+        let (url, table) = (url.clone(), table.clone());
+        async move {
+            DbSessionStore::builder(url)
+                .table_name(table)
+                .pool_size(1)
+                .build()
+                .await
+        }
+    });
+    let mut probe = common::RawConn::open(&base);
+    let waiting_in_a_transaction = format!(
+        "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = '{app}' \
+         AND wait_event_type = 'Lock' AND wait_event = 'advisory' \
+         AND xact_start IS NOT NULL AND strpos(query, 'pg_advisory_xact_lock') > 0"
+    );
+    let started = Instant::now();
+    let mut waited_in_a_transaction = false;
+    while !start.is_finished() && started.elapsed() < Duration::from_secs(20) {
+        if probe.count(&waiting_in_a_transaction) > 0 {
+            waited_in_a_transaction = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The start finishes before any assertion, so that the table guard drops
+    // what it creates even if this test fails.
+    let started_early = start.is_finished();
+    other.batch("ROLLBACK");
+    let store = start
+        .await
+        .unwrap()
+        .expect("the store starts once the lock is free");
+    assert!(!started_early, "the store started while the lock was held");
+    assert!(
+        waited_in_a_transaction,
+        "the starting store did not wait on pg_advisory_xact_lock in a transaction"
+    );
+    let mut s = store.create().await.unwrap();
+    store.save(&mut s).await.unwrap();
+    let held = probe.count(&format!(
+        "SELECT COUNT(*) AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE a.application_name = '{app}' AND l.locktype = 'advisory'"
+    ));
+    assert_eq!(held, 0, "no advisory lock outlives the migration");
+}
+
 fn with_param(url: &str, key: &str, value: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{key}={value}")

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use session_core::{Error, SessionConfig, SessionStore, SessionStoreExt};
+use session_core::{Error, OwnerLimitPolicy, SessionConfig, SessionStore, SessionStoreExt};
 use session_db::diesel::r2d2::{ConnectionManager, Pool};
 use session_db::diesel::{self, RunQueryDsl, SqliteConnection};
 use session_db::{Database, DbError, DbPool, DbSessionStore, SqlitePool, SqliteTuning};
@@ -83,6 +83,16 @@ async fn sqlite_owner_limit_holds_under_concurrent_logins() {
         .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_racing_inserts_over_an_expired_row_conflict_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    common::racing_inserts_over_an_expired_row_conflict_cleanly(
+        &file_url(&dir, "r.db"),
+        "sessions",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_concurrent_first_starts_migrate_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,6 +153,137 @@ async fn many_concurrent_writers_lose_no_update_and_never_see_database_is_locked
     );
     assert_eq!(end.version(), 1 + TASKS * INCREMENTS);
     assert_eq!(stores[0].len().await.unwrap(), 1 + TASKS);
+}
+
+/// Writes that bind a session to an owner under a per-owner limit are
+/// read-then-write transactions: they count the owner's sessions, then
+/// write. Many of them at once from two pools on one file all succeed, and
+/// the limit holds: `BEGIN IMMEDIATE` makes each wait for the write lock up
+/// front. A deferred transaction would read first and then fail with
+/// "database is locked" when it tried to write after another connection
+/// committed (a WAL read snapshot that is no longer the latest cannot be
+/// upgraded; `busy_timeout` does not help there); no transaction at all
+/// would let two logins both squeeze under the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_read_then_write_transactions_wait_for_the_write_lock_instead_of_failing() {
+    const TASKS: usize = 32;
+    const ROUNDS: usize = 25;
+    const OWNERS: usize = 4;
+    const MAX: u32 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir, "logins.db");
+    let stores = async |table: &str, max: u32, policy| {
+        let (config, _clock) = common::manual();
+        let config = config.with_max_sessions_per_owner(max, policy);
+        let build = || {
+            DbSessionStore::builder(&url)
+                .table_name(table)
+                .config(config.clone())
+                .pool_size(8)
+                .connection_timeout(Duration::from_secs(30))
+                .build()
+        };
+        [build().await.unwrap(), build().await.unwrap()]
+    };
+    let run = async |stores: &[DbSessionStore; 2], rounds: usize, prefix: &str| {
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let mut tasks = Vec::new();
+        for n in 0..TASKS {
+            let (store, barrier) = (stores[n % 2].clone(), Arc::clone(&barrier));
+            let prefix = prefix.to_owned();
+            tasks.push(tokio::spawn(async move {
+                let mut s = store.create().await?;
+                s.set("cart", n.to_string());
+                store.save(&mut s).await?;
+                barrier.wait().await;
+                // Each round binds the session to another owner.
+                for round in 0..rounds {
+                    s.set_owner(format!("{prefix}-{}", (n + round) % OWNERS));
+                    if round % 2 == 0 {
+                        store.cycle_id(&mut s).await?;
+                    } else {
+                        store.save(&mut s).await?;
+                    }
+                }
+                Ok::<_, Error>(())
+            }));
+        }
+        for task in tasks {
+            if let Err(e) = task.await.unwrap() {
+                panic!("a login failed: {e}");
+            }
+        }
+    };
+
+    // Contention: every write is a read-then-write transaction.
+    let unlimited = stores("contention", u32::MAX, OwnerLimitPolicy::RefuseNew).await;
+    run(&unlimited, ROUNDS, "user").await;
+    let mut bound = 0;
+    for owner in 0..OWNERS {
+        bound += unlimited[0]
+            .count_owner_sessions(&format!("user-{owner}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(bound, TASKS as u64, "every session is bound once");
+
+    // The limit: one login per session, all at once, several times over.
+    let limited = stores("limited", MAX, OwnerLimitPolicy::EndOldest).await;
+    for wave in 0..8 {
+        let prefix = format!("wave{wave}");
+        run(&limited, 1, &prefix).await;
+        for owner in 0..OWNERS {
+            assert_eq!(
+                limited[0]
+                    .count_owner_sessions(&format!("{prefix}-{owner}"))
+                    .await
+                    .unwrap(),
+                u64::from(MAX),
+                "{prefix}-{owner}"
+            );
+        }
+    }
+}
+
+/// Owner keys session-core refuses can have no sessions: the owner queries
+/// answer at once, without a database connection (the pool's only
+/// connection is held here, so any query would time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_queries_for_unusable_owner_keys_do_not_touch_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DbSessionStore::builder(file_url(&dir, "owners.db"))
+        .pool_size(1)
+        .connection_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let s = store.create().await.unwrap();
+    let held = sqlite_pool(&store).get().unwrap();
+    for owner in [
+        String::new(),
+        "x\0y".to_owned(),
+        "line\nbreak".to_owned(),
+        "x".repeat(session_core::MAX_OWNER_LEN + 1),
+    ] {
+        assert_eq!(
+            store.count_owner_sessions(&owner).await.unwrap(),
+            0,
+            "{owner:?}"
+        );
+        assert!(store.owner_sessions(&owner, None).await.unwrap().is_empty());
+        assert_eq!(store.destroy_owner_sessions(&owner, None).await.unwrap(), 0);
+        assert!(
+            !store
+                .destroy_owner_session(&owner, &s.id().handle())
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        store.count_owner_sessions("alice").await.is_err(),
+        "a valid owner does need the database"
+    );
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,6 +441,83 @@ async fn sqlite_urls_and_plain_paths_open_the_same_file() {
             Some("v"),
             "{url}"
         );
+    }
+}
+
+/// A `sqlite:` URL with a query is a SQLite URI filename: the query sets
+/// options and is not part of the file's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_url_with_a_query_opens_the_file_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, url) in [
+        (
+            "q.db",
+            format!("sqlite://{}?mode=rwc", dir.path().join("q.db").display()),
+        ),
+        (
+            "r.db",
+            format!("sqlite:{}?cache=private", dir.path().join("r.db").display()),
+        ),
+    ] {
+        let store = DbSessionStore::connect(&url, SessionConfig::default())
+            .await
+            .unwrap();
+        let mut s = store.create().await.unwrap();
+        s.set("k", "v");
+        store.save(&mut s).await.unwrap();
+        drop(store);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.contains(&file.to_owned()), "{url}: {names:?}");
+        assert!(!names.iter().any(|n| n.contains('?')), "{url}: {names:?}");
+        let reopened = DbSessionStore::connect(
+            format!("sqlite://{}", dir.path().join(file).display()),
+            SessionConfig::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            reopened.load(s.id()).await.unwrap().unwrap().get("k"),
+            Some("v"),
+            "{url}"
+        );
+    }
+}
+
+/// Every SQLite URI form of an in-memory database gets a pool of one
+/// connection, so every operation sees the same database (a pool of several
+/// would give each connection its own, empty one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_uris_are_one_database_shared_by_every_operation() {
+    for url in [
+        "file::memory:",
+        "file::memory:?cache=shared",
+        "file:sdb_mem_test?mode=memory&cache=shared",
+        "sqlite://:memory:?cache=private",
+    ] {
+        let store = DbSessionStore::builder(url)
+            .pool_size(10)
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(sqlite_pool(&store).max_size(), 1, "{url}");
+        let store = Arc::new(store);
+        let mut savers = Vec::new();
+        for n in 0..16 {
+            let store = Arc::clone(&store);
+            savers.push(tokio::spawn(async move {
+                let mut s = store.create().await?;
+                s.set("n", n.to_string());
+                store.save(&mut s).await?;
+                Ok::<_, Error>(store.load(s.id()).await?.is_some())
+            }));
+        }
+        for saver in savers {
+            assert!(saver.await.unwrap().unwrap(), "{url}");
+        }
+        assert_eq!(store.len().await.unwrap(), 16, "{url}");
     }
 }
 

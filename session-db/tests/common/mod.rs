@@ -8,12 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use session_core::testing::run_conformance;
-use session_core::{Error, ManualClock, OwnerLimitPolicy, SessionConfig, SessionId, SessionStore};
+use session_core::{
+    Error, ManualClock, OwnerLimitPolicy, SessionConfig, SessionId, SessionStore, SessionStoreExt,
+};
 use session_db::diesel::{self, RunQueryDsl};
 use session_db::{Database, DbPool, DbSessionStore};
 
-/// A table name no other test (in this or any other run) uses:
-/// `sdbt_<tag>_<time>_<n>`.
+/// A table name no other test (in this or any other run, also one running at
+/// the same time in another process) uses: `sdbt_<tag>_<pid>_<time>_<n>`,
+/// with the process ID and the low 28 bits of the clock's nanoseconds in hex.
 pub(crate) fn unique_table(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
@@ -21,12 +24,20 @@ pub(crate) fn unique_table(tag: &str) -> String {
         .unwrap()
         .as_nanos();
     let name = format!(
-        "sdbt_{tag}_{:x}_{}",
-        (nanos ^ u128::from(std::process::id()) << 40) & 0xff_ffff_ffff,
+        "sdbt_{tag}_{:x}_{:x}_{}",
+        std::process::id(),
+        nanos & 0xfff_ffff,
         N.fetch_add(1, Ordering::Relaxed)
     );
     assert!(name.len() <= session_db::MAX_TABLE_NAME_LEN, "{name}");
     name
+}
+
+/// The migration versions recorded for `table`: a `LIKE` pattern matching
+/// `…_<table>` exactly (`_` is a wildcard in `LIKE`, so it is escaped), for
+/// `… WHERE version LIKE <pattern> ESCAPE '!'`.
+pub(crate) fn versions_of(table: &str) -> String {
+    format!("'%!_{}' ESCAPE '!'", table.replace('_', "!_"))
 }
 
 /// The tables a test creates on a server; dropped (with their migration
@@ -70,7 +81,10 @@ fn cleanup_statements(names: &[String], quote: char) -> Vec<String> {
         .flat_map(|t| {
             [
                 format!("DROP TABLE IF EXISTS {quote}{t}{quote}"),
-                format!("DELETE FROM __diesel_schema_migrations WHERE version LIKE '%{t}'"),
+                format!(
+                    "DELETE FROM __diesel_schema_migrations WHERE version LIKE {}",
+                    versions_of(t)
+                ),
             ]
         })
         .collect()
@@ -181,12 +195,14 @@ fn quoted(store: &DbSessionStore) -> String {
 }
 
 /// Junk written straight into one row's data column makes that session a
-/// codec error; every other session still loads and the store keeps working.
+/// codec error, and so does a row with version 0 (which would otherwise load
+/// as a never-stored session whose every save conflicts); every other
+/// session still loads and the store keeps working.
 pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str, table: &str) {
     let (config, _clock) = manual();
     let store = store(url, table, config).await;
     let mut sessions = Vec::new();
-    for n in 0..3 {
+    for n in 0..4 {
         let mut s = store.create().await.unwrap();
         s.set("n", n.to_string());
         s.set_owner("corrupt-test");
@@ -194,22 +210,29 @@ pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str
         sessions.push(s);
     }
     let db = store.database();
-    for (victim, junk) in [(0, &b"\x00\xff"[..]), (1, &b"\x01{not json"[..])] {
+    for (victim, set) in [
+        (0, format!("data = {}", bytes_literal(db, b"\x00\xff"))),
+        (1, format!("data = {}", bytes_literal(db, b"\x01{not json"))),
+        (3, "version = 0".to_owned()),
+    ] {
         let key = sessions[victim].id().storage_key().as_bytes();
         let changed = raw_exec(
             &store,
             &format!(
-                "UPDATE {} SET data = {} WHERE id_hash = {}",
+                "UPDATE {} SET {set} WHERE id_hash = {}",
                 quoted(&store),
-                bytes_literal(db, junk),
                 bytes_literal(db, key)
             ),
         );
         assert_eq!(changed, 1);
         match store.load(sessions[victim].id()).await {
             Err(Error::Codec(msg)) => assert!(!msg.is_empty()),
-            other => panic!("a corrupt row must be a Codec error, got {other:?}"),
+            other => panic!("a corrupt row ({set}) must be a Codec error, got {other:?}"),
         }
+    }
+    match store.update(sessions[3].id(), |s| s.set("k", "v")).await {
+        Err(Error::Codec(_)) => {}
+        other => panic!("updating a version-0 row must fail at once, got {other:?}"),
     }
     let healthy = store
         .load(sessions[2].id())
@@ -217,10 +240,10 @@ pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str
         .unwrap()
         .expect("the other session loads");
     assert_eq!(healthy.get("n"), Some("2"));
-    assert_eq!(store.len().await.unwrap(), 3);
+    assert_eq!(store.len().await.unwrap(), 4);
     assert_eq!(
         store.count_owner_sessions("corrupt-test").await.unwrap(),
-        3,
+        4,
         "listing reads no data"
     );
     assert!(
@@ -291,12 +314,127 @@ pub(crate) async fn owners_compare_exactly(url: &str, table: &str) {
     assert_eq!(store.count_owner_sessions("alice ").await.unwrap(), 2);
 }
 
+/// The SQL text of every statement a pool's connections run (diesel's
+/// instrumentation), to count what an operation sends to the database.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StatementLog(Arc<Mutex<Vec<String>>>);
+
+impl StatementLog {
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl diesel::connection::Instrumentation for StatementLog {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let diesel::connection::InstrumentationEvent::StartQuery { query, .. } = event {
+            self.0.lock().unwrap().push(query.to_string());
+        }
+    }
+}
+
+/// Installs a [`StatementLog`] on every connection of a pool (and, for
+/// SQLite, the tuning a store's own pool would have).
+#[derive(Debug)]
+struct Instrumented(StatementLog);
+
+#[cfg(feature = "sqlite")]
+impl diesel::r2d2::CustomizeConnection<diesel::SqliteConnection, diesel::r2d2::Error>
+    for Instrumented
+{
+    fn on_acquire(&self, conn: &mut diesel::SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::Connection;
+        diesel::r2d2::CustomizeConnection::on_acquire(&session_db::SqliteTuning::default(), conn)?;
+        conn.set_instrumentation(self.0.clone());
+        Ok(())
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl diesel::r2d2::CustomizeConnection<diesel::PgConnection, diesel::r2d2::Error> for Instrumented {
+    fn on_acquire(&self, conn: &mut diesel::PgConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::Connection;
+        conn.set_instrumentation(self.0.clone());
+        Ok(())
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl diesel::r2d2::CustomizeConnection<diesel::MysqlConnection, diesel::r2d2::Error>
+    for Instrumented
+{
+    fn on_acquire(&self, conn: &mut diesel::MysqlConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::Connection;
+        conn.set_instrumentation(self.0.clone());
+        Ok(())
+    }
+}
+
+/// A store on a pool whose statements are logged.
+pub(crate) async fn instrumented_store(
+    url: &str,
+    table: &str,
+    config: SessionConfig,
+) -> (DbSessionStore, StatementLog) {
+    use session_db::diesel::r2d2::{ConnectionManager, Pool};
+    fn builder<C>(log: &StatementLog) -> diesel::r2d2::Builder<ConnectionManager<C>>
+    where
+        C: diesel::r2d2::R2D2Connection + 'static,
+        Instrumented: diesel::r2d2::CustomizeConnection<C, diesel::r2d2::Error>,
+    {
+        Pool::builder()
+            .max_size(4)
+            .connection_customizer(Box::new(Instrumented(log.clone())))
+    }
+    let log = StatementLog::default();
+    let pool: DbPool = if let Some(path) = url.strip_prefix("sqlite://") {
+        #[cfg(feature = "sqlite")]
+        {
+            builder(&log)
+                .build(ConnectionManager::<diesel::SqliteConnection>::new(path))
+                .unwrap()
+                .into()
+        }
+        #[cfg(not(feature = "sqlite"))]
+        unreachable!("{path}")
+    } else if url.starts_with("postgres") {
+        #[cfg(feature = "postgres")]
+        {
+            builder(&log)
+                .build(ConnectionManager::<diesel::PgConnection>::new(url))
+                .unwrap()
+                .into()
+        }
+        #[cfg(not(feature = "postgres"))]
+        unreachable!()
+    } else {
+        #[cfg(feature = "mysql")]
+        {
+            builder(&log)
+                .build(ConnectionManager::<diesel::MysqlConnection>::new(url))
+                .unwrap()
+                .into()
+        }
+        #[cfg(not(feature = "mysql"))]
+        unreachable!()
+    };
+    let store = DbSessionStore::from_pool(pool)
+        .table_name(table)
+        .config(config)
+        .build()
+        .await
+        .expect("build the store");
+    (store, log)
+}
+
 /// Purge removes every expired row however many batches that takes, and
-/// nothing else.
+/// nothing else, at most 1000 rows per statement (as documented): 2345
+/// expired rows take exactly three statements.
 pub(crate) async fn purge_removes_expired_rows_in_batches(url: &str, table: &str) {
     const EXPIRED: usize = 2345;
+    const BATCH: usize = 1000;
     let (config, clock) = manual();
-    let store = store(url, table, config).await;
+    let (store, log) = instrumented_store(url, table, config).await;
     let mut tasks = Vec::new();
     for chunk in 0..8 {
         let store = store.clone();
@@ -315,10 +453,21 @@ pub(crate) async fn purge_removes_expired_rows_in_batches(url: &str, table: &str
     store.save(&mut young).await.unwrap();
     clock.advance(Duration::from_secs(200));
     assert_eq!(store.len().await.unwrap(), 1);
+    log.take();
     assert_eq!(
         store.purge_expired().await.unwrap(),
         EXPIRED as u64,
         "every batch is deleted"
+    );
+    let deletes: Vec<String> = log
+        .take()
+        .into_iter()
+        .filter(|sql| sql.contains("expires_ms <="))
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        EXPIRED.div_ceil(BATCH),
+        "one statement per batch of at most {BATCH} rows: {deletes:#?}"
     );
     assert_eq!(store.purge_expired().await.unwrap(), 0);
     assert!(store.load(young.id()).await.unwrap().is_some());
@@ -420,7 +569,8 @@ pub(crate) async fn concurrent_first_starts_migrate_once(url: &str, table: &str)
     let recorded = raw_count(
         &again,
         &format!(
-            "SELECT COUNT(*) AS n FROM __diesel_schema_migrations WHERE version LIKE '%{table}'"
+            "SELECT COUNT(*) AS n FROM __diesel_schema_migrations WHERE version LIKE {}",
+            versions_of(table)
         ),
     );
     assert_eq!(recorded, 1, "one migration row for the table");
@@ -598,3 +748,52 @@ pub(crate) fn processes_share_sessions_and_survive_restarts(
         assert_eq!(store.len().await.unwrap(), 3);
     });
 }
+
+/// Saves of one brand-new ID race over an expired row that still holds it,
+/// each binding a different owner under a per-owner limit (so each runs in
+/// its own locked transaction): exactly one wins, every other gets a
+/// conflict, never a backend error (MySQL once reported deadlocks here).
+pub(crate) async fn racing_inserts_over_an_expired_row_conflict_cleanly(url: &str, table: &str) {
+    const ROUNDS: usize = 8;
+    const RACERS: usize = 6;
+    let (config, clock) = manual();
+    let store = store(
+        url,
+        table,
+        config.with_max_sessions_per_owner(100, OwnerLimitPolicy::RefuseNew),
+    )
+    .await;
+    for round in 0..ROUNDS {
+        let text = SessionId::generate().unwrap().as_str()[..24].to_owned();
+        let mut old = store.create_with_id(&text).await.unwrap();
+        store.save(&mut old).await.unwrap();
+        clock.advance(Duration::from_secs(1801)); // expired, not purged
+        let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+        let mut racers = Vec::new();
+        for n in 0..RACERS {
+            let (store, barrier, text) = (store.clone(), Arc::clone(&barrier), text.clone());
+            racers.push(tokio::spawn(async move {
+                let mut s = store.create_with_id(&text).await.unwrap();
+                s.set_owner(format!("racer-{round}-{n}"));
+                barrier.wait().await;
+                store.save(&mut s).await
+            }));
+        }
+        let (mut won, mut conflicts) = (0, 0);
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(()) => won += 1,
+                Err(Error::Conflict) => conflicts += 1,
+                Err(e) => panic!("round {round}: a racer failed with {e:?}"),
+            }
+        }
+        assert_eq!((won, conflicts), (1, RACERS - 1), "round {round}");
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod server;
+// Not every test binary uses them.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[allow(unused_imports)]
+pub(crate) use server::*;

@@ -1,0 +1,327 @@
+//! Helpers and scenarios for the server databases (PostgreSQL, MySQL): a
+//! connection of the test's own, row locks held by another transaction, and
+//! the scenarios built on them.
+
+use std::time::Duration;
+
+use diesel::RunQueryDsl;
+use session_core::{Error, ManualClock, OwnerLimitPolicy, Session, SessionId, SessionStore};
+use session_db::diesel;
+use session_db::{Database, DbError, DbSessionStore};
+
+use super::{Count, bytes_literal, manual, quoted};
+
+/// A connection of its own for tests on PostgreSQL or MySQL.
+pub(crate) enum RawConn {
+    #[cfg(feature = "postgres")]
+    Pg(diesel::PgConnection),
+    #[cfg(feature = "mysql")]
+    My(diesel::MysqlConnection),
+}
+
+impl RawConn {
+    pub(crate) fn open(url: &str) -> Self {
+        use diesel::Connection;
+        #[cfg(feature = "postgres")]
+        if url.starts_with("postgres") {
+            return Self::Pg(diesel::PgConnection::establish(url).unwrap());
+        }
+        #[cfg(feature = "mysql")]
+        if url.starts_with("mysql") {
+            return Self::My(diesel::MysqlConnection::establish(url).unwrap());
+        }
+        unreachable!("not a server URL this build supports")
+    }
+
+    /// Run statements (text protocol, several allowed).
+    pub(crate) fn batch(&mut self, sql: &str) {
+        use diesel::connection::SimpleConnection;
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Pg(c) => c.batch_execute(sql),
+            #[cfg(feature = "mysql")]
+            Self::My(c) => c.batch_execute(sql),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Run one statement; the rows it changed.
+    pub(crate) fn exec(&mut self, sql: &str) -> usize {
+        let query = diesel::sql_query(sql);
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Pg(c) => query.execute(c),
+            #[cfg(feature = "mysql")]
+            Self::My(c) => query.execute(c),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Run a `SELECT COUNT(*) AS n …`.
+    pub(crate) fn count(&mut self, sql: &str) -> i64 {
+        let query = diesel::sql_query(sql);
+        let row: Result<Count, _> = match self {
+            #[cfg(feature = "postgres")]
+            Self::Pg(c) => query.get_result(c),
+            #[cfg(feature = "mysql")]
+            Self::My(c) => query.get_result(c),
+        };
+        row.unwrap_or_else(|e| panic!("{sql}: {e}")).n
+    }
+}
+
+/// A transaction on a connection (and thread) of its own that holds the
+/// row lock of one session until dropped.
+pub(crate) struct RowLock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RowLock {
+    pub(crate) fn hold(url: &str, store: &DbSessionStore, id: &SessionId) -> Self {
+        let lock = format!(
+            "UPDATE {} SET version = version WHERE id_hash = {}",
+            quoted(store),
+            bytes_literal(store.database(), id.storage_key().as_bytes())
+        );
+        let url = url.to_owned();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut c = RawConn::open(&url);
+            c.batch("BEGIN");
+            assert_eq!(c.exec(&lock), 1, "the row to lock exists");
+            ready_tx.send(()).unwrap();
+            let _ = release_rx.recv(); // or the sender was dropped
+            c.batch("ROLLBACK");
+        });
+        ready_rx.recv().expect("the row lock was taken");
+        Self {
+            release: Some(release_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RowLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Whether a statement deleting from `table` waits for a row lock (the only
+/// `DELETE` the logins of these tests run is the one that ends the oldest
+/// session). MariaDB does not reliably list such a statement as `LOCK WAIT`
+/// in `INNODB_TRX`; its process list shows it running.
+pub(crate) async fn a_statement_waits_for_a_lock(url: &str, table: &str) -> bool {
+    let (url, table) = (url.to_owned(), table.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawConn::open(&url);
+        let waiting = match c {
+            #[cfg(feature = "postgres")]
+            RawConn::Pg(_) => format!(
+                "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND strpos(query, 'DELETE FROM \"{table}\"') = 1"
+            ),
+            #[cfg(feature = "mysql")]
+            RawConn::My(_) => format!(
+                "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
+                 WHERE ID <> CONNECTION_ID() AND INFO LIKE 'DELETE FROM `{table}` %'"
+            ),
+        };
+        c.count(&waiting) > 0
+    })
+    .await
+    .unwrap()
+}
+
+/// A save running in the background that waits, inside its owner-locked
+/// transaction, for the row lock a [`RowLock`] holds.
+pub(crate) struct BlockedSave {
+    pub(crate) task: tokio::task::JoinHandle<Result<(), Error>>,
+    pub(crate) lock: RowLock,
+}
+
+/// Start saving `session` (a login of its owner under the `EndOldest`
+/// limit, which must end `oldest` to make room) while `oldest`'s row is
+/// locked: the save takes the owner's lock, then waits for the row. Returns
+/// once it waits.
+pub(crate) async fn blocked_login(
+    url: &str,
+    store: &DbSessionStore,
+    mut session: Session,
+    oldest: &SessionId,
+) -> BlockedSave {
+    let lock = RowLock::hold(url, store, oldest);
+    let saver = store.clone();
+    let task = tokio::spawn(async move { saver.save(&mut session).await });
+    let started = std::time::Instant::now();
+    while !a_statement_waits_for_a_lock(url, store.table_name()).await {
+        if task.is_finished() {
+            panic!("the login did not wait: {:?}", task.await.unwrap());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the login did not start waiting for the row lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    BlockedSave { task, lock }
+}
+
+/// A store with the per-owner limit `EndOldest(max)` and the connection
+/// (and lock) timeout `timeout`.
+pub(crate) async fn limited_store(
+    url: &str,
+    table: &str,
+    max: u32,
+    timeout: Duration,
+) -> (DbSessionStore, ManualClock) {
+    let (config, clock) = manual();
+    let store = DbSessionStore::builder(url)
+        .table_name(table)
+        .config(config.with_max_sessions_per_owner(max, OwnerLimitPolicy::EndOldest))
+        .pool_size(4)
+        .connection_timeout(timeout)
+        .build()
+        .await
+        .expect("build the store");
+    (store, clock)
+}
+
+/// A login binding a stored anonymous session waits (under the owner's lock)
+/// while the session is destroyed and the deletion commits: the save must
+/// then say the session is gone (NotFound), not that it changed (Conflict),
+/// and the refused login ends nothing.
+pub(crate) async fn a_login_of_a_session_destroyed_while_it_waited_is_not_found(
+    url: &str,
+    table: &str,
+) {
+    let (store, clock) = limited_store(url, table, 1, Duration::from_secs(5)).await;
+    let mut oldest = store.create().await.unwrap();
+    oldest.set_owner("alice");
+    store.save(&mut oldest).await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    let mut anonymous = store.create().await.unwrap();
+    store.save(&mut anonymous).await.unwrap();
+    let mut login = store.load(anonymous.id()).await.unwrap().unwrap();
+    login.set_owner("alice");
+
+    let blocked = blocked_login(url, &store, login, oldest.id()).await;
+    assert!(
+        store.destroy(anonymous.id()).await.unwrap(),
+        "logout commits while the login waits"
+    );
+    drop(blocked.lock);
+    match blocked.task.await.unwrap() {
+        Err(Error::NotFound) => {}
+        other => panic!("saving a session destroyed meanwhile must be NotFound, got {other:?}"),
+    }
+    assert!(store.load(anonymous.id()).await.unwrap().is_none());
+    assert!(
+        store.load(oldest.id()).await.unwrap().is_some(),
+        "the refused login ended no session"
+    );
+}
+
+/// While a login of `alice` holds her lock (waiting for a row), a save of
+/// another of her sessions that keeps its owner neither waits for the lock
+/// nor fails: only writes that bind a session to an owner take it.
+pub(crate) async fn a_save_that_keeps_its_owner_does_not_wait_for_the_owners_lock(
+    url: &str,
+    table: &str,
+) {
+    let (store, clock) = limited_store(url, table, 2, Duration::from_secs(3)).await;
+    let mut oldest = store.create().await.unwrap();
+    oldest.set_owner("alice");
+    store.save(&mut oldest).await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    let mut phone = store.create().await.unwrap();
+    phone.set_owner("alice");
+    store.save(&mut phone).await.unwrap();
+    let mut login = store.create().await.unwrap();
+    login.set_owner("alice");
+
+    let blocked = blocked_login(url, &store, login, oldest.id()).await;
+    let started = std::time::Instant::now();
+    phone.set("cart", "3 items");
+    store
+        .save(&mut phone)
+        .await
+        .expect("a save of an already-bound session does not need the owner's lock");
+    store
+        .cycle_id(&mut phone)
+        .await
+        .expect("nor does rotating it");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "it did not wait for the lock: {took:?}"
+    );
+    assert!(!blocked.task.is_finished(), "the login was still waiting");
+    drop(blocked.lock);
+    blocked.task.await.unwrap().expect("the login completes");
+    assert!(store.load(oldest.id()).await.unwrap().is_none());
+    assert_eq!(
+        store.load(phone.id()).await.unwrap().unwrap().get("cart"),
+        Some("3 items")
+    );
+    assert_eq!(store.count_owner_sessions("alice").await.unwrap(), 2);
+}
+
+/// A login that cannot get its owner's lock within the connection timeout
+/// fails with `DbError::LockTimeout` on every database, after about the
+/// timeout (MariaDB honours fractions of a second), and stores nothing.
+pub(crate) async fn a_login_that_cannot_get_the_owners_lock_in_time_fails_with_lock_timeout(
+    url: &str,
+    table: &str,
+) {
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let (store, clock) = limited_store(url, table, 1, Duration::from_secs(5)).await;
+    let (impatient, _) = limited_store(url, table, 1, TIMEOUT).await;
+    let mut oldest = store.create().await.unwrap();
+    oldest.set_owner("alice");
+    store.save(&mut oldest).await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    let mut login = store.create().await.unwrap();
+    login.set_owner("alice");
+    let blocked = blocked_login(url, &store, login, oldest.id()).await;
+
+    let mut second = impatient.create().await.unwrap();
+    second.set_owner("alice");
+    let started = std::time::Instant::now();
+    let result = impatient.save(&mut second).await;
+    let waited = started.elapsed();
+    match result {
+        Err(Error::Backend(e)) => assert!(
+            matches!(e.downcast_ref::<DbError>(), Some(DbError::LockTimeout(t)) if *t == TIMEOUT),
+            "expected DbError::LockTimeout, got {e}"
+        ),
+        other => panic!("expected a lock timeout, got {other:?}"),
+    }
+    assert!(waited >= TIMEOUT, "it waited for the lock: {waited:?}");
+    let whole_seconds = impatient.database() == Database::Mysql && {
+        let url = url.to_owned();
+        tokio::task::spawn_blocking(move || {
+            RawConn::open(&url).count(
+                "SELECT COUNT(*) AS n FROM (SELECT VERSION() AS v) AS s WHERE v LIKE '%MariaDB%'",
+            )
+        })
+        .await
+        .unwrap()
+            == 0
+    };
+    // MySQL proper takes GET_LOCK's wait in whole seconds (rounded up).
+    let bound = Duration::from_millis(if whole_seconds { 1900 } else { 950 });
+    assert!(waited < bound, "and not much longer: {waited:?}");
+    assert!(impatient.load(second.id()).await.unwrap().is_none());
+    drop(blocked.lock);
+    blocked
+        .task
+        .await
+        .unwrap()
+        .expect("the first login completes");
+}
