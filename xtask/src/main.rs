@@ -8,6 +8,8 @@
 //!   `--require-services` every skip is a failure.
 //! * `cargo xtask services`: make sure PostgreSQL, MariaDB and Redis answer,
 //!   and start the Redis Cluster and Sentinel the tests use.
+//! * `cargo xtask bench [--quick]`: run the benchmarks against every server
+//!   that answers and print the table of throughputs, ratios and targets.
 
 use std::io::{Read, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+mod bench;
 mod services;
 
 use services::{Probe, SERVICES};
@@ -25,12 +28,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(flags.contains(&"--require-services")),
         Some("services") => services::ensure_all(),
+        Some("bench") => bench::run(flags.contains(&"--quick")),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  ci [--require-services]  fmt, clippy, tests, doctests, docs (what CI runs)\n  \
-                 services                 start the databases, Redis, Redis Cluster and Sentinel for tests"
+                 services                 start the databases, Redis, Redis Cluster and Sentinel for tests\n  \
+                 bench [--quick]          benchmarks beside raw baselines and tower-sessions, with targets"
             );
             return ExitCode::from(2);
         }
