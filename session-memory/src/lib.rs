@@ -33,7 +33,9 @@
 //! * **Expiry index.** Each shard keeps its sessions ordered by expiry, so
 //!   [`purge_expired`](SessionStore::purge_expired) costs what it removes, not
 //!   a scan of every session, and [`len`](SessionStore::len) excludes expired
-//!   sessions at the cost of counting only those.
+//!   sessions at the cost of counting only those. A purge takes each shard's
+//!   lock for at most 128 sessions at a time and frees them outside it, so
+//!   loads keep their latency while a large purge runs.
 //! * **Optional cap.** [`MemoryStoreBuilder::max_sessions`] bounds the number
 //!   of stored sessions, so a flood of visitors cannot exhaust memory; the
 //!   [`CapacityPolicy`] says whether new sessions are refused or the ones
@@ -44,20 +46,95 @@
 //! * **Keyed by hash.** Like every store, it keys sessions by
 //!   [`StorageKey`], never by the raw ID.
 
-use std::collections::hash_map::Entry as MapEntry;
+use std::collections::hash_map::{Entry as MapEntry, RandomState};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use session_core::{
     Error, OwnerLimitPolicy, RecordMeta, Result, Rotation, Session, SessionConfig, SessionData,
-    SessionHandle, SessionId, SessionInfo, SessionStore, StorageKey, Write, async_trait,
+    SessionHandle, SessionId, SessionInfo, SessionStore, StorageKey, Touch, Write, async_trait,
 };
 
 /// Default number of shards.
 const DEFAULT_SHARDS: usize = 64;
+
+/// Most expired sessions a purge removes per shard lock: the lock is let go
+/// between batches, so a purge of many sessions never stalls the loads and
+/// saves of that shard for long.
+const PURGE_BATCH: usize = 128;
+
+/// Hashes [`StorageKey`]s for the shard maps.
+///
+/// Keys are SHA-256 output, so two of their 64-bit words need only a keyed
+/// mix, not SipHash's full work: a folded multiply of the words XORed with
+/// secrets drawn per map (as foldhash and aHash do). The secrets keep bucket
+/// positions unpredictable even to a caller who chooses session IDs (and so
+/// knows their keys) with `create_with_id`.
+#[derive(Clone)]
+struct KeyHashBuilder {
+    seeds: [u64; 2],
+}
+
+impl Default for KeyHashBuilder {
+    fn default() -> Self {
+        let random = RandomState::new();
+        Self {
+            seeds: [random.hash_one(0x5e55_u64), random.hash_one(0x10_u64)],
+        }
+    }
+}
+
+impl BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            seeds: self.seeds,
+            hash: 0,
+        }
+    }
+}
+
+struct KeyHasher {
+    seeds: [u64; 2],
+    hash: u64,
+}
+
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `StorageKey`s are hashed here: 32 bytes of SHA-256 output,
+        // whose first 16 already carry 128 uniform bits. (Any other input
+        // would still be found, equality decides, only with more collisions.)
+        let mut words = [0u8; 16];
+        let n = bytes.len().min(16);
+        words[..n].copy_from_slice(&bytes[..n]);
+        let words = u128::from_le_bytes(words);
+        self.hash = folded_multiply(
+            (words as u64) ^ self.seeds[0] ^ self.hash,
+            ((words >> 64) as u64) ^ self.seeds[1],
+        );
+    }
+
+    fn write_usize(&mut self, _len: usize) {
+        // The length prefix of the key's byte array is always 32.
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+type KeyMap<V> = HashMap<StorageKey, V, KeyHashBuilder>;
+type KeySet = HashSet<StorageKey, KeyHashBuilder>;
 
 /// What a full store does with a new session (see
 /// [`MemoryStoreBuilder::max_sessions`]).
@@ -174,7 +251,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("config", &self.inner.config)
             .field("shards", &self.inner.shards.len())
-            .field("stored", &self.inner.stored.load(Ordering::Relaxed))
+            .field("stored", &self.inner.stored())
             .field("capacity", &self.inner.capacity)
             .finish()
     }
@@ -183,7 +260,8 @@ impl fmt::Debug for MemoryStore {
 struct Inner {
     config: SessionConfig,
     shards: Box<[Mutex<Shard>]>,
-    /// Sessions held plus capacity reserved for inserts in progress.
+    /// With a capacity: sessions held plus capacity reserved for inserts in
+    /// progress. Without one it is not kept (see [`Inner::stored`]).
     stored: AtomicU64,
     capacity: Option<(u64, CapacityPolicy)>,
     /// Serialises saves that bind a session to an owner while a per-owner
@@ -206,11 +284,49 @@ struct Entry {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<StorageKey, Entry>,
+    map: KeyMap<Entry>,
     /// `(expires_ms, key)` of every entry in `map`.
     expiry: BTreeSet<(i64, StorageKey)>,
     /// Keys in this shard bound to each owner.
-    owners: HashMap<Arc<str>, HashSet<StorageKey>>,
+    owners: Owners,
+}
+
+type Owners = HashMap<Arc<str>, KeySet>;
+
+fn bind(owners: &mut Owners, owner: &Arc<str>, key: StorageKey) {
+    owners.entry(Arc::clone(owner)).or_default().insert(key);
+}
+
+fn unbind(owners: &mut Owners, owner: &Arc<str>, key: &StorageKey) {
+    if let MapEntry::Occupied(mut set) = owners.entry(Arc::clone(owner)) {
+        set.get_mut().remove(key);
+        if set.get().is_empty() {
+            set.remove();
+        }
+    }
+}
+
+/// Keep the expiry and owner indexes in step when an entry's metadata
+/// changes from `old` to `new`.
+fn reindex(
+    expiry: &mut BTreeSet<(i64, StorageKey)>,
+    owners: &mut Owners,
+    key: StorageKey,
+    old: &RecordMeta,
+    new: &RecordMeta,
+) {
+    if old.expires_ms != new.expires_ms {
+        expiry.remove(&(old.expires_ms, key));
+        expiry.insert((new.expires_ms, key));
+    }
+    if old.owner != new.owner {
+        if let Some(owner) = &old.owner {
+            unbind(owners, owner, &key);
+        }
+        if let Some(owner) = &new.owner {
+            bind(owners, owner, key);
+        }
+    }
 }
 
 impl Shard {
@@ -222,10 +338,7 @@ impl Shard {
     fn insert(&mut self, key: StorageKey, entry: Entry) {
         self.expiry.insert((entry.meta.expires_ms, key));
         if let Some(owner) = &entry.meta.owner {
-            self.owners
-                .entry(Arc::clone(owner))
-                .or_default()
-                .insert(key);
+            bind(&mut self.owners, owner, key);
         }
         self.map.insert(key, entry);
     }
@@ -234,59 +347,92 @@ impl Shard {
         let entry = self.map.remove(key)?;
         self.expiry.remove(&(entry.meta.expires_ms, *key));
         if let Some(owner) = &entry.meta.owner {
-            self.unbind(owner, key);
+            unbind(&mut self.owners, owner, key);
         }
         Some(entry)
     }
 
-    fn unbind(&mut self, owner: &Arc<str>, key: &StorageKey) {
-        if let MapEntry::Occupied(mut set) = self.owners.entry(Arc::clone(owner)) {
-            set.get_mut().remove(key);
-            if set.get().is_empty() {
-                set.remove();
+    /// Perform `write` with one lookup: insert-only or compare-and-set, as
+    /// [`Write::expected_version`] says. Returns the entry it replaced (an
+    /// expired one, for an insert), for the caller to drop after unlocking.
+    fn apply(&mut self, write: &Write) -> Result<Option<Entry>> {
+        let Shard {
+            map,
+            expiry,
+            owners,
+        } = self;
+        let entry = || Entry {
+            meta: write.meta.clone(),
+            data: write.data.clone(),
+        };
+        match map.entry(write.key) {
+            MapEntry::Vacant(slot) => {
+                if write.expected_version.is_some() {
+                    return Err(Error::NotFound);
+                }
+                slot.insert(entry());
+                expiry.insert((write.meta.expires_ms, write.key));
+                if let Some(owner) = &write.meta.owner {
+                    bind(owners, owner, write.key);
+                }
+                Ok(None)
+            }
+            MapEntry::Occupied(mut slot) => {
+                let stored = slot.get_mut();
+                let live = stored.meta.is_live(write.now_ms);
+                match write.expected_version {
+                    None if live => return Err(Error::Conflict),
+                    Some(_) if !live => return Err(Error::NotFound),
+                    Some(v) if stored.meta.version != v => return Err(Error::Conflict),
+                    // An insert over an expired entry replaces it; an update
+                    // of the live version replaces its contents.
+                    _ => {}
+                }
+                let old = std::mem::replace(stored, entry());
+                reindex(expiry, owners, write.key, &old.meta, &write.meta);
+                Ok(Some(old))
             }
         }
     }
 
-    /// Replace the metadata and data of an existing entry, keeping the
-    /// indexes in step.
-    fn update(&mut self, key: StorageKey, meta: RecordMeta, data: Option<SessionData>) {
-        let Some(entry) = self.map.get_mut(&key) else {
-            return;
+    /// Slide a live entry's deadline, with one lookup.
+    fn touch(&mut self, touch: &Touch) -> Result<()> {
+        let Some(entry) = self
+            .map
+            .get_mut(&touch.key)
+            .filter(|e| e.meta.is_live(touch.now_ms))
+        else {
+            return Err(Error::NotFound);
         };
         let old_expiry = entry.meta.expires_ms;
-        let old_owner = entry.meta.owner.clone();
-        entry.meta = meta;
-        if let Some(data) = data {
-            entry.data = data;
+        entry.meta.last_active_ms = touch.last_active_ms;
+        entry.meta.expires_ms = touch.expires_ms;
+        if old_expiry != touch.expires_ms {
+            self.expiry.remove(&(old_expiry, touch.key));
+            self.expiry.insert((touch.expires_ms, touch.key));
         }
-        let new_expiry = entry.meta.expires_ms;
-        let new_owner = entry.meta.owner.clone();
-        if old_expiry != new_expiry {
-            self.expiry.remove(&(old_expiry, key));
-            self.expiry.insert((new_expiry, key));
-        }
-        if old_owner != new_owner {
-            if let Some(old) = &old_owner {
-                self.unbind(old, &key);
-            }
-            if let Some(new) = new_owner {
-                self.owners.entry(new).or_default().insert(key);
-            }
-        }
+        Ok(())
     }
 
-    /// Remove every expired entry; returns how many.
-    fn purge(&mut self, now: i64) -> u64 {
-        let mut purged = 0;
-        while let Some(&(expires, key)) = self.expiry.first() {
-            if session_core::is_live(expires, now) {
-                break;
+    /// Move up to [`PURGE_BATCH`] expired entries into `out`; returns whether
+    /// more may be left.
+    fn purge_batch(&mut self, now: i64, out: &mut Vec<Entry>) -> bool {
+        while out.len() < PURGE_BATCH {
+            match self.expiry.first() {
+                Some(&(expires, _)) if !session_core::is_live(expires, now) => {}
+                _ => return false,
             }
-            self.remove(&key);
-            purged += 1;
+            let Some((_, key)) = self.expiry.pop_first() else {
+                return false;
+            };
+            if let Some(entry) = self.map.remove(&key) {
+                if let Some(owner) = &entry.meta.owner {
+                    unbind(&mut self.owners, owner, &key);
+                }
+                out.push(entry);
+            }
         }
-        purged
+        true
     }
 
     /// Entries that are stored but expired, counted from the expiry index.
@@ -343,20 +489,31 @@ impl Inner {
         self.config.now_ms()
     }
 
+    /// Remove every expired session, a batch per shard lock at a time, and
+    /// free them outside the lock.
     fn purge(&self) -> u64 {
         let now = self.now();
         let mut purged = 0;
+        let mut removed = Vec::with_capacity(PURGE_BATCH);
         for shard in &*self.shards {
-            purged += lock(shard).purge(now);
+            loop {
+                let more = lock(shard).purge_batch(now, &mut removed);
+                purged += removed.len() as u64;
+                removed.clear();
+                if !more {
+                    break;
+                }
+            }
         }
-        self.stored.fetch_sub(purged, Ordering::Relaxed);
+        self.release_n(purged);
         purged
     }
 
     /// Reserve room for one more stored session, per the capacity policy.
+    /// Only a store with a capacity counts its sessions: the shared counter
+    /// would otherwise be the one thing every insert on every core touches.
     fn reserve(&self) -> Result<()> {
         let Some((max, policy)) = self.capacity else {
-            self.stored.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
         loop {
@@ -383,7 +540,22 @@ impl Inner {
     }
 
     fn release(&self) {
-        self.stored.fetch_sub(1, Ordering::Relaxed);
+        self.release_n(1);
+    }
+
+    fn release_n(&self, n: u64) {
+        if self.capacity.is_some() && n > 0 {
+            self.stored.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Sessions held (expired ones not yet purged included).
+    fn stored(&self) -> u64 {
+        if self.capacity.is_some() {
+            self.stored.load(Ordering::Relaxed)
+        } else {
+            self.shards.iter().map(|s| lock(s).map.len() as u64).sum()
+        }
     }
 
     fn evict_soonest_expiring(&self) -> bool {
@@ -520,31 +692,18 @@ impl Inner {
         if inserting {
             self.reserve()?;
         }
-        let mut shard = self.shard(&write.key);
-        if let Err(e) = check_precondition(&shard, &write.key, write.expected_version, write.now_ms)
-        {
-            drop(shard);
-            if inserting {
-                self.release();
+        let applied = self.shard(&write.key).apply(&write);
+        match applied {
+            Err(e) => {
+                if inserting {
+                    self.release();
+                }
+                return Err(e);
             }
-            return Err(e);
+            // An insert replaced an expired entry: it holds no new room.
+            Ok(Some(_)) if inserting => self.release(),
+            Ok(_) => {}
         }
-        if inserting {
-            // An expired entry may still occupy the key: it is replaced.
-            if shard.remove(&write.key).is_some() {
-                self.release();
-            }
-            shard.insert(
-                write.key,
-                Entry {
-                    meta: write.meta.clone(),
-                    data: write.data.clone(),
-                },
-            );
-        } else {
-            shard.update(write.key, write.meta.clone(), Some(write.data.clone()));
-        }
-        drop(shard);
         if let Some(gate) = gate {
             self.end_excess(&gate, &write);
         }
@@ -639,17 +798,7 @@ impl SessionStore for MemoryStore {
 
     async fn touch(&self, session: &mut Session) -> Result<()> {
         let touch = session.prepare_touch(&self.inner.config)?;
-        let mut shard = self.inner.shard(&touch.key);
-        let Some(entry) = shard.live(&touch.key, touch.now_ms) else {
-            return Err(Error::NotFound);
-        };
-        let meta = RecordMeta {
-            last_active_ms: touch.last_active_ms,
-            expires_ms: touch.expires_ms,
-            ..entry.meta.clone()
-        };
-        shard.update(touch.key, meta, None);
-        drop(shard);
+        self.inner.shard(&touch.key).touch(&touch)?;
         session.commit_touch(&touch);
         Ok(())
     }
@@ -743,7 +892,7 @@ impl SessionStore for MemoryStore {
                 }
             }
             drop(shard);
-            self.inner.stored.fetch_sub(removed, Ordering::Relaxed);
+            self.inner.release_n(removed);
         }
         Ok(ended)
     }
@@ -909,7 +1058,7 @@ mod tests {
         }
         assert_eq!(store.purge_expired().await.unwrap(), 1000);
         assert!(store.load(young.id()).await.unwrap().is_some());
-        assert_eq!(store.inner.stored.load(Ordering::Relaxed), 1);
+        assert_eq!(store.inner.stored(), 1);
         for shard in &*store.inner.shards {
             let shard = lock(shard);
             assert_eq!(
@@ -927,13 +1076,9 @@ mod tests {
         let task = store.spawn_purge_task(Duration::from_secs(5)).unwrap();
         saved(&store).await;
         clock.advance(Duration::from_secs(61));
-        assert_eq!(store.inner.stored.load(Ordering::Relaxed), 1);
+        assert_eq!(store.inner.stored(), 1);
         tokio::time::sleep(Duration::from_secs(6)).await;
-        assert_eq!(
-            store.inner.stored.load(Ordering::Relaxed),
-            0,
-            "the task purged"
-        );
+        assert_eq!(store.inner.stored(), 0, "the task purged");
         assert!(!task.is_finished());
         drop(store);
         tokio::time::sleep(Duration::from_secs(6)).await;
