@@ -1,7 +1,8 @@
 //! The session a request works with, and the parts of it stores persist.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -52,7 +53,7 @@ impl Session {
 
     /// The string stored under `key`, if there is one and it is a string.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.data.0.get(key).and_then(Value::as_str)
+        self.data.map().get(key).and_then(Value::as_str)
     }
 
     /// Store a string under `key`. Setting the value a key already has does
@@ -82,7 +83,7 @@ impl Session {
             Ok(v) => v,
             Err(source) => return Err(Error::Value { key, source }),
         };
-        if self.data.0.get(&key) != Some(&value) {
+        if self.data.map().get(&key) != Some(&value) {
             self.data.map_mut().insert(key, value);
             self.modified = true;
         }
@@ -94,7 +95,7 @@ impl Session {
     /// # Errors
     /// [`Error::Value`] if the stored value does not have the shape of `T`.
     pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.data.0.get(key) {
+        match self.data.map().get(key) {
             None => Ok(None),
             Some(v) => T::deserialize(v).map(Some).map_err(|source| Error::Value {
                 key: key.to_owned(),
@@ -105,12 +106,12 @@ impl Session {
 
     /// The raw JSON value under `key`.
     pub fn get_value(&self, key: &str) -> Option<&Value> {
-        self.data.0.get(key)
+        self.data.map().get(key)
     }
 
     /// Remove `key`; returns whether it was there.
     pub fn remove(&mut self, key: &str) -> bool {
-        if !self.data.0.contains_key(key) {
+        if !self.data.map().contains_key(key) {
             return false;
         }
         self.data.map_mut().remove(key);
@@ -121,7 +122,7 @@ impl Session {
     /// Remove every key (the session itself stays; see
     /// [`SessionStore::destroy`](crate::SessionStore::destroy) to end it).
     pub fn clear(&mut self) {
-        if !self.data.0.is_empty() {
+        if !self.data.map().is_empty() {
             self.data = SessionData::default();
             self.modified = true;
         }
@@ -129,22 +130,22 @@ impl Session {
 
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.data.0.contains_key(key)
+        self.data.map().contains_key(key)
     }
 
     /// The keys, in sorted order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.data.0.keys().map(String::as_str)
+        self.data.map().keys().map(String::as_str)
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.data.0.len()
+        self.data.map().len()
     }
 
     /// Whether the session holds no keys.
     pub fn is_empty(&self) -> bool {
-        self.data.0.is_empty()
+        self.data.map().is_empty()
     }
 
     /// The owner (user key) this session is bound to, if any.
@@ -275,7 +276,8 @@ impl Session {
         if let Some(owner) = self.meta.owner.as_deref() {
             check_owner(owner)?;
         }
-        let encoded = self.data.encode();
+        let mut data = self.data.clone();
+        let encoded = data.ensure_encoded();
         if encoded.len() > config.max_data_size() {
             return Err(Error::TooLarge {
                 size: encoded.len(),
@@ -293,7 +295,7 @@ impl Session {
             key: *key,
             expected_version: (!self.is_new()).then_some(self.meta.version),
             meta,
-            data: self.data.clone(),
+            data,
             encoded,
             now_ms: now,
         })
@@ -301,6 +303,9 @@ impl Session {
 
     /// Record that `write` (from [`Session::prepare_write`]) was stored.
     pub fn commit_write(&mut self, write: Write) {
+        // The written data is this session's data, now with its encoding
+        // kept for the next save.
+        self.data = write.data;
         self.meta = write.meta;
         self.modified = false;
     }
@@ -432,10 +437,10 @@ pub struct Write {
     pub expected_version: Option<u64>,
     /// The metadata to store.
     pub meta: RecordMeta,
-    /// The data, for stores that keep it decoded.
+    /// The data (its encoding is `encoded`).
     pub data: SessionData,
-    /// The data encoded with the shared codec, for stores that keep bytes.
-    pub encoded: Vec<u8>,
+    /// The data encoded with the shared codec: what a store keeps.
+    pub encoded: Arc<[u8]>,
     /// The time the write was computed at: "live" means `now_ms < expires`.
     pub now_ms: i64,
 }
@@ -469,52 +474,137 @@ pub struct Rotation {
     pub write: Write,
 }
 
-/// A session's key-value data: cheap to clone, copied on first write.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SessionData(Arc<BTreeMap<String, Value>>);
+/// A session's key-value data.
+///
+/// Cheap to clone (clones share the map until one of them writes), decoded
+/// at most once (data loaded as bytes is decoded on first access), and
+/// encoded at most once per change (the bytes of the last encoding are kept
+/// until the next write).
+#[derive(Clone, Default)]
+pub struct SessionData {
+    /// The decoded map; filled on first access when the data came as bytes.
+    map: OnceLock<Arc<BTreeMap<String, Value>>>,
+    /// The encoded form, whenever it is known to match the map.
+    encoded: Option<Arc<[u8]>>,
+}
+
+type DataMap = BTreeMap<String, Value>;
 
 impl SessionData {
-    fn map_mut(&mut self) -> &mut BTreeMap<String, Value> {
-        Arc::make_mut(&mut self.0)
-    }
-
-    /// Encode with the shared, versioned codec: one format byte, then JSON.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        out.push(CODEC_V1);
-        // Serializing a map of strings to JSON values into a Vec cannot fail.
-        if serde_json::to_writer(&mut out, &*self.0).is_err() {
-            out.truncate(1);
-            out.extend_from_slice(b"{}");
+    /// Data from bytes this process produced with [`SessionData::encoded`]
+    /// (for example kept by an in-process store), decoded only when first
+    /// read. Bytes from storage outside the process must go through
+    /// [`SessionData::decode`], which checks them.
+    pub fn from_encoded_trusted(bytes: Arc<[u8]>) -> Self {
+        Self {
+            map: OnceLock::new(),
+            encoded: Some(bytes),
         }
-        out
     }
 
-    /// Decode bytes written by [`SessionData::encode`].
+    fn map(&self) -> &DataMap {
+        self.map.get_or_init(|| {
+            let map = match self.encoded.as_deref() {
+                None => Ok(DataMap::new()),
+                Some(bytes) => decode_map(bytes),
+            };
+            // Only `decode` (which checks) and `from_encoded_trusted` (bytes
+            // of our own encoding) set `encoded` without a map, so this
+            // cannot fail; an empty map keeps it panic-free regardless.
+            debug_assert!(map.is_ok(), "trusted session bytes failed to decode");
+            Arc::new(map.unwrap_or_default())
+        })
+    }
+
+    fn map_mut(&mut self) -> &mut DataMap {
+        self.map();
+        self.encoded = None;
+        let map = self.map.get_mut().expect("`map()` initialised it");
+        Arc::make_mut(map)
+    }
+
+    /// The data encoded with the shared, versioned codec (one format byte,
+    /// then JSON). Reuses the bytes of the last encoding or load if the data
+    /// has not changed since.
+    pub fn encoded(&self) -> Arc<[u8]> {
+        match &self.encoded {
+            Some(bytes) => Arc::clone(bytes),
+            None => encode_map(self.map()).into(),
+        }
+    }
+
+    /// Encode now if needed and keep the bytes, so the next
+    /// [`encoded`](SessionData::encoded) is free.
+    fn ensure_encoded(&mut self) -> Arc<[u8]> {
+        let bytes = self.encoded();
+        self.encoded = Some(Arc::clone(&bytes));
+        bytes
+    }
+
+    /// Encode with the shared codec into a fresh vector.
+    pub fn encode(&self) -> Vec<u8> {
+        match &self.encoded {
+            Some(bytes) => bytes.to_vec(),
+            None => encode_map(self.map()),
+        }
+    }
+
+    /// Decode and check bytes written by [`SessionData::encode`] or
+    /// [`SessionData::encoded`], as read from storage.
     ///
     /// # Errors
     /// [`Error::Codec`] for anything else: empty input, an unknown format
     /// version, or a body that is not a JSON object.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        match bytes.split_first() {
-            None => Err(Error::Codec("empty record".into())),
-            Some((&CODEC_V1, body)) => serde_json::from_slice(body)
-                .map(|map| Self(Arc::new(map)))
-                .map_err(|e| Error::Codec(format!("record body is not a JSON object: {e}"))),
-            Some((other, _)) => Err(Error::Codec(format!(
-                "unknown record format {other}; it was written by a newer or foreign version"
-            ))),
-        }
+        let map = decode_map(bytes)?;
+        Ok(Self {
+            map: OnceLock::from(Arc::new(map)),
+            encoded: Some(bytes.into()),
+        })
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.map().len()
     }
 
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.map().is_empty()
+    }
+}
+
+fn encode_map(map: &DataMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(CODEC_V1);
+    // Serializing a map of strings to JSON values into a Vec cannot fail.
+    if serde_json::to_writer(&mut out, map).is_err() {
+        out.truncate(1);
+        out.extend_from_slice(b"{}");
+    }
+    out
+}
+
+fn decode_map(bytes: &[u8]) -> Result<DataMap> {
+    match bytes.split_first() {
+        None => Err(Error::Codec("empty record".into())),
+        Some((&CODEC_V1, body)) => serde_json::from_slice(body)
+            .map_err(|e| Error::Codec(format!("record body is not a JSON object: {e}"))),
+        Some((other, _)) => Err(Error::Codec(format!(
+            "unknown record format {other}; it was written by a newer or foreign version"
+        ))),
+    }
+}
+
+impl PartialEq for SessionData {
+    fn eq(&self, other: &Self) -> bool {
+        self.map() == other.map()
+    }
+}
+
+impl fmt::Debug for SessionData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.map()).finish()
     }
 }
 
@@ -638,6 +728,47 @@ mod tests {
                 "{junk:?} decoded"
             );
         }
+    }
+
+    #[test]
+    fn encoding_is_reused_until_the_data_changes() {
+        let config = SessionConfig::from_secs(60);
+        let mut s = session();
+        s.set("k", "v");
+        let w = s.prepare_write(&config).unwrap();
+        let first = Arc::clone(&w.encoded);
+        s.commit_write(w);
+        // Saving again without a change reuses the bytes; an owner change
+        // is metadata and does not touch them either.
+        s.set_owner("alice");
+        let w = s.prepare_write(&config).unwrap();
+        assert!(Arc::ptr_eq(&first, &w.encoded));
+        s.commit_write(w);
+        s.set("k", "w");
+        let w = s.prepare_write(&config).unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &w.encoded),
+            "a change is encoded afresh"
+        );
+        assert_eq!(
+            SessionData::decode(&w.encoded).unwrap().encoded(),
+            w.encoded
+        );
+    }
+
+    #[test]
+    fn trusted_bytes_are_decoded_on_first_read() {
+        let mut s = session();
+        s.set("user_id", "42");
+        s.insert("n", &7).unwrap();
+        let bytes = s.data().encoded();
+        let lazy = SessionData::from_encoded_trusted(Arc::clone(&bytes));
+        assert!(lazy.map.get().is_none(), "nothing decoded yet");
+        assert!(Arc::ptr_eq(&lazy.encoded(), &bytes), "re-encoding is free");
+        let loaded = Session::from_stored(s.id().clone(), s.meta().clone(), lazy);
+        assert_eq!(loaded.get("user_id"), Some("42"));
+        assert_eq!(loaded.get_as::<u32>("n").unwrap(), Some(7));
+        assert_eq!(loaded.data(), s.data());
     }
 
     #[test]

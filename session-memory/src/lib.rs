@@ -46,10 +46,9 @@
 //! * **Keyed by hash.** Like every store, it keys sessions by
 //!   [`StorageKey`], never by the raw ID.
 
-use std::collections::hash_map::{Entry as MapEntry, RandomState};
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -67,71 +66,11 @@ const DEFAULT_SHARDS: usize = 64;
 /// saves of that shard for long.
 const PURGE_BATCH: usize = 128;
 
-/// Hashes [`StorageKey`]s for the shard maps.
-///
-/// Keys are SHA-256 output, so two of their 64-bit words need only a keyed
-/// mix, not SipHash's full work: a folded multiply of the words XORed with
-/// secrets drawn per map (as foldhash and aHash do). The secrets keep bucket
-/// positions unpredictable even to a caller who chooses session IDs (and so
-/// knows their keys) with `create_with_id`.
-#[derive(Clone)]
-struct KeyHashBuilder {
-    seeds: [u64; 2],
-}
-
-impl Default for KeyHashBuilder {
-    fn default() -> Self {
-        let random = RandomState::new();
-        Self {
-            seeds: [random.hash_one(0x5e55_u64), random.hash_one(0x10_u64)],
-        }
-    }
-}
-
-impl BuildHasher for KeyHashBuilder {
-    type Hasher = KeyHasher;
-
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher {
-            seeds: self.seeds,
-            hash: 0,
-        }
-    }
-}
-
-struct KeyHasher {
-    seeds: [u64; 2],
-    hash: u64,
-}
-
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let product = u128::from(a) * u128::from(b);
-    (product as u64) ^ ((product >> 64) as u64)
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `StorageKey`s are hashed here: 32 bytes of SHA-256 output,
-        // whose first 16 already carry 128 uniform bits. (Any other input
-        // would still be found, equality decides, only with more collisions.)
-        let mut words = [0u8; 16];
-        let n = bytes.len().min(16);
-        words[..n].copy_from_slice(&bytes[..n]);
-        let words = u128::from_le_bytes(words);
-        self.hash = folded_multiply(
-            (words as u64) ^ self.seeds[0] ^ self.hash,
-            ((words >> 64) as u64) ^ self.seeds[1],
-        );
-    }
-
-    fn write_usize(&mut self, _len: usize) {
-        // The length prefix of the key's byte array is always 32.
-    }
-
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
+/// Hashes [`StorageKey`]s for the shard maps: foldhash, seeded per map, so
+/// bucket positions stay unpredictable even to a caller who chooses session
+/// IDs (and so knows their keys) with `create_with_id`, at a fraction of
+/// SipHash's cost.
+type KeyHashBuilder = foldhash::fast::RandomState;
 
 type KeyMap<V> = HashMap<StorageKey, V, KeyHashBuilder>;
 type KeySet = HashSet<StorageKey, KeyHashBuilder>;
@@ -279,7 +218,9 @@ struct OwnerGate<'a> {
 
 struct Entry {
     meta: RecordMeta,
-    data: SessionData,
+    /// The encoded data: a fraction of the decoded map's size, and what a
+    /// load hands out (decoded on the request's first read).
+    data: Arc<[u8]>,
 }
 
 #[derive(Default)]
@@ -363,7 +304,7 @@ impl Shard {
         } = self;
         let entry = || Entry {
             meta: write.meta.clone(),
-            data: write.data.clone(),
+            data: Arc::clone(&write.encoded),
         };
         match map.entry(write.key) {
             MapEntry::Vacant(slot) => {
@@ -763,7 +704,7 @@ impl Inner {
             write.key,
             Entry {
                 meta: write.meta.clone(),
-                data: write.data.clone(),
+                data: Arc::clone(&write.encoded),
             },
         );
         drop((first, second));
@@ -784,9 +725,13 @@ impl SessionStore for MemoryStore {
         let now = self.inner.now();
         let key = id.storage_key();
         let shard = self.inner.shard(key);
-        Ok(shard
-            .live(key, now)
-            .map(|e| Session::from_stored(id.clone(), e.meta.clone(), e.data.clone())))
+        Ok(shard.live(key, now).map(|e| {
+            Session::from_stored(
+                id.clone(),
+                e.meta.clone(),
+                SessionData::from_encoded_trusted(Arc::clone(&e.data)),
+            )
+        }))
     }
 
     async fn save(&self, session: &mut Session) -> Result<()> {
