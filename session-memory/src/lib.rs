@@ -46,8 +46,6 @@
 //! * **Keyed by hash.** Like every store, it keys sessions by
 //!   [`StorageKey`], never by the raw ID.
 
-use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -55,7 +53,7 @@ use std::time::Duration;
 
 use session_core::{
     Error, OwnerLimitPolicy, RecordMeta, Result, Rotation, Session, SessionConfig, SessionData,
-    SessionHandle, SessionId, SessionInfo, SessionStore, StorageKey, Touch, Write, async_trait,
+    SessionHandle, SessionId, SessionInfo, SessionStore, StorageKey, Write, async_trait,
 };
 
 /// Default number of shards.
@@ -65,15 +63,6 @@ const DEFAULT_SHARDS: usize = 64;
 /// between batches, so a purge of many sessions never stalls the loads and
 /// saves of that shard for long.
 const PURGE_BATCH: usize = 128;
-
-/// Hashes [`StorageKey`]s for the shard maps: foldhash, seeded per map, so
-/// bucket positions stay unpredictable even to a caller who chooses session
-/// IDs (and so knows their keys) with `create_with_id`, at a fraction of
-/// SipHash's cost.
-type KeyHashBuilder = foldhash::fast::RandomState;
-
-type KeyMap<V> = HashMap<StorageKey, V, KeyHashBuilder>;
-type KeySet = HashSet<StorageKey, KeyHashBuilder>;
 
 /// What a full store does with a new session (see
 /// [`MemoryStoreBuilder::max_sessions`]).
@@ -216,181 +205,12 @@ struct OwnerGate<'a> {
     binding: bool,
 }
 
-struct Entry {
-    meta: RecordMeta,
-    /// The encoded data: a fraction of the decoded map's size, and what a
-    /// load hands out (decoded on the request's first read).
-    data: Arc<[u8]>,
-}
+mod table;
 
-#[derive(Default)]
-struct Shard {
-    map: KeyMap<Entry>,
-    /// `(expires_ms, key)` of every entry in `map`.
-    expiry: BTreeSet<(i64, StorageKey)>,
-    /// Keys in this shard bound to each owner.
-    owners: Owners,
-}
+use table::{Entry, Table};
 
-type Owners = HashMap<Arc<str>, KeySet>;
-
-fn bind(owners: &mut Owners, owner: &Arc<str>, key: StorageKey) {
-    owners.entry(Arc::clone(owner)).or_default().insert(key);
-}
-
-fn unbind(owners: &mut Owners, owner: &Arc<str>, key: &StorageKey) {
-    if let MapEntry::Occupied(mut set) = owners.entry(Arc::clone(owner)) {
-        set.get_mut().remove(key);
-        if set.get().is_empty() {
-            set.remove();
-        }
-    }
-}
-
-/// Keep the expiry and owner indexes in step when an entry's metadata
-/// changes from `old` to `new`.
-fn reindex(
-    expiry: &mut BTreeSet<(i64, StorageKey)>,
-    owners: &mut Owners,
-    key: StorageKey,
-    old: &RecordMeta,
-    new: &RecordMeta,
-) {
-    if old.expires_ms != new.expires_ms {
-        expiry.remove(&(old.expires_ms, key));
-        expiry.insert((new.expires_ms, key));
-    }
-    if old.owner != new.owner {
-        if let Some(owner) = &old.owner {
-            unbind(owners, owner, &key);
-        }
-        if let Some(owner) = &new.owner {
-            bind(owners, owner, key);
-        }
-    }
-}
-
-impl Shard {
-    fn live(&self, key: &StorageKey, now: i64) -> Option<&Entry> {
-        self.map.get(key).filter(|e| e.meta.is_live(now))
-    }
-
-    /// Insert where no entry exists.
-    fn insert(&mut self, key: StorageKey, entry: Entry) {
-        self.expiry.insert((entry.meta.expires_ms, key));
-        if let Some(owner) = &entry.meta.owner {
-            bind(&mut self.owners, owner, key);
-        }
-        self.map.insert(key, entry);
-    }
-
-    fn remove(&mut self, key: &StorageKey) -> Option<Entry> {
-        let entry = self.map.remove(key)?;
-        self.expiry.remove(&(entry.meta.expires_ms, *key));
-        if let Some(owner) = &entry.meta.owner {
-            unbind(&mut self.owners, owner, key);
-        }
-        Some(entry)
-    }
-
-    /// Perform `write` with one lookup: insert-only or compare-and-set, as
-    /// [`Write::expected_version`] says. Returns the entry it replaced (an
-    /// expired one, for an insert), for the caller to drop after unlocking.
-    fn apply(&mut self, write: &Write) -> Result<Option<Entry>> {
-        let Shard {
-            map,
-            expiry,
-            owners,
-        } = self;
-        let entry = || Entry {
-            meta: write.meta.clone(),
-            data: Arc::clone(&write.encoded),
-        };
-        match map.entry(write.key) {
-            MapEntry::Vacant(slot) => {
-                if write.expected_version.is_some() {
-                    return Err(Error::NotFound);
-                }
-                slot.insert(entry());
-                expiry.insert((write.meta.expires_ms, write.key));
-                if let Some(owner) = &write.meta.owner {
-                    bind(owners, owner, write.key);
-                }
-                Ok(None)
-            }
-            MapEntry::Occupied(mut slot) => {
-                let stored = slot.get_mut();
-                let live = stored.meta.is_live(write.now_ms);
-                match write.expected_version {
-                    None if live => return Err(Error::Conflict),
-                    Some(_) if !live => return Err(Error::NotFound),
-                    Some(v) if stored.meta.version != v => return Err(Error::Conflict),
-                    // An insert over an expired entry replaces it; an update
-                    // of the live version replaces its contents.
-                    _ => {}
-                }
-                let old = std::mem::replace(stored, entry());
-                reindex(expiry, owners, write.key, &old.meta, &write.meta);
-                Ok(Some(old))
-            }
-        }
-    }
-
-    /// Slide a live entry's deadline, with one lookup.
-    fn touch(&mut self, touch: &Touch) -> Result<()> {
-        let Some(entry) = self
-            .map
-            .get_mut(&touch.key)
-            .filter(|e| e.meta.is_live(touch.now_ms))
-        else {
-            return Err(Error::NotFound);
-        };
-        let old_expiry = entry.meta.expires_ms;
-        entry.meta.last_active_ms = touch.last_active_ms;
-        entry.meta.expires_ms = touch.expires_ms;
-        if old_expiry != touch.expires_ms {
-            self.expiry.remove(&(old_expiry, touch.key));
-            self.expiry.insert((touch.expires_ms, touch.key));
-        }
-        Ok(())
-    }
-
-    /// Move up to [`PURGE_BATCH`] expired entries into `out`; returns whether
-    /// more may be left.
-    fn purge_batch(&mut self, now: i64, out: &mut Vec<Entry>) -> bool {
-        while out.len() < PURGE_BATCH {
-            match self.expiry.first() {
-                Some(&(expires, _)) if !session_core::is_live(expires, now) => {}
-                _ => return false,
-            }
-            let Some((_, key)) = self.expiry.pop_first() else {
-                return false;
-            };
-            if let Some(entry) = self.map.remove(&key) {
-                if let Some(owner) = &entry.meta.owner {
-                    unbind(&mut self.owners, owner, &key);
-                }
-                out.push(entry);
-            }
-        }
-        true
-    }
-
-    /// Entries that are stored but expired, counted from the expiry index.
-    fn expired_count(&self, now: i64) -> usize {
-        self.expiry
-            .iter()
-            .take_while(|(expires, _)| !session_core::is_live(*expires, now))
-            .count()
-    }
-
-    fn owned_keys(&self, owner: &str) -> Vec<StorageKey> {
-        self.owners
-            .get(owner)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default()
-    }
-}
+/// A shard: its own table of sessions, behind its own lock.
+type Shard = Table;
 
 /// How the stored session relates to a write, checked under the shard lock.
 fn check_precondition(
@@ -438,7 +258,7 @@ impl Inner {
         let mut removed = Vec::with_capacity(PURGE_BATCH);
         for shard in &*self.shards {
             loop {
-                let more = lock(shard).purge_batch(now, &mut removed);
+                let more = lock(shard).purge_batch(now, PURGE_BATCH, &mut removed);
                 purged += removed.len() as u64;
                 removed.clear();
                 if !more {
@@ -495,7 +315,7 @@ impl Inner {
         if self.capacity.is_some() {
             self.stored.load(Ordering::Relaxed)
         } else {
-            self.shards.iter().map(|s| lock(s).map.len() as u64).sum()
+            self.shards.iter().map(|s| lock(s).len() as u64).sum()
         }
     }
 
@@ -504,7 +324,7 @@ impl Inner {
             .shards
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| lock(s).expiry.first().map(|&(exp, key)| (exp, key, i)))
+            .filter_map(|(i, s)| lock(s).first_expiry().map(|(exp, key)| (exp, key, i)))
             .min();
         let Some((expires, key, index)) = soonest else {
             return false;
@@ -512,7 +332,6 @@ impl Inner {
         let mut shard = lock(&self.shards[index]);
         // Only if it is still the same entry; otherwise the caller retries.
         if shard
-            .map
             .get(&key)
             .is_some_and(|e| e.meta.expires_ms == expires)
         {
@@ -529,12 +348,12 @@ impl Inner {
         let mut found = Vec::new();
         for shard in &*self.shards {
             let shard = lock(shard);
-            if let Some(keys) = shard.owners.get(owner) {
-                found.extend(
-                    keys.iter()
-                        .filter_map(|k| shard.live(k, now).map(|e| (*k, e.meta.clone()))),
-                );
-            }
+            found.extend(
+                shard
+                    .owned(owner)
+                    .filter(|(_, e)| e.meta.is_live(now))
+                    .map(|(k, e)| (k, e.meta.clone())),
+            );
         }
         found.sort_by_key(|(key, meta)| (meta.created_ms, *key));
         found
@@ -776,7 +595,7 @@ impl SessionStore for MemoryStore {
         let mut live = 0u64;
         for shard in &*self.inner.shards {
             let shard = lock(shard);
-            live += (shard.map.len() - shard.expired_count(now)) as u64;
+            live += (shard.len() - shard.expired_count(now)) as u64;
         }
         Ok(live)
     }
@@ -800,9 +619,10 @@ impl SessionStore for MemoryStore {
         let mut count = 0u64;
         for shard in &*self.inner.shards {
             let shard = lock(shard);
-            if let Some(keys) = shard.owners.get(owner) {
-                count += keys.iter().filter(|k| shard.live(k, now).is_some()).count() as u64;
-            }
+            count += shard
+                .owned(owner)
+                .filter(|(_, e)| e.meta.is_live(now))
+                .count() as u64;
         }
         Ok(count)
     }
@@ -810,9 +630,12 @@ impl SessionStore for MemoryStore {
     async fn destroy_owner_session(&self, owner: &str, handle: &SessionHandle) -> Result<bool> {
         let now = self.inner.now();
         for shard in &*self.inner.shards {
-            let keys = lock(shard).owned_keys(owner);
-            if let Some(key) = keys.iter().find(|k| k.handle() == *handle) {
-                return Ok(self.inner.remove_owned(key, owner, now));
+            let found = lock(shard)
+                .owned(owner)
+                .map(|(key, _)| key)
+                .find(|key| key.handle() == *handle);
+            if let Some(key) = found {
+                return Ok(self.inner.remove_owned(&key, owner, now));
             }
         }
         Ok(false)
@@ -825,7 +648,8 @@ impl SessionStore for MemoryStore {
         for shard in &*self.inner.shards {
             let mut shard = lock(shard);
             let mut removed = 0u64;
-            for key in shard.owned_keys(owner) {
+            let keys: Vec<StorageKey> = shard.owned(owner).map(|(key, _)| key).collect();
+            for key in keys {
                 if Some(&key) == keep {
                     continue;
                 }
@@ -992,25 +816,17 @@ mod tests {
         clock.advance(Duration::from_secs(31));
         // The purge walks each shard's expiry index from the front and stops
         // at the first live entry; the live sessions are never visited. We
-        // check the index invariant that makes this true: it is ordered by
-        // expiry and covers exactly the stored entries.
+        // check the index invariant that makes this true: the expiry index
+        // (ordered by deadline) covers exactly the stored entries with their
+        // current deadlines.
         for shard in &*store.inner.shards {
-            let shard = lock(shard);
-            assert_eq!(shard.expiry.len(), shard.map.len());
-            for (expires, key) in &shard.expiry {
-                assert_eq!(shard.map[key].meta.expires_ms, *expires);
-            }
+            lock(shard).assert_consistent();
         }
         assert_eq!(store.purge_expired().await.unwrap(), 1000);
         assert!(store.load(young.id()).await.unwrap().is_some());
         assert_eq!(store.inner.stored(), 1);
         for shard in &*store.inner.shards {
-            let shard = lock(shard);
-            assert_eq!(
-                shard.expiry.len(),
-                shard.map.len(),
-                "purge keeps the index in step"
-            );
+            lock(shard).assert_consistent(); // purge keeps the indexes in step
         }
     }
 
@@ -1044,7 +860,7 @@ mod tests {
         let store = MemoryStore::new(60);
         let s = saved(&store).await;
         let shard = store.inner.shard(s.id().storage_key());
-        assert!(shard.map.contains_key(s.id().storage_key()));
+        assert!(shard.get(s.id().storage_key()).is_some());
         assert_ne!(s.id().storage_key().to_hex(), s.id().as_str());
     }
 
