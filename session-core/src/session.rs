@@ -267,7 +267,9 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::TooLarge`] if the encoded data exceeds the configured limit;
-    /// [`Error::InvalidInput`] if the owner key is empty or too long.
+    /// [`Error::InvalidInput`] if the owner key is empty or too long;
+    /// [`Error::Codec`] if the loaded version is `u64::MAX` (only a corrupt
+    /// record holds one).
     pub fn prepare_write(&self, config: &SessionConfig) -> Result<Write> {
         self.prepare_write_under(config, self.id.storage_key())
     }
@@ -284,9 +286,15 @@ impl Session {
                 limit: config.max_data_size(),
             });
         }
+        // A stored version of u64::MAX cannot be advanced: only a corrupt
+        // (or hand-written) record holds one, so it is reported as such
+        // rather than wrapping to 0 and breaking compare-and-set.
+        let version = self.meta.version.checked_add(1).ok_or_else(|| {
+            Error::Codec("stored version is at its maximum and cannot advance".into())
+        })?;
         let now = config.now_ms();
         let meta = RecordMeta {
-            version: self.meta.version + 1,
+            version,
             last_active_ms: now,
             expires_ms: config.expiry_after_activity(now, self.meta.absolute_ms),
             ..self.meta.clone()
@@ -652,6 +660,24 @@ mod tests {
         assert!(!s.is_modified());
         s.set("a", "2");
         assert!(s.is_modified());
+    }
+
+    #[test]
+    fn a_version_at_its_maximum_is_a_codec_error_not_a_wrap() {
+        let config = SessionConfig::from_secs(60);
+        let fresh = session();
+        let meta = RecordMeta {
+            version: u64::MAX,
+            ..fresh.meta().clone()
+        };
+        let mut s = Session::from_stored(fresh.id().clone(), meta, SessionData::default());
+        s.set("a", "1");
+        assert!(matches!(s.prepare_write(&config), Err(Error::Codec(_))));
+        let to = SessionId::generate().unwrap();
+        assert!(matches!(
+            s.prepare_rotation_to(&config, to),
+            Err(Error::Codec(_))
+        ));
     }
 
     #[test]
