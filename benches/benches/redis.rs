@@ -126,7 +126,7 @@ fn main() {
         .block_on(
             RedisSessionStore::builder_from_pool(pool.clone())
                 .key_prefix(format!("{PREFIX}ours:"))
-                .session_config(SessionConfig::new(Duration::from_secs(IDLE_TIMEOUT_SECS)))
+                .config(SessionConfig::new(Duration::from_secs(IDLE_TIMEOUT_SECS)))
                 .build(),
         )
         .expect("the Redis session store");

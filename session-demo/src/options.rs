@@ -389,7 +389,7 @@ async fn open_redis(url: &str, config: SessionConfig) -> Result<Arc<dyn SessionS
         return Err(missing_feature("Redis over TLS (rediss://)", "redis-tls"));
     }
     let store = session_redis::RedisSessionStore::builder(url)
-        .session_config(config)
+        .config(config)
         .key_prefix("session-demo:")
         .build()
         .await

@@ -2,10 +2,15 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use fred::prelude::{Client, ClientLike, Config, LuaInterface, Options, Pool, ReconnectPolicy};
-use session_core::{Error, Result, SessionConfig};
+use fred::error::{Error as FredError, ErrorKind};
+use fred::prelude::{
+    Client, ClientLike, Config, LuaInterface, Options, Pool, ReconnectPolicy, Value,
+};
+use fred::types::{ClusterHash, CustomCommand};
+use session_core::{Error, Result, SessionConfig, duration_ms};
 
 use crate::keys::{DEFAULT_BUCKETS, DEFAULT_PREFIX, Layout, MAX_BUCKETS, valid_prefix};
 use crate::scripts::Scripts;
@@ -51,7 +56,7 @@ enum Source {
 ///
 /// # async fn demo() -> session_core::Result<()> {
 /// let store = RedisSessionStore::builder("redis://127.0.0.1:6379/0")
-///     .session_config(
+///     .config(
 ///         SessionConfig::new(Duration::from_secs(30 * 60))
 ///             .with_absolute_timeout(Duration::from_secs(12 * 3600)),
 ///     )
@@ -146,7 +151,7 @@ impl RedisSessionStore {
     /// # Errors
     /// As [`RedisSessionStoreBuilder::build`].
     pub async fn connect(url: &str, config: SessionConfig) -> Result<Self> {
-        Self::builder(url).session_config(config).build().await
+        Self::builder(url).config(config).build().await
     }
 }
 
@@ -169,7 +174,7 @@ impl RedisSessionStoreBuilder {
     /// Idle and absolute timeouts, size and per-owner limits, and the clock
     /// (default: [`SessionConfig::default`], a 24-hour idle timeout).
     #[must_use]
-    pub fn session_config(mut self, config: SessionConfig) -> Self {
+    pub fn config(mut self, config: SessionConfig) -> Self {
         self.session = config;
         self
     }
@@ -262,8 +267,12 @@ impl RedisSessionStoreBuilder {
     ///
     /// # Errors
     /// [`Error::Backend`] if the URL is invalid (or needs the `tls` feature),
-    /// the key prefix contains `{` or `}`, or Redis cannot be reached within
-    /// the connect timeout.
+    /// the key prefix contains `{` or `}`, Redis cannot be reached within
+    /// the connect timeout, the server says it is older than Redis 7.0, or
+    /// the scripts cannot be loaded. The version is asked with `HELLO`
+    /// (which every ACL user may run), or `INFO` where that is refused; a
+    /// server that refuses both (renamed commands, a proxy) is assumed new
+    /// enough, and a warning is logged.
     pub async fn build(self) -> Result<RedisSessionStore> {
         if !valid_prefix(&self.prefix) {
             return Err(Error::backend_msg(
@@ -282,21 +291,36 @@ impl RedisSessionStoreBuilder {
         let lock_ttl = self
             .lock_ttl
             .max(self.command_timeout.saturating_mul(LEASE_COMMANDS));
+        if pool.clients().is_empty() {
+            return Err(Error::backend_msg(
+                "session-redis: the fred pool has no clients",
+            ));
+        }
+        let clients = pool
+            .clients()
+            .iter()
+            .map(|c| {
+                c.with_options(&Options {
+                    timeout: Some(self.command_timeout),
+                    ..Options::default()
+                })
+            })
+            .collect();
+        let receipt_ttl = RECEIPT_TTL.max(self.command_timeout.saturating_mul(RECEIPT_COMMANDS));
         let inner = Inner {
             pool,
+            clients,
+            next: AtomicUsize::new(0),
             owns_pool,
             config: self.session,
             layout: Layout::new(self.prefix, self.buckets),
             scripts,
             command_timeout: self.command_timeout,
-            options: Options {
-                timeout: Some(self.command_timeout),
-                ..Options::default()
-            },
             lock_ttl,
             lock_wait: self.lock_wait.unwrap_or(lock_ttl),
-            receipt_ttl: RECEIPT_TTL.max(self.command_timeout.saturating_mul(RECEIPT_COMMANDS)),
+            receipt_ttl: crate::store::num(duration_ms(receipt_ttl).max(1)),
         };
+        check_version(&inner).await?;
         // Load every script once up front (on every primary of a Cluster);
         // after a restart or fail-over they are sent again on demand.
         for script in inner.scripts.all() {
@@ -353,6 +377,112 @@ impl RedisSessionStoreBuilder {
             }
         }
     }
+}
+
+/// Refuse a server older than Redis 7.0 (the scripts use `SET … PXAT`
+/// and `PEXPIREAT … GT`; an older server would stop a script midway).
+///
+/// The version comes from `HELLO`, which Redis lets every client run
+/// whatever its ACL (`INFO` is in `@dangerous`, which least-privilege users
+/// lack), or from `INFO server` where `HELLO` is refused (renamed, or
+/// before Redis 6.2, which wants arguments). A server that answers neither
+/// with a version (both renamed or denied, or a proxy that hides them) is
+/// given the benefit of the doubt, with a warning. Only a timeout or a lost
+/// connection fails the check.
+async fn check_version(inner: &Inner) -> Result<()> {
+    let mut version = ask(inner, "HELLO", Vec::new())
+        .await?
+        .as_ref()
+        .and_then(hello_version);
+    if version.is_none() {
+        version = ask(inner, "INFO", vec![Value::from_static_str("server")])
+            .await?
+            .and_then(|info| info.as_str().and_then(|info| info_version(&info)));
+    }
+    match version {
+        Some((major, minor)) if major < MIN_REDIS.0 => Err(Error::backend_msg(format!(
+            "session-redis needs Redis {}.{} or newer (or Valkey); the server is {major}.{minor}",
+            MIN_REDIS.0, MIN_REDIS.1
+        ))),
+        Some(_) => Ok(()),
+        None => {
+            tracing::warn!(
+                "session-redis: Redis did not tell its version (HELLO and INFO were refused or \
+                 silent); assuming Redis {}.{} or newer, as the scripts need",
+                MIN_REDIS.0,
+                MIN_REDIS.1
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Send `command` to any server: its reply, or `None` if the server
+/// answered with an error (not permitted, unknown or renamed command, wrong
+/// arguments).
+async fn ask(inner: &Inner, command: &'static str, args: Vec<Value>) -> Result<Option<Value>> {
+    let custom = CustomCommand::new_static(command, ClusterHash::Random, false);
+    let reply = tokio::time::timeout(
+        inner.command_timeout,
+        inner.pool.next().custom::<Value, Value>(custom, args),
+    )
+    .await;
+    match reply {
+        Ok(Ok(value)) => Ok(Some(value)),
+        Ok(Err(e)) if refused(&e) => {
+            tracing::debug!(command, error = %e, "Redis refused a version query");
+            Ok(None)
+        }
+        Ok(Err(e)) => Err(Error::backend(e)),
+        Err(_) => Err(Error::backend_msg(
+            "session-redis: timed out asking Redis for its version",
+        )),
+    }
+}
+
+/// Whether `e` is an error reply from the server (fred's kinds for `ERR`,
+/// `NOPERM` and other replies), rather than a failure to get one.
+fn refused(e: &FredError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Unknown | ErrorKind::InvalidCommand | ErrorKind::InvalidArgument
+    )
+}
+
+/// The oldest Redis the scripts run on.
+const MIN_REDIS: (u32, u32) = (7, 0);
+
+/// `(major, minor)` from the `version` of a `HELLO` reply: pairs in an
+/// array (RESP2) or a map (RESP3).
+fn hello_version(reply: &Value) -> Option<(u32, u32)> {
+    let version = match reply {
+        Value::Array(items) => items
+            .chunks_exact(2)
+            .find(|pair| pair[0].as_str().as_deref() == Some("version"))
+            .and_then(|pair| pair[1].as_str()),
+        Value::Map(map) => map
+            .iter()
+            .find(|(key, _)| key.as_str() == Some("version"))
+            .and_then(|(_, value)| value.as_str()),
+        _ => None,
+    }?;
+    parse_version(&version)
+}
+
+/// `(major, minor)` from the `redis_version:` line of `INFO server`.
+fn info_version(info: &str) -> Option<(u32, u32)> {
+    parse_version(
+        info.lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))?,
+    )
+}
+
+/// `(major, minor)` from `major.minor.patch`.
+fn parse_version(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn parse_url(url: &str) -> Result<Config> {
@@ -466,6 +596,58 @@ mod tests {
             .command_timeout(Duration::ZERO)
             .owner_lock_ttl(Duration::ZERO);
         assert!(zero.command_timeout > Duration::ZERO && zero.lock_ttl > Duration::ZERO);
+    }
+
+    #[test]
+    fn server_versions_are_read_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(info_version(info), Some((7, 0)));
+        assert_eq!(info_version("redis_version:6.2.14\n"), Some((6, 2)));
+        assert_eq!(info_version("# Server\nos:Linux\n"), None);
+        assert_eq!(info_version("redis_version:x.y\n"), None);
+    }
+
+    #[test]
+    fn server_versions_are_read_from_hello_in_resp2_and_resp3() {
+        let s = |v: &str| Value::from(v);
+        let resp2 = Value::Array(vec![
+            s("server"),
+            s("redis"),
+            s("version"),
+            s("7.0.15"),
+            s("proto"),
+            Value::Integer(2),
+            s("modules"),
+            Value::Array(Vec::new()),
+        ]);
+        assert_eq!(hello_version(&resp2), Some((7, 0)));
+        let mut map = fred::types::Map::new();
+        map.insert("server".into(), s("valkey"));
+        map.insert("version".into(), s("8.1.0"));
+        assert_eq!(hello_version(&Value::Map(map)), Some((8, 1)));
+        let old = Value::Array(vec![s("server"), s("redis"), s("version"), s("6.2.14")]);
+        assert_eq!(hello_version(&old), Some((6, 2)));
+        assert_eq!(
+            hello_version(&Value::Array(vec![s("server"), s("redis")])),
+            None
+        );
+        assert_eq!(hello_version(&s("OK")), None);
+    }
+
+    #[test]
+    fn only_error_replies_get_the_benefit_of_the_doubt() {
+        // fred's kind for `NOPERM …` and `ERR unknown command …` replies is
+        // `Unknown` (the ACL test in tests/behaviour.rs sees a real one).
+        for kind in [
+            ErrorKind::Unknown,
+            ErrorKind::InvalidCommand,
+            ErrorKind::InvalidArgument,
+        ] {
+            assert!(refused(&FredError::new(kind, "NOPERM")));
+        }
+        assert!(!refused(&FredError::new(ErrorKind::Timeout, "timed out")));
+        assert!(!refused(&FredError::new(ErrorKind::IO, "reset")));
+        assert!(!refused(&FredError::new(ErrorKind::Canceled, "canceled")));
     }
 
     #[test]

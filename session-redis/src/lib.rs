@@ -20,7 +20,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> session_core::Result<()> {
 //! let store = RedisSessionStore::builder("redis://127.0.0.1:6379")
-//!     .session_config(
+//!     .config(
 //!         SessionConfig::new(Duration::from_secs(30 * 60)) // idle timeout
 //!             .with_absolute_timeout(Duration::from_secs(12 * 3600)),
 //!     )
@@ -54,7 +54,7 @@
 //!   certificates build a fred [`Config`](fred::prelude::Config) with its
 //!   `tls` field set and use [`RedisSessionStore::builder_from_config`].
 //!
-//! fred is used with `default-features = false` and only `i-hashes`,
+//! fred is used with `default-features = false` and only `i-keys`,
 //! `i-scripts`, `i-sorted-sets` and `sha-1` (script hashes).
 //! Sentinel needs no extra feature: fred resolves the primary through the
 //! sentinels for a `redis-sentinel://` URL (its `sentinel-client` feature is
@@ -100,8 +100,7 @@
 //! under the configured prefix; a dump of Redis yields no usable cookie.
 //!
 //! ```text
-//! <prefix>{<bucket>}:s:<keyhex>     hash: version, created, last_active, expires,
-//!                                   absolute, owner, data
+//! <prefix>{<bucket>}:r:<keyhex>     string: the session record (below)
 //! <prefix>{<bucket>}:idx            sorted set: keyhex -> expires_ms
 //! <prefix>{<bucket>}:w:<token>      string: receipt of one applied write (60 s)
 //! <prefix>{o:<ownerhash>}:owner     sorted set: keyhex -> expires_ms (at least)
@@ -123,12 +122,56 @@
 //! index and lock share a slot of their own, named by a hash of the owner,
 //! so owner names (often e-mail addresses) never appear in key names.
 //!
-//! Every record expires natively (`PEXPIREAT`) at its deadline: the idle
-//! deadline capped by the absolute one. Each index key expires when its
-//! latest entry does, and receipts after a minute. Nothing is left behind
-//! without a purge. [`len`](session_core::SessionStore::len) is one
-//! `ZCOUNT` per bucket, pipelined: its cost depends on the bucket count,
-//! not on how many keys the database holds.
+//! Records are named `:r:`. The format before this one kept each session
+//! in a hash named `:s:`; after an upgrade those sessions are not found
+//! (their users sign in again) and their hashes expire by themselves.
+//!
+//! ## The record
+//!
+//! A session is one string, so a [`load`](session_core::SessionStore::load)
+//! is one `GET`: a fixed-width text header, the owner, then the data as
+//! `session-core`'s codec encodes it.
+//!
+//! ```text
+//! offset  bytes  field
+//!      0      1  record format: '1'
+//!      1     20  version: decimal, zero-padded
+//!     21     20  last activity, Unix ms: sign and 19 digits, zero-padded
+//!     41     20  expiry (idle deadline capped by the absolute one): the same
+//!     61     20  creation: the same
+//!     81     20  absolute deadline: the same, or 20 spaces for none
+//!    101      4  owner length in bytes: decimal (0000: no owner)
+//!    105      n  owner
+//!  105+n    ...  data
+//! ```
+//!
+//! The scripts read the header (and owner) with `GETRANGE`, never the
+//! data, and a touch rewrites the activity and expiry fields in place with
+//! one `SETRANGE`.
+//!
+//! A record is *corrupt* if it is not a record of this format: a field
+//! that is not exactly what the store writes (a time must be a sign and 19
+//! digits within the range of an `i64`, the owner length 4 digits, at most
+//! 1024 and within the value; `1e5`, `0x1f` or ` inf` are no numbers), an
+//! owner that is not UTF-8, or a key of another type under a record's name.
+//! The scripts check the header as strictly as the store's own decoder. A
+//! corrupt record is a [`Codec`](session_core::Error::Codec) error for that
+//! session only, from `load`, `save`, `touch` and `cycle_id` alike (they
+//! write nothing); listings skip it; `destroy` and revocation delete it,
+//! and so does `purge_expired` once its index entry is due.
+//!
+//! Every record expires natively (`SET … PXAT`, `PEXPIREAT`) at its
+//! deadline: the idle deadline capped by the absolute one. Redis is never
+//! given a deadline after the end of the year 9999 (an idle timeout of
+//! `Duration::MAX` saturates near `i64::MAX`, which a Cluster moving the
+//! key would overflow): a later deadline stays exact in the record, and
+//! the key expires at the end of 9999. Each index key
+//! expires no earlier than its latest entry (writes only ever raise its
+//! expiry; a purge sets it to its latest entry's), and receipts after a
+//! minute. Nothing is left behind without a purge.
+//! [`len`](session_core::SessionStore::len) is one `ZCOUNT` per bucket,
+//! pipelined: its cost depends on the bucket count, not on how many keys
+//! the database holds.
 //! [`purge_expired`](session_core::SessionStore::purge_expired) walks each
 //! bucket's index from its earliest deadline, so it costs what it removes;
 //! it counts the records it deleted (records that Redis already expired by
@@ -142,50 +185,63 @@
 //! the source with `EVAL`, which runs it and caches it again. Each script
 //! receives the store clock's `now` (from
 //! [`SessionConfig::now_ms`](session_core::SessionConfig::now_ms), so an
-//! injected clock rules) and treats a record as absent unless its `expires`
-//! is a number after `now`:
+//! injected clock rules) and treats a record as absent if there is none
+//! or its expiry is not after `now`; a corrupt record is answered with
+//! `Codec` (nothing written) by the scripts that write it:
 //!
 //! * **save**: insert-only for a new session (a live record means
 //!   `Conflict`; an expired one is replaced), otherwise compare-and-set on
-//!   the version (`Conflict`) of a live record (`NotFound`);
-//! * **touch**: slides the deadline of a live record, version untouched;
+//!   the version (`Conflict`) of a live record (`NotFound`); writes the
+//!   whole record;
+//! * **touch**: rewrites the activity and expiry fields of a live record
+//!   in place, version and data untouched, and only forward: a touch whose
+//!   activity time is not after the stored one changes nothing;
 //! * **rotate**: checks the old record as save does, writes the new one and
 //!   deletes the old, in one step;
 //! * **destroy**: deletes the record and its index entry, whatever the
-//!   record's fields hold (a corrupt record can always be ended).
+//!   record holds, a key of another type included (a corrupt record can
+//!   always be ended; revocation ends a corrupt record the owner's index
+//!   names, since its owner cannot be read).
 //!
 //! Redis runs a script without interleaving other commands, but does not
 //! roll back one that fails part-way. So every script reads and checks
 //! everything before its first write (a refused write changes nothing), and
 //! nothing after its first write depends on what a record holds: a garbled
-//! or missing field makes a record count as absent or corrupt, never makes a
-//! script fail. Redis refuses a script for lack of memory only before its
-//! first write; a key of the wrong type planted under the prefix by
-//! something else is the one thing that could still stop a script midway.
+//! field makes a record corrupt, never makes a script fail (the scripts
+//! read records with `redis.pcall`, parse every field strictly, and clamp
+//! every deadline they hand to Redis). Redis refuses a script for lack of
+//! memory only before its first write; an *index* key of the wrong type
+//! planted under the prefix by something else is the one thing that could
+//! still stop a script midway.
 //!
 //! # Re-sent commands
 //!
 //! When a connection breaks after a command was sent and before its reply
 //! came, fred sends the command again on a new connection, so Redis may run
 //! a write twice, possibly with another process's write in between. Each
-//! write script therefore carries a fresh random token and, when it changes
-//! something, stores its reply under a *receipt* key named by the token, in
-//! the record's slot. A re-sent script finds its receipt and answers as the
-//! first run did: a save already applied is reported as applied (not as a
-//! conflict with itself, which would make
+//! save, rotation, destroy and purge therefore carries a fresh token and,
+//! when it changes something, stores its reply under a *receipt* key named
+//! by the token, in the record's slot. A re-sent script finds its receipt
+//! and answers as the first run did: a save already applied is reported as
+//! applied (not as a conflict with itself, which would make
 //! [`update`](session_core::SessionStoreExt::update) apply its change
-//! twice), a re-sent touch does not undo a later save's deadline, and a
-//! re-sent destroy or purge still reports what it removed. A script that
-//! changed nothing leaves no receipt: running it again is as good as once.
+//! twice), and a re-sent destroy or purge still reports what it removed. A
+//! script that changed nothing leaves no receipt: running it again is as
+//! good as once. A touch needs no receipt: it only moves a session's
+//! activity forward, so a re-sent (or late) touch cannot undo a later
+//! save's deadline; if the session ended in between, the re-sent touch
+//! reports `NotFound`, which is true by then.
 //!
 //! Receipts expire after 60 seconds (or four command timeouts, if longer).
 //! fred re-sends a command only until its timeout (the command timeout, set
 //! as fred's own per-command timeout, so a command that timed out is never
 //! sent later), so a minute leaves a wide margin. The price is one small
 //! key, some 130 bytes of Redis memory, per applied write for that minute:
-//! about 8 MB at 1000 writes per second. The alternative, forbidding fred to re-send
-//! writes, would also stop it from following a Cluster's `MOVED`
-//! redirections, so every write during a resharding or fail-over would fail.
+//! about 8 MB at 1000 writes per second. Tokens are unique, not secret: 64
+//! random bits drawn once per process and a counter. The alternative,
+//! forbidding fred to re-send writes, would also stop it from following a
+//! Cluster's `MOVED` redirections, so every write during a resharding or
+//! fail-over would fail.
 //!
 //! # Owners
 //!
@@ -257,7 +313,11 @@
 //! [command timeout](RedisSessionStoreBuilder::command_timeout). A read is
 //! one command, a script call up to two (`EVALSHA`, then `EVAL` when the
 //! server lost the script), and an operation runs a few of these one after
-//! another, so it fails within a small multiple of the timeout:
+//! another, so it fails within a small multiple of the timeout. Every
+//! command, reads included, carries the timeout as fred's own per-command
+//! timeout, so a command that timed out is dropped from fred's queue, never
+//! sent after a reconnection (pipelined reads of several records are
+//! bounded as a whole instead):
 //!
 //! | operation | command timeouts, at most |
 //! |---|---|
@@ -282,10 +342,14 @@
 //!
 //! # Operating notes
 //!
-//! * Redis 5 or newer (tested with 7.0), with its scripting `cjson` library
-//!   (every Redis build has it). Use `maxmemory-policy noeviction`: an
-//!   evicted record is a lost session, an evicted receipt a write that may
-//!   be applied twice.
+//! * Redis 7.0 or newer, or Valkey (tested with Redis 7.0): the scripts use
+//!   `SET … PXAT` and `PEXPIREAT … GT`, and the builder refuses an older
+//!   server (it asks `HELLO`, which every ACL user may run, or else `INFO`;
+//!   a server that answers neither is given the benefit of the doubt, with
+//!   a warning). The scripting `cjson` library (in every Redis build) encodes
+//!   purge receipts. Use `maxmemory-policy noeviction`: an evicted record
+//!   is a lost session, an evicted receipt a write that may be applied
+//!   twice.
 //! * The clocks of the application servers and of Redis should agree (NTP):
 //!   the store decides liveness with its own clock, Redis removes keys with
 //!   its own.
@@ -295,10 +359,18 @@
 //! * Tracing: every operation runs in a `session_redis` debug span with the
 //!   operation, the key prefix and the first 8 hex digits of the storage key
 //!   (never the session ID).
+//! * Cost: a load is one `GET` sent as fred's own command, so fred
+//!   pipelines it with the other tasks' commands on the connection; a save
+//!   or touch is one `EVALSHA`, which fred writes to the socket on its own
+//!   (it flushes every script call). Under load a save therefore costs
+//!   Redis several times what a plain `SET` does: about six commands run
+//!   inside the script (receipt, header read, write, index entry, index
+//!   expiry, receipt), plus a system call of its own on each side.
 #![deny(missing_docs)]
 
 mod builder;
 mod keys;
+mod record;
 mod scripts;
 mod store;
 

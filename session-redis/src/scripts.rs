@@ -1,124 +1,269 @@
 //! The server-side Lua scripts.
 //!
 //! Every script touches keys of one hash slot only (declared in `KEYS`) and
-//! returns a status table rather than raising errors, so a conflict is an
-//! answer, not a failure. The session-slot scripts take the store clock's
-//! `now` as an argument and treat a record as absent unless its `expires`
-//! is a number after `now`: a garbled or missing field never makes a script
-//! fail.
+//! answers with a status rather than raising errors, so a conflict is an
+//! answer, not a failure. They read records by position (see `record.rs`
+//! for the layout) with `GETRANGE`, which never copies the data, and check
+//! the header as strictly as `record.rs` decodes it: a field that is not
+//! exactly what `record.rs` writes (for a time, a sign and 19 digits within
+//! the range of an `i64`; for the owner length, 4 digits, at most
+//! [`MAX_OWNER_LEN`](session_core::MAX_OWNER_LEN) and within the value)
+//! reads as `nil`, never as whatever Lua's `tonumber` would make of it
+//! (`1e5`, `0x1f`, ` inf`, `nan`). A record whose header does not read, or
+//! whose owner is cut short or not UTF-8, or a key of another type where a
+//! record belongs, is *corrupt*: save, touch and rotate answer `CORRUPT`
+//! and write nothing; destroy and purge delete it.
+//!
+//! The session-slot scripts take the store clock's `now` as an argument and
+//! treat a sound record as live only if its expiry is after `now`.
 //!
 //! Each script reads and checks everything before its first write, so a
 //! refused write changes nothing. Redis does not roll back a script that
 //! fails part-way, so nothing after the first write can fail on data a
-//! session record may hold (only a key of the wrong type planted under the
-//! prefix could make a command fail; out of memory stops a script only
-//! before its first write).
+//! session record may hold: records are read with `redis.pcall` (a key of
+//! another type is corrupt, not an error), every number a script hands to
+//! Redis is one it parsed strictly or clamped, and every deadline is at most
+//! [`LATEST_DEADLINE_MS`]. Only an index key of the wrong type planted
+//! under the prefix could make a command fail; out of memory stops a script
+//! only before its first write.
 //!
 //! # Receipts
 //!
 //! fred re-sends a command whose connection broke before the reply came,
-//! so a script may run twice. The session-slot scripts therefore take a
-//! fresh random token per call and, when they change something, store their
-//! reply under a *receipt* key named by that token (the last key, in the
-//! record's slot; its lifetime in milliseconds is the last argument). A
-//! re-sent call finds the receipt and returns the first run's reply without
-//! running again. A call that changed nothing leaves no receipt: running it
-//! again is as good as running it once.
+//! so a script may run twice. The scripts that must answer a re-sent call
+//! as they answered the first (save, rotate, destroy, purge) therefore
+//! take a receipt key named by a fresh token (the last key, in the
+//! record's slot; its lifetime in milliseconds is the first argument) and,
+//! when they change something, store their reply there. A re-sent call
+//! finds the receipt and returns the first run's reply without running
+//! again. A call that changed nothing leaves no receipt: running it again
+//! is as good as running it once.
+//!
+//! A touch needs no receipt: it only ever moves a record's activity
+//! forward, so a re-sent (or late) touch changes nothing that a later
+//! write set.
 
-/// Shared helpers and the receipt handling around a session-slot script.
+/// The latest deadline (Unix ms) the store gives Redis, as a native expiry
+/// (`PXAT`, `PEXPIREAT`) or an index score: the last millisecond of the
+/// year 9999. A session whose deadline is later (an idle timeout of
+/// `Duration::MAX` saturates at `i64::MAX`) keeps its exact deadline in its
+/// record, but Redis is told this one. Redis itself takes expiries up to
+/// `i64::MAX`, but a Cluster moving a key (`MIGRATE`) sends its remaining
+/// time and the receiving node adds its own clock: near `i64::MAX` that
+/// overflows and the key is dropped as already expired. This bound leaves
+/// ample room, and Lua (whose numbers are doubles) holds every
+/// millisecond up to it exactly.
+pub(crate) const LATEST_DEADLINE_MS: i64 = 253_402_300_799_999;
+
+/// [`LATEST_DEADLINE_MS`] as Lua source.
+macro_rules! latest {
+    () => {
+        "253402300799999"
+    };
+}
+
+/// Helpers shared by the session-slot scripts.
+macro_rules! prelude {
+    () => {
+        concat!(
+            "local LATEST = ",
+            latest!(),
+            r"
+-- A deadline as PEXPIREAT and ZADD take it: an integer, at most LATEST.
+local function ms(x)
+  if x > LATEST then x = LATEST end
+  return string.format('%.0f', x)
+end
+-- A record's index member: its storage key in hex, the end of its name.
+local function member(rec) return string.sub(rec, -64) end
+-- Whether `d`, a string of 11 to 20 digits, is at most `max`, digits as
+-- many: compared in two halves that doubles hold exactly (not as strings,
+-- which Lua compares by locale).
+local function within(d, max)
+  local h = #d - 10
+  local a, b = tonumber(string.sub(d, 1, h)), tonumber(string.sub(max, 1, h))
+  return a < b or (a == b and tonumber(string.sub(d, h + 1)) <= tonumber(string.sub(max, h + 1)))
+end
+local D19 = string.rep('%d', 19)
+local TIME, VERSION = '^[+-]' .. D19 .. '$', '^%d' .. D19 .. '$'
+-- A time field as record.rs writes it (a sign and 19 digits, within the
+-- range of an i64) as a number; nil for anything else.
+local function time(f)
+  if not string.find(f, TIME) then return nil end
+  local limit = '9223372036854775807'
+  if string.sub(f, 1, 1) == '-' then limit = '9223372036854775808' end
+  if not within(string.sub(f, 2), limit) then return nil end
+  return tonumber(f)
+end
+local NO_TIME = string.rep(' ', 20)
+-- The header at the start of `h`, checked as strictly as record.rs decodes
+-- it: {expires, last, owner_len}, or nil if `h` does not start with a
+-- header of this format.
+local function header(h)
+  if #h < 105 or string.sub(h, 1, 1) ~= '1' then return nil end
+  local v = string.sub(h, 2, 21)
+  if not string.find(v, VERSION) or not within(v, '18446744073709551615') then return nil end
+  local last, e = time(string.sub(h, 22, 41)), time(string.sub(h, 42, 61))
+  if last == nil or e == nil or time(string.sub(h, 62, 81)) == nil then return nil end
+  local absolute = string.sub(h, 82, 101)
+  if absolute ~= NO_TIME and time(absolute) == nil then return nil end
+  local n = string.sub(h, 102, 105)
+  if not string.find(n, '^%d%d%d%d$') or tonumber(n) > 1024 then return nil end
+  return {expires = e, last = last, owner_len = tonumber(n)}
+end
+-- The record at `rec`, from its first bytes up to offset `to`: nil if there
+-- is none, false if it is corrupt (or a key of another type), else its
+-- header; and those first bytes.
+local function read(rec, to)
+  local h = redis.pcall('GETRANGE', rec, 0, to)
+  if type(h) ~= 'string' then return false, '' end
+  if h == '' then return nil, h end
+  return header(h) or false, h
+end
+-- Whether `s` is UTF-8, as Rust's str requires.
+local function utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len, lo, hi = 1, 128, 191
+    if c < 128 then len = 1
+    elseif c >= 194 and c <= 223 then len = 2
+    elseif c >= 224 and c <= 239 then
+      len = 3
+      if c == 224 then lo = 160 elseif c == 237 then hi = 159 end
+    elseif c >= 240 and c <= 244 then
+      len = 4
+      if c == 240 then lo = 144 elseif c == 244 then hi = 143 end
+    else return false end
+    for j = 1, len - 1 do
+      local b = string.byte(s, i + j)
+      if b == nil or b < lo or b > hi then return false end
+      lo, hi = 128, 191
+    end
+    i = i + len
+  end
+  return true
+end
+-- The owner of the record at `rec` whose first bytes `h` hold header `m`
+-- ('' for none), read again if `h` holds only part of it; nil if the
+-- record is cut short or the owner is not UTF-8.
+local function owner_of(rec, h, m)
+  local n = m.owner_len
+  if n == 0 then return '' end
+  local o
+  if #h >= 105 + n then
+    o = string.sub(h, 106, 105 + n)
+  else
+    o = redis.call('GETRANGE', rec, 105, 104 + n)
+  end
+  if #o ~= n or not utf8(o) then return nil end
+  return o
+end
+-- A bucket index lives as long as its latest entry: raise its expiry to
+-- `at` (Unix ms) unless it is later already.
+local function extend(idx, at)
+  if redis.call('PEXPIREAT', idx, at, 'GT') == 0 and redis.call('PTTL', idx) == -1 then
+    redis.call('PEXPIREAT', idx, at)
+  end
+end
+"
+        )
+    };
+}
+
+/// Receipt handling around a session-slot script whose reply is a string.
 /// `$body` is the body of a function that returns the reply and whether it
 /// changed anything.
 macro_rules! once {
     ($body:expr) => {
         concat!(
+            prelude!(),
             r"
-local function ms(x) return string.format('%.0f', tonumber(x)) end
-local function live(expires, now)
-  local e = tonumber(expires)
-  return e ~= nil and e > now
-end
--- The index key lives as long as its longest-lived member.
-local function index_ttl(idx)
-  local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-  if top[2] then redis.call('PEXPIREAT', idx, ms(top[2])) end
-end
 local receipt = KEYS[#KEYS]
 local done = redis.call('GET', receipt)
-if done then return cjson.decode(done) end
+if done then return done end
 local function run()
 ",
             $body,
             r"
 end
 local reply, changed = run()
-if changed then redis.call('SET', receipt, cjson.encode(reply), 'PX', ARGV[#ARGV]) end
+if changed then redis.call('SET', receipt, reply, 'PX', ARGV[1]) end
 return reply
 "
         )
     };
 }
 
-/// Insert-only or compare-and-set write of a session record.
+/// Insert-only or compare-and-set write of a whole session record.
 ///
 /// KEYS: record, bucket index, receipt.
-/// ARGV: now, expected version ('' = insert), new version, created,
-/// last_active, expires, absolute ('' = none), has owner ('0'/'1'), owner,
-/// data, member, same owner required ('0'/'1'), receipt ttl.
+/// ARGV: receipt ttl, now, expected version field ('' = insert), record,
+/// expiry (Unix ms, 1 to [`LATEST_DEADLINE_MS`]), owner the stored record
+/// must be bound to ('' = no such check).
 ///
-/// Returns `{'OK'}`, `{'CONFLICT'}`, `{'NOTFOUND'}`, or `{'REBIND'}` when a
-/// same-owner write found the record bound otherwise (nothing written).
+/// Answers `OK`, `CONFLICT`, `NOTFOUND`, `CORRUPT`, or `REBIND` when the
+/// record is not bound to the required owner (nothing written).
 pub(crate) const SAVE: &str = once!(
     r"
 local rec, idx = KEYS[1], KEYS[2]
-local now = tonumber(ARGV[1])
-local cur = redis.call('HMGET', rec, 'version', 'expires', 'owner')
-local is_live = live(cur[2], now)
-if ARGV[2] == '' then
-  if is_live then return {'CONFLICT'}, false end
+local now, need = tonumber(ARGV[2]), ARGV[6]
+local m, h = read(rec, 104 + #need)
+if m == false then return 'CORRUPT', false end
+local is_live = m ~= nil and m.expires > now
+if ARGV[3] == '' then
+  if is_live then return 'CONFLICT', false end
 else
-  if not is_live then return {'NOTFOUND'}, false end
-  if cur[1] ~= ARGV[2] then return {'CONFLICT'}, false end
+  if not is_live then return 'NOTFOUND', false end
+  if string.sub(h, 2, 21) ~= ARGV[3] then return 'CONFLICT', false end
 end
-if ARGV[12] == '1' then
-  local owner = false
-  if ARGV[8] == '1' then owner = ARGV[9] end
-  if not is_live or cur[3] ~= owner then return {'REBIND'}, false end
+if need ~= '' then
+  if not is_live then return 'REBIND', false end
+  local owner = owner_of(rec, h, m)
+  if owner == nil then return 'CORRUPT', false end
+  if owner ~= need then return 'REBIND', false end
 end
-redis.call('DEL', rec)
-redis.call('HSET', rec, 'version', ARGV[3], 'created', ARGV[4], 'last_active', ARGV[5],
-  'expires', ARGV[6], 'data', ARGV[10])
-if ARGV[7] ~= '' then redis.call('HSET', rec, 'absolute', ARGV[7]) end
-if ARGV[8] == '1' then redis.call('HSET', rec, 'owner', ARGV[9]) end
-redis.call('PEXPIREAT', rec, ARGV[6])
-redis.call('ZADD', idx, ARGV[6], ARGV[11])
-index_ttl(idx)
-return {'OK'}, true
+redis.call('SET', rec, ARGV[4], 'PXAT', ARGV[5])
+redis.call('ZADD', idx, ARGV[5], member(rec))
+extend(idx, ARGV[5])
+return 'OK', true
 "
 );
 
-/// Slide a live session's deadline, data and version untouched.
+/// Slide a live session's deadline: rewrite its activity and expiry fields
+/// in place, data and version untouched, and only forward: a touch whose
+/// activity time is not after the stored one changes nothing (so a re-sent
+/// or late touch cannot undo a later write).
 ///
-/// KEYS: record, bucket index, receipt.
-/// ARGV: now, last_active, expires, member, has owner ('0'/'1'), owner,
-/// receipt ttl.
+/// KEYS: record, bucket index.
+/// ARGV: now, activity fields (last activity and expiry), expiry (Unix ms,
+/// 1 to [`LATEST_DEADLINE_MS`]), expected owner ('' = none).
 ///
-/// Returns `{'OK'}`, `{'NOTFOUND'}`, or `{'OWNER', stored_owner}` (just
-/// `{'OWNER'}` for no owner) when the stored owner is not the expected one,
-/// whose index must be extended first.
-pub(crate) const TOUCH: &str = once!(
+/// Answers `{'OK'}`, `{'NOTFOUND'}`, `{'CORRUPT'}`, or `{'OWNER',
+/// stored_owner}` (just `{'OWNER'}` for no owner) when the stored owner is
+/// not the expected one, whose index must be extended first.
+pub(crate) const TOUCH: &str = concat!(
+    prelude!(),
     r"
 local rec, idx = KEYS[1], KEYS[2]
-local now = tonumber(ARGV[1])
-local cur = redis.call('HMGET', rec, 'expires', 'owner')
-if not live(cur[1], now) then return {'NOTFOUND'}, false end
-local owner = false
-if ARGV[5] == '1' then owner = ARGV[6] end
-if cur[2] ~= owner then return {'OWNER', cur[2]}, false end
-redis.call('HSET', rec, 'last_active', ARGV[2], 'expires', ARGV[3])
-redis.call('PEXPIREAT', rec, ARGV[3])
-redis.call('ZADD', idx, ARGV[3], ARGV[4])
-index_ttl(idx)
-return {'OK'}, true
+local now, owner = tonumber(ARGV[1]), ARGV[4]
+local m, h = read(rec, 104 + #owner)
+if m == false then return {'CORRUPT'} end
+if m == nil or m.expires <= now then return {'NOTFOUND'} end
+local stored = owner_of(rec, h, m)
+if stored == nil then return {'CORRUPT'} end
+if stored ~= owner then
+  if stored == '' then return {'OWNER'} end
+  return {'OWNER', stored}
+end
+if time(string.sub(ARGV[2], 1, 20)) > m.last then
+  redis.call('SETRANGE', rec, 21, ARGV[2])
+  redis.call('PEXPIREAT', rec, ARGV[3])
+  redis.call('ZADD', idx, ARGV[3], member(rec))
+  extend(idx, ARGV[3])
+end
+return {'OK'}
 "
 );
 
@@ -126,93 +271,104 @@ return {'OK'}, true
 /// save does.
 ///
 /// KEYS: old record, new record, bucket index, receipt.
-/// ARGV: now, expected version, new version, created, last_active, expires,
-/// absolute, has owner, owner, data, old member, new member, receipt ttl.
+/// ARGV: receipt ttl, now, expected version field, record, expiry (Unix
+/// ms, 1 to [`LATEST_DEADLINE_MS`]).
 ///
-/// Returns `{'OK'}`, `{'CONFLICT'}` or `{'NOTFOUND'}`.
+/// Answers `OK`, `CONFLICT`, `NOTFOUND` or `CORRUPT`.
 pub(crate) const ROTATE: &str = once!(
     r"
 local old, new, idx = KEYS[1], KEYS[2], KEYS[3]
-local now = tonumber(ARGV[1])
-local target = redis.call('HMGET', new, 'expires')
-if live(target[1], now) then return {'CONFLICT'}, false end
-local cur = redis.call('HMGET', old, 'version', 'expires')
-if not live(cur[2], now) then return {'NOTFOUND'}, false end
-if cur[1] ~= ARGV[2] then return {'CONFLICT'}, false end
-redis.call('DEL', old, new)
-redis.call('ZREM', idx, ARGV[11])
-redis.call('HSET', new, 'version', ARGV[3], 'created', ARGV[4], 'last_active', ARGV[5],
-  'expires', ARGV[6], 'data', ARGV[10])
-if ARGV[7] ~= '' then redis.call('HSET', new, 'absolute', ARGV[7]) end
-if ARGV[8] == '1' then redis.call('HSET', new, 'owner', ARGV[9]) end
-redis.call('PEXPIREAT', new, ARGV[6])
-redis.call('ZADD', idx, ARGV[6], ARGV[12])
-index_ttl(idx)
-return {'OK'}, true
+local now = tonumber(ARGV[2])
+local taken = read(new, 104)
+if taken == false then return 'CORRUPT', false end
+if taken and taken.expires > now then return 'CONFLICT', false end
+local m, h = read(old, 104)
+if m == false then return 'CORRUPT', false end
+if m == nil or m.expires <= now then return 'NOTFOUND', false end
+if string.sub(h, 2, 21) ~= ARGV[3] then return 'CONFLICT', false end
+redis.call('DEL', old)
+redis.call('SET', new, ARGV[4], 'PXAT', ARGV[5])
+redis.call('ZREM', idx, member(old))
+redis.call('ZADD', idx, ARGV[5], member(new))
+extend(idx, ARGV[5])
+return 'OK', true
 "
 );
 
-/// Delete a session record, whatever its fields hold (optionally only if
-/// it is bound to a given owner).
+/// Delete a session record, whatever it holds (optionally only if it is
+/// bound to a given owner; a corrupt record, whose owner cannot be read, is
+/// deleted for any owner whose index named it).
 ///
 /// KEYS: record, bucket index, receipt.
-/// ARGV: now, member, owner required ('0'/'1'), owner, receipt ttl.
+/// ARGV: receipt ttl, now, owner required ('' = none).
 ///
-/// Returns `{1}` if a session was deleted that was not known to be expired
-/// (a record whose expiry is unreadable counts as live: loading it fails
-/// rather than finding nothing), `{0}` otherwise.
+/// Answers `1` if a session was deleted that was not known to be expired
+/// (a corrupt record counts as live: loading it fails rather than finding
+/// nothing), `0` otherwise.
 pub(crate) const DESTROY: &str = once!(
     r"
 local rec, idx = KEYS[1], KEYS[2]
-local now = tonumber(ARGV[1])
-if redis.call('EXISTS', rec) == 0 then
-  redis.call('ZREM', idx, ARGV[2])
-  return {0}, false
+local now, need = tonumber(ARGV[2]), ARGV[3]
+local m, h = read(rec, 104 + #need)
+if m == nil then
+  redis.call('ZREM', idx, member(rec))
+  return '0', false
 end
-local cur = redis.call('HMGET', rec, 'expires', 'owner')
-if ARGV[3] == '1' and cur[2] ~= ARGV[4] then return {0}, false end
+if need ~= '' and m then
+  local owner = owner_of(rec, h, m)
+  if owner ~= nil and owner ~= need then return '0', false end
+end
 redis.call('DEL', rec)
-redis.call('ZREM', idx, ARGV[2])
-local e = tonumber(cur[1])
-if e ~= nil and e <= now then return {0}, true end
-return {1}, true
+redis.call('ZREM', idx, member(rec))
+if m and m.expires <= now then return '0', true end
+return '1', true
 "
 );
 
-/// Remove the expired sessions among candidates taken from a bucket index.
+/// Remove the expired and the corrupt sessions among candidates taken from
+/// a bucket index.
 ///
 /// KEYS: bucket index, one record per candidate, receipt.
-/// ARGV: now, one member per candidate, receipt ttl.
+/// ARGV: receipt ttl, now, one member per candidate.
 ///
-/// Returns `{removed, owner...}`: how many records were deleted and the
-/// distinct owners they were bound to. Candidates whose record is gone lose
-/// their index entry; candidates that turn out live get their score
-/// repaired (and the index its expiry).
-pub(crate) const PURGE: &str = once!(
+/// Answers `{removed, owner...}` (JSON-encoded in its receipt): how many
+/// records were deleted and the distinct owners they were bound to.
+/// Candidates whose record is gone lose their index entry; candidates that
+/// turn out live get their score repaired, and the index its expiry (set
+/// to its latest entry's, up or down).
+pub(crate) const PURGE: &str = concat!(
+    prelude!(),
     r"
-local idx = KEYS[1]
-local now = tonumber(ARGV[1])
+local idx, receipt = KEYS[1], KEYS[#KEYS]
+local done = redis.call('GET', receipt)
+if done then return cjson.decode(done) end
+local now = tonumber(ARGV[2])
 local removed = 0
 local out = {0}
 local seen = {}
 for i = 2, #KEYS - 1 do
-  local cur = redis.call('HMGET', KEYS[i], 'expires', 'owner')
-  if live(cur[1], now) then
-    redis.call('ZADD', idx, ms(cur[1]), ARGV[i])
+  local member = ARGV[i + 1]
+  local m, h = read(KEYS[i], 104)
+  local owner = nil
+  if m then owner = owner_of(KEYS[i], h, m) end
+  if owner and m.expires > now then
+    redis.call('ZADD', idx, ms(m.expires), member)
   else
     if redis.call('DEL', KEYS[i]) == 1 then
       removed = removed + 1
-      if cur[2] and not seen[cur[2]] then
-        seen[cur[2]] = true
-        out[#out + 1] = cur[2]
+      if owner and owner ~= '' and not seen[owner] then
+        seen[owner] = true
+        out[#out + 1] = owner
       end
     end
-    redis.call('ZREM', idx, ARGV[i])
+    redis.call('ZREM', idx, member)
   end
 end
-index_ttl(idx)
+local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
+if top[2] then redis.call('PEXPIREAT', idx, ms(tonumber(top[2]))) end
 out[1] = removed
-return out, removed > 0
+if removed > 0 then redis.call('SET', receipt, cjson.encode(out), 'PX', ARGV[1]) end
+return out
 "
 );
 
@@ -222,8 +378,12 @@ return out, removed > 0
 /// are dropped (the records they stood for have expired). Running it twice
 /// is as good as once, so it needs no receipt.
 ///
-/// KEYS: owner index. ARGV: now, member, expires.
-pub(crate) const CLAIM: &str = r"
+/// KEYS: owner index. ARGV: now, member, expires (Unix ms, 1 to
+/// [`LATEST_DEADLINE_MS`]).
+pub(crate) const CLAIM: &str = concat!(
+    "local LATEST = ",
+    latest!(),
+    r"
 local idx = KEYS[1]
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', string.format('%.0f', tonumber(ARGV[1])))
 local score = redis.call('ZSCORE', idx, ARGV[2])
@@ -231,9 +391,14 @@ if not score or tonumber(score) < tonumber(ARGV[3]) then
   redis.call('ZADD', idx, ARGV[3], ARGV[2])
 end
 local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-if top[2] then redis.call('PEXPIREAT', idx, string.format('%.0f', tonumber(top[2]))) end
+if top[2] then
+  local at = tonumber(top[2])
+  if at > LATEST then at = LATEST end
+  redis.call('PEXPIREAT', idx, string.format('%.0f', at))
+end
 return 1
-";
+"
+);
 
 /// Take an owner lock, or confirm this token already holds it (a retry
 /// with the same token), renewing its lease.
@@ -262,7 +427,7 @@ return 0
 pub(crate) struct Script {
     pub(crate) name: &'static str,
     pub(crate) lua: &'static str,
-    pub(crate) sha: String,
+    pub(crate) sha: fred::types::Value,
 }
 
 impl Script {
@@ -270,7 +435,7 @@ impl Script {
         Self {
             name,
             lua,
-            sha: fred::util::sha1_hash(lua),
+            sha: fred::util::sha1_hash(lua).into(),
         }
     }
 }
@@ -313,5 +478,191 @@ impl Scripts {
             &self.lock,
             &self.unlock,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+    use std::sync::Arc;
+
+    use fred::prelude::{Builder, ClientLike, Config, Value};
+    use fred::types::{ClusterHash, CustomCommand};
+    use session_core::{MAX_OWNER_LEN, RecordMeta};
+
+    use super::*;
+    use crate::record::{self, HEADER_LEN};
+
+    #[test]
+    fn the_lua_bound_on_deadlines_is_the_rust_one() {
+        assert_eq!(latest!(), LATEST_DEADLINE_MS.to_string());
+        assert_eq!(
+            LATEST_DEADLINE_MS,
+            session_core::to_ms(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_800)
+            ) - 1,
+            "the last millisecond of 9999-12-31 UTC"
+        );
+        const { assert!(LATEST_DEADLINE_MS < 1 << 53, "exact in a Lua number") };
+        const { assert!(MAX_OWNER_LEN == 1024, "the owner bound in `header`") };
+    }
+
+    /// For each value: whether the Lua prelude reads it as a record header
+    /// with a readable owner, and its expiry as Lua formats it.
+    const PARSE: &str = concat!(
+        prelude!(),
+        r"
+local out = {}
+for i, h in ipairs(ARGV) do
+  local m = header(h)
+  if m and owner_of(KEYS[1], h, m) ~= nil then
+    out[i] = ms(m.expires)
+  else
+    out[i] = false
+  end
+end
+return out
+"
+    );
+
+    fn field(at: usize, width: usize, junk: &str, base: &[u8]) -> [Vec<u8>; 2] {
+        let (left, right) = (
+            format!("{junk:<width$}").into_bytes(),
+            format!("{junk:>width$}").into_bytes(),
+        );
+        [left, right].map(|text| {
+            let mut bytes = base.to_vec();
+            bytes[at..at + width].copy_from_slice(&text[..width]);
+            bytes
+        })
+    }
+
+    /// The Lua side reads a header exactly when `record.rs` decodes it, for
+    /// the forms Lua's `tonumber` would take and `record.rs` refuses.
+    #[tokio::test]
+    async fn the_scripts_parse_a_header_exactly_as_record_rs_decodes_it() {
+        let Some(url) = session_core::testing::service_url("SESSION_TEST_REDIS_URL") else {
+            return;
+        };
+        let meta = |owner: &str, absolute_ms| RecordMeta {
+            version: 7,
+            created_ms: 1_732_000_000_000,
+            last_active_ms: 1_732_000_100_000,
+            expires_ms: 1_732_001_900_000,
+            absolute_ms,
+            owner: (!owner.is_empty()).then(|| Arc::from(owner)),
+        };
+        let bases = [
+            record::encode(&meta("bob", Some(1_732_043_200_000)), b"\x01{}"),
+            record::encode(&meta("", None), b"\x01{}"),
+        ];
+        let numbers = [
+            "1e5",
+            "1e15",
+            "9e99",
+            "0x1f",
+            "-0x10",
+            "inf",
+            "+inf",
+            "-inf",
+            "nan",
+            "1.5",
+            " 12",
+            "12 ",
+            "+1e18",
+            "+-1",
+            "",
+            "+",
+            "-",
+            "+9223372036854775807",
+            "-9223372036854775808",
+            "+9223372036854775808",
+            "-9223372036854775809",
+            "+9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "00000000000000000001",
+            "+0000000000000000001",
+            "-0000000000000000001",
+            "+000000000000000001 ",
+            "+0000000000000000000",
+        ];
+        let mut cases: Vec<Vec<u8>> = bases.to_vec();
+        for base in &bases {
+            for (at, width) in [(1, 20), (21, 20), (41, 20), (61, 20), (81, 20)] {
+                for junk in numbers {
+                    cases.extend(field(at, width, junk, base));
+                }
+            }
+            for junk in [
+                "1.5", "9e99", "inf", "nan", "0x1f", "12", "1025", "1024", "9999", "-001", "+003",
+                "0003", "0004", "0005", "0002", "0000", "3", "1e1",
+            ] {
+                cases.extend(field(101, 4, junk, base));
+            }
+            cases.push(base[..HEADER_LEN - 1].to_vec());
+            let mut other = base.clone();
+            other[0] = b'2';
+            cases.push(other);
+        }
+        for owner in [
+            &b"\xff\xfe\xfd"[..],
+            b"\xc0\xaf",
+            b"\xed\xa0\x80",
+            b"\xe0\x80\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xf0\x9f\x98",
+            b"\xf0\x9f\x98\x80",
+            "ünïcødé".as_bytes(),
+            b"\xe2\x82\xac",
+            b"\xef\xbf\xbf",
+            b"\xf4\x8f\xbf\xbf",
+        ] {
+            let mut bytes = bases[1][..HEADER_LEN].to_vec();
+            bytes[101..105].copy_from_slice(format!("{:04}", owner.len()).as_bytes());
+            bytes.extend_from_slice(owner);
+            bytes.extend_from_slice(b"\x01{}");
+            cases.push(bytes);
+        }
+        let long = "x".repeat(MAX_OWNER_LEN);
+        cases.push(record::encode(&meta(&long, None), b"\x01{}"));
+
+        let client = Builder::from_config(Config::from_url(&url).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        // A key that does not exist: an owner beyond the value reads as cut
+        // short.
+        let missing = format!("sr-test:lua-parse:{}:none", std::process::id());
+        let mut args: Vec<Value> = vec![PARSE.into(), 1.into(), missing.into()];
+        args.extend(cases.iter().map(|c| Value::Bytes(c.clone().into())));
+        let eval = CustomCommand::new_static("EVAL", ClusterHash::Random, false);
+        let reply: Value = client.custom(eval, args).await.unwrap();
+        let Value::Array(read) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(read.len(), cases.len());
+        let mut refused = 0;
+        for (case, lua) in cases.iter().zip(read) {
+            let shown = String::from_utf8_lossy(case);
+            match record::decode_meta(case) {
+                Ok(meta) => assert_eq!(
+                    lua.as_str().as_deref(),
+                    Some(format!("{:.0}", meta.expires_ms.min(LATEST_DEADLINE_MS) as f64).as_str()),
+                    "Lua must read {shown:?}"
+                ),
+                Err(_) => {
+                    refused += 1;
+                    assert!(
+                        matches!(lua, Value::Null | Value::Boolean(false)),
+                        "Lua read {shown:?} as {lua:?}"
+                    );
+                }
+            }
+        }
+        assert!(refused > cases.len() / 2, "the cases are mostly garbled");
+        let _ = client.quit().await;
     }
 }

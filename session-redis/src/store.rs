@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -10,42 +11,22 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fred::bytes::Bytes;
 use fred::clients::WithOptions;
 use fred::error::{Error as FredError, ErrorKind};
-use fred::prelude::{
-    Client, ClientLike, HashesInterface, Options, Pool, SortedSetsInterface, Value,
-};
+use fred::prelude::{Client, ClientLike, KeysInterface, Pool, SortedSetsInterface, Value};
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
 use fred::types::{ClusterHash, CustomCommand};
 use futures_util::future::join_all;
 use session_core::{
     Error, OwnerLimit, OwnerLimitPolicy, RecordMeta, Result, Rotation, Session, SessionConfig,
     SessionData, SessionHandle, SessionId, SessionInfo, SessionStore, StorageKey, Write,
-    async_trait, duration_ms,
+    async_trait,
 };
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::keys::Layout;
-use crate::scripts::{Script, Scripts};
+use crate::keys::{Layout, hex, hex_into};
+use crate::record;
+use crate::scripts::{LATEST_DEADLINE_MS, Script, Scripts};
 
-/// Record fields read to rebuild a session's metadata, in this order.
-const META_FIELDS: [&str; 6] = [
-    "version",
-    "created",
-    "last_active",
-    "expires",
-    "absolute",
-    "owner",
-];
-/// The same, plus the data.
-const LOAD_FIELDS: [&str; 7] = [
-    "version",
-    "created",
-    "last_active",
-    "expires",
-    "absolute",
-    "owner",
-    "data",
-];
 /// How many expired index entries one purge script handles at a time.
 const PURGE_BATCH: i64 = 256;
 /// How often a touch follows the session to a new owner before giving up.
@@ -73,18 +54,22 @@ pub struct RedisSessionStore {
 
 pub(crate) struct Inner {
     pub(crate) pool: Pool,
+    /// The pool's clients, each sending every command with fred's own
+    /// timeout, which (unlike dropping the future) also stops fred from
+    /// writing the command later.
+    pub(crate) clients: Vec<WithOptions<Client>>,
+    /// Round-robin position in `clients`.
+    pub(crate) next: AtomicUsize,
     /// Whether this store built the pool, and so closes it when dropped.
     pub(crate) owns_pool: bool,
     pub(crate) config: SessionConfig,
     pub(crate) layout: Layout,
     pub(crate) scripts: Scripts,
     pub(crate) command_timeout: Duration,
-    /// Sent with every command: fred's own timeout, which (unlike dropping
-    /// the future) also stops fred from writing the command later.
-    pub(crate) options: Options,
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
-    pub(crate) receipt_ttl: Duration,
+    /// How long receipts are kept, in ms, as the scripts take it.
+    pub(crate) receipt_ttl: Value,
 }
 
 impl Drop for Inner {
@@ -131,22 +116,23 @@ impl RedisSessionStore {
     }
 }
 
-/// What a session-slot script answered.
+/// What a session-slot write script answered.
 enum Outcome {
     Written,
     Conflict,
     NotFound,
     Rebind,
+    Corrupt,
 }
 
 impl Outcome {
     fn parse(reply: &Value) -> Result<Self> {
-        let items = as_array(reply)?;
-        match status(items)?.as_str() {
+        match status(reply)? {
             "OK" => Ok(Self::Written),
             "CONFLICT" => Ok(Self::Conflict),
             "NOTFOUND" => Ok(Self::NotFound),
             "REBIND" => Ok(Self::Rebind),
+            "CORRUPT" => Ok(Self::Corrupt),
             other => Err(unexpected(other)),
         }
     }
@@ -160,7 +146,41 @@ impl Outcome {
             Self::Rebind => Err(Error::backend_msg(
                 "session-redis: unexpected REBIND from a binding write",
             )),
+            Self::Corrupt => Err(corrupt_record()),
         }
+    }
+}
+
+/// What a script's `CORRUPT` means: the record (or whatever holds its key)
+/// is not a session record of this format.
+fn corrupt_record() -> Error {
+    Error::Codec(
+        "stored session record is corrupt (or not a record of this format); destroy the session to start over"
+            .into(),
+    )
+}
+
+/// Whether Redis refused a read because the key holds another type: a
+/// corrupt record, not a failed round trip.
+fn wrong_type(e: &FredError) -> bool {
+    e.details().starts_with("WRONGTYPE")
+}
+
+/// The status a script answered: a string, or the first item of an array.
+fn status(reply: &Value) -> Result<&str> {
+    let first = match reply {
+        Value::Array(items) => items.first(),
+        other => Some(other),
+    };
+    match first {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(Error::backend_msg(format!(
+            "session-redis: a script answered {:?}, not a status",
+            other.kind()
+        ))),
+        None => Err(Error::backend_msg(
+            "session-redis: a script answered without a status",
+        )),
     }
 }
 
@@ -172,13 +192,6 @@ fn as_array(reply: &Value) -> Result<&[Value]> {
             other.kind()
         ))),
     }
-}
-
-fn status(items: &[Value]) -> Result<String> {
-    items
-        .first()
-        .and_then(value_string)
-        .ok_or_else(|| Error::backend_msg("session-redis: a script answered without a status"))
 }
 
 fn unexpected(status: &str) -> Error {
@@ -194,139 +207,188 @@ fn value_string(v: &Value) -> Option<String> {
     }
 }
 
-fn field_i64(v: &Value, name: &str) -> Result<Option<i64>> {
-    match v {
-        Value::Null => Ok(None),
-        other => other
-            .as_str()
-            .and_then(|s| s.parse::<i64>().ok())
-            .map(Some)
-            .ok_or_else(|| Error::Codec(format!("stored field {name:?} is not an integer"))),
+/// The metadata of a record from its first bytes (`None` if there is no
+/// record: an empty `GETRANGE`).
+fn meta_from(value: &Value) -> Result<Option<RecordMeta>> {
+    let bytes = match value {
+        Value::Null => return Ok(None),
+        other => other.as_bytes().ok_or_else(|| {
+            Error::backend_msg(format!(
+                "session-redis: a record read answered {:?}",
+                other.kind()
+            ))
+        })?,
+    };
+    if bytes.is_empty() {
+        return Ok(None);
     }
-}
-
-/// Rebuild the metadata from `META_FIELDS` (a prefix of `LOAD_FIELDS`).
-/// `None` if the record does not exist.
-fn decode_meta(values: &[Value]) -> Result<Option<RecordMeta>> {
-    let [version, created, last_active, expires, absolute, owner, ..] = values else {
-        return Err(Error::backend_msg(
-            "session-redis: HMGET answered too few fields",
-        ));
-    };
-    let Some(expires_ms) = field_i64(expires, "expires")? else {
-        if values.iter().all(|v| matches!(v, Value::Null)) {
-            return Ok(None);
-        }
-        return Err(Error::Codec("stored record has no expiry".into()));
-    };
-    let version = field_i64(version, "version")?
-        .and_then(|v| u64::try_from(v).ok())
-        .ok_or_else(|| Error::Codec("stored record has no valid version".into()))?;
-    let created_ms = field_i64(created, "created")?
-        .ok_or_else(|| Error::Codec("stored record has no creation time".into()))?;
-    let last_active_ms = field_i64(last_active, "last_active")?
-        .ok_or_else(|| Error::Codec("stored record has no activity time".into()))?;
-    let owner = match owner {
-        Value::Null => None,
-        other => Some(Arc::from(
-            other
-                .as_str()
-                .ok_or_else(|| Error::Codec("stored owner is not UTF-8".into()))?
-                .as_ref(),
-        )),
-    };
-    Ok(Some(RecordMeta {
-        version,
-        created_ms,
-        last_active_ms,
-        expires_ms,
-        absolute_ms: field_i64(absolute, "absolute")?,
-        owner,
-    }))
+    record::decode_meta(bytes).map(Some)
 }
 
 fn no_randomness(e: getrandom::Error) -> Error {
     Error::backend_msg(format!("OS randomness unavailable: {e}"))
 }
 
-/// A fresh random token: names a write's receipt, or an owner lock's holder.
-fn token() -> Result<String> {
-    let mut bytes = [0u8; 12];
-    getrandom::fill(&mut bytes).map_err(no_randomness)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+/// A fresh token, unique among every token of every process: names a
+/// write's receipt, or an owner lock's holder. 64 random bits drawn once
+/// per process, then a counter, in hex. Tokens only need to be unique,
+/// not secret (they are not credentials), so they cost no system call.
+fn token() -> Result<Bytes> {
+    static NONCE: OnceLock<[u8; 8]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nonce = match NONCE.get() {
+        Some(nonce) => nonce,
+        None => {
+            let mut fresh = [0u8; 8];
+            getrandom::fill(&mut fresh).map_err(no_randomness)?;
+            NONCE.get_or_init(|| fresh)
+        }
+    };
+    let mut out = [0u8; 32];
+    hex_into(&mut out[..16], nonce);
+    hex_into(
+        &mut out[16..],
+        &COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes(),
+    );
+    Ok(Bytes::copy_from_slice(&out))
 }
 
 /// The first hex digits of a storage key: enough to follow one session in
 /// logs, useless as a credential.
 fn key_hint(key: &StorageKey) -> String {
-    let mut hex = key.to_hex();
-    hex.truncate(8);
-    hex
+    let mut hint = [0u8; 8];
+    hex_into(&mut hint, &key.as_bytes()[..4]);
+    String::from_utf8_lossy(&hint).into_owned()
 }
 
-fn owner_args(owner: Option<&str>) -> [Value; 2] {
-    match owner {
-        Some(o) => ["1".into(), o.into()],
-        None => ["0".into(), "".into()],
+/// A number as Redis takes it in a command: decimal text. (fred would
+/// format an integer argument the same way, only slower.)
+pub(crate) fn num(n: i64) -> Value {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    Value::Bytes(Bytes::copy_from_slice(&digits[at..]))
+}
+
+/// An expiry as `PXAT`, `PEXPIREAT` and index scores take it: Redis refuses
+/// a `PXAT` before 1970, and a record expiring then is expired anyway; a
+/// deadline after [`LATEST_DEADLINE_MS`] (the end of the year 9999) is
+/// given to Redis as that (see there).
+fn expiry_arg(expires_ms: i64) -> Value {
+    num(expires_ms.clamp(1, LATEST_DEADLINE_MS))
+}
+
+/// The record version a compare-and-set expects, as the scripts compare it
+/// (empty: insert only).
+fn expected_arg(expected: Option<u64>) -> Value {
+    match expected {
+        Some(v) => Value::Bytes(Bytes::copy_from_slice(&record::version_field(v))),
+        None => Value::from_static_str(""),
     }
 }
 
-/// ARGV 1 to 10 of the SAVE and ROTATE scripts.
-fn record_args(write: &Write) -> Vec<Value> {
-    let [has_owner, owner] = owner_args(write.meta.owner.as_deref());
-    vec![
-        write.now_ms.into(),
-        write
-            .expected_version
-            .map_or_else(String::new, |v| v.to_string())
-            .into(),
-        write.meta.version.to_string().into(),
-        write.meta.created_ms.into(),
-        write.meta.last_active_ms.into(),
-        write.meta.expires_ms.into(),
-        write
-            .meta
-            .absolute_ms
-            .map_or_else(String::new, |v| v.to_string())
-            .into(),
-        has_owner,
-        owner,
-        Value::Bytes(Bytes::copy_from_slice(&write.encoded)),
-    ]
+/// A whole record, ready to send.
+fn record_arg(write: &Write) -> Value {
+    Value::Bytes(record::encode(&write.meta, &write.encoded).into())
 }
 
 /// Run `script` on `client` with `EVALSHA`, routed by its first key; if the
 /// server lost the script (restart, `SCRIPT FLUSH`, fail-over), send the
 /// source with `EVAL`, which runs it and caches it again on that server.
+/// `command` builds the whole command from its first argument (the script's
+/// hash or its source), so the arguments need no copy for the second try.
 ///
 /// Scripts go out as custom commands because fred applies per-command
-/// options (our timeout) to those but not to its `LuaInterface`.
+/// options (our timeout) to those but not to its `LuaInterface`, and
+/// pipelines them with other commands.
 async fn run_script<C: ClientLike>(
     client: &C,
     script: &Script,
-    keys: Vec<String>,
-    args: Vec<Value>,
+    command: impl Fn(Value) -> Vec<Value>,
 ) -> Result<Value, FredError> {
-    let hash = keys.first().map_or(ClusterHash::Random, |k| {
-        ClusterHash::Custom(fred::util::redis_keyslot(k.as_bytes()))
-    });
-    let mut argv: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
-    argv.push(script.sha.as_str().into());
-    argv.push(i64::try_from(keys.len()).unwrap_or(i64::MAX).into());
-    argv.extend(keys.into_iter().map(Value::from));
-    argv.extend(args);
+    let argv = command(script.sha.clone());
+    // The first key follows the hash and the key count.
+    let hash = argv
+        .get(2)
+        .and_then(Value::as_bytes)
+        .map_or(ClusterHash::Random, |k| {
+            ClusterHash::Custom(fred::util::redis_keyslot(k))
+        });
     let evalsha = CustomCommand::new_static("EVALSHA", hash.clone(), false);
-    match client.custom::<Value, Value>(evalsha, argv.clone()).await {
+    match client.custom::<Value, Value>(evalsha, argv).await {
         Err(e) if e.details().starts_with("NOSCRIPT") => {
             tracing::debug!(
                 script = script.name,
                 "script missing on the server; sending it again"
             );
-            argv[0] = script.lua.into();
             let eval = CustomCommand::new_static("EVAL", hash, false);
-            client.custom::<Value, Value>(eval, argv).await
+            // Boxed: a rare second command need not double the size of
+            // every script call's future.
+            Box::pin(
+                client.custom::<Value, Value>(eval, command(Value::from_static_str(script.lua))),
+            )
+            .await
         }
         other => other,
+    }
+}
+
+/// A script call's arguments: the hash or source, the key count, the
+/// keys, then the other arguments.
+struct Argv(Vec<Value>);
+
+impl Argv {
+    fn new(head: Value, keys: usize, args: usize) -> Self {
+        let mut argv = Vec::with_capacity(2 + keys + args);
+        argv.push(head);
+        argv.push(num(keys as i64));
+        Self(argv)
+    }
+
+    fn arg(mut self, value: impl Into<Value>) -> Self {
+        self.0.push(value.into());
+        self
+    }
+
+    fn args(mut self, values: impl IntoIterator<Item = Value>) -> Self {
+        self.0.extend(values);
+        self
+    }
+
+    fn done(self) -> Vec<Value> {
+        self.0
+    }
+}
+
+/// What a session-slot script needs to answer a re-sent call as it
+/// answered the first: a receipt key named by a fresh token (its last
+/// key) and the receipt lifetime (its first argument).
+struct Receipt {
+    key: Bytes,
+    ttl: Value,
+}
+
+impl Receipt {
+    /// The receipt as the script's last key.
+    fn key(&self) -> Value {
+        Value::Bytes(self.key.clone())
+    }
+
+    /// The lifetime as the script's first argument.
+    fn args(&self) -> [Value; 1] {
+        [self.ttl.clone()]
     }
 }
 
@@ -361,8 +423,8 @@ fn id_in_bucket(layout: &Layout, bucket: u16) -> Result<SessionId> {
 /// the background, so the owner's next login does not wait for the lease to
 /// run out.
 struct OwnerLock {
-    key: String,
-    token: String,
+    key: Value,
+    token: Value,
     client: Option<WithOptions<Client>>,
     /// When the lock command that took it was sent: the lease runs from
     /// that moment or later.
@@ -379,12 +441,18 @@ impl Drop for OwnerLock {
             return;
         };
         let (key, token, unlock) = (
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.token),
+            std::mem::replace(&mut self.key, Value::Null),
+            std::mem::replace(&mut self.token, Value::Null),
             self.unlock.clone(),
         );
         runtime.spawn(async move {
-            let _ = run_script(&client, &unlock, vec![key], vec![token.into()]).await;
+            let _ = run_script(&client, &unlock, |head| {
+                Argv::new(head, 1, 1)
+                    .arg(key.clone())
+                    .arg(token.clone())
+                    .done()
+            })
+            .await;
         });
     }
 }
@@ -434,9 +502,17 @@ impl Inner {
         )
     }
 
-    /// The pool, with the command timeout on every command.
-    fn redis(&self) -> WithOptions<Pool> {
-        self.pool.with_options(&self.options)
+    /// The next client, round-robin, preferring connected ones (as fred's
+    /// pool does); every command sent through it carries the command
+    /// timeout.
+    fn client(&self) -> &WithOptions<Client> {
+        // The builder refuses a pool without clients, so `n >= 1`.
+        let n = self.clients.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .map(|i| &self.clients[(start + i) % n])
+            .find(|c| c.is_connected())
+            .unwrap_or(&self.clients[start])
     }
 
     fn fred_error(&self, e: FredError) -> Error {
@@ -466,29 +542,25 @@ impl Inner {
             .map_err(|_| self.fred_error(FredError::new(ErrorKind::Timeout, "pipeline")))
     }
 
-    async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
-        self.call(run_script(&self.redis(), script, keys, args))
+    async fn eval(&self, script: &Script, command: impl Fn(Value) -> Vec<Value>) -> Result<Value> {
+        run_script(self.client(), script, command)
             .await
+            .map_err(|e| self.fred_error(e))
     }
 
-    /// Run a session-slot script of `bucket` with a fresh receipt, so that
-    /// a re-sent call answers as the first did instead of running again.
-    async fn eval_once(
-        &self,
-        script: &Script,
-        bucket: u16,
-        mut keys: Vec<String>,
-        mut args: Vec<Value>,
-    ) -> Result<Value> {
-        keys.push(self.layout.receipt(bucket, &token()?));
-        args.push(duration_ms(self.receipt_ttl).max(1).into());
-        self.eval(script, keys, args).await
+    /// A fresh receipt for a write to a session of `bucket`.
+    fn receipt(&self, bucket: u16) -> Result<Receipt> {
+        Ok(Receipt {
+            key: self.layout.receipt(bucket, &token()?),
+            ttl: self.receipt_ttl.clone(),
+        })
     }
 
     // ---- session records ------------------------------------------------
 
     /// The metadata of each record (`Ok(None)` if missing, a codec error if
-    /// corrupt); the outer error is a failed round trip.
+    /// corrupt); the outer error is a failed round trip. Reads the header
+    /// and owner only, never the data.
     async fn read_meta(&self, keys: &[StorageKey]) -> Result<Vec<Result<Option<RecordMeta>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -496,66 +568,73 @@ impl Inner {
         let pipe = self.pool.next().pipeline();
         for key in keys {
             let () = pipe
-                .hmget(self.layout.record(key), META_FIELDS.to_vec())
+                .getrange(self.layout.record(key), 0, record::MAX_META_LEN - 1)
                 .await
                 .map_err(Error::backend)?;
         }
         let replies = self.pipelined(pipe.try_all::<Value>()).await?;
-        replies
+        Ok(replies
             .into_iter()
             .map(|r| match r {
-                Ok(v) => Ok(decode_meta(as_array(&v)?)),
+                Ok(v) => meta_from(&v),
+                Err(e) if wrong_type(&e) => Err(corrupt_record()),
                 Err(e) => Err(self.fred_error(e)),
             })
-            .collect()
+            .collect())
     }
 
-    async fn write_record(&self, write: &Write, same_owner: bool) -> Result<Outcome> {
+    /// Write a whole record: insert-only or compare-and-set as `write` says;
+    /// with `owner`, only if the stored record is bound to that owner.
+    async fn write_record(&self, write: &Write, owner: Option<&str>) -> Result<Outcome> {
         let bucket = self.layout.bucket(&write.key);
-        let hex = write.key.to_hex();
-        let mut args = record_args(write);
-        args.extend([
-            hex.as_str().into(),
-            if same_owner { "1" } else { "0" }.into(),
-        ]);
-        let keys = vec![
-            self.layout.record_in(bucket, &hex),
-            self.layout.index(bucket),
-        ];
-        Outcome::parse(
-            &self
-                .eval_once(&self.scripts.save, bucket, keys, args)
-                .await?,
-        )
+        let record = self.layout.record_hex(bucket, &hex(&write.key));
+        let receipt = self.receipt(bucket)?;
+        let command = |head| {
+            Argv::new(head, 3, 6)
+                .arg(record.clone())
+                .arg(self.layout.index(bucket))
+                .arg(receipt.key())
+                .args(receipt.args())
+                .arg(num(write.now_ms))
+                .arg(expected_arg(write.expected_version))
+                .arg(record_arg(write))
+                .arg(expiry_arg(write.meta.expires_ms))
+                .arg(owner.unwrap_or_default())
+                .done()
+        };
+        Outcome::parse(&self.eval(&self.scripts.save, command).await?)
     }
 
     /// Rotate a stored session (the new key is in the old key's bucket).
     async fn rotate_record(&self, rotation: &Rotation) -> Result<Outcome> {
         let write = &rotation.write;
         let bucket = self.layout.bucket(&write.key);
-        let old_hex = rotation.old_key.to_hex();
-        let new_hex = write.key.to_hex();
-        let mut args = record_args(write);
-        args.extend([old_hex.as_str().into(), new_hex.as_str().into()]);
-        let keys = vec![
-            self.layout.record_in(bucket, &old_hex),
-            self.layout.record_in(bucket, &new_hex),
-            self.layout.index(bucket),
-        ];
-        Outcome::parse(
-            &self
-                .eval_once(&self.scripts.rotate, bucket, keys, args)
-                .await?,
-        )
+        let old = self.layout.record_hex(bucket, &hex(&rotation.old_key));
+        let new = self.layout.record_hex(bucket, &hex(&write.key));
+        let receipt = self.receipt(bucket)?;
+        let command = |head| {
+            Argv::new(head, 4, 5)
+                .arg(old.clone())
+                .arg(new.clone())
+                .arg(self.layout.index(bucket))
+                .arg(receipt.key())
+                .args(receipt.args())
+                .arg(num(write.now_ms))
+                .arg(expected_arg(write.expected_version))
+                .arg(record_arg(write))
+                .arg(expiry_arg(write.meta.expires_ms))
+                .done()
+        };
+        Outcome::parse(&self.eval(&self.scripts.rotate, command).await?)
     }
 
     /// Perform `op`'s write: a save, a rotation of a stored session, or the
     /// first store of a new session under its new ID.
-    async fn apply(&self, op: &Op, same_owner: bool) -> Result<Outcome> {
+    async fn apply(&self, op: &Op, owner: Option<&str>) -> Result<Outcome> {
         match op {
-            Op::Save(write) => self.write_record(write, same_owner).await,
+            Op::Save(write) => self.write_record(write, owner).await,
             Op::Rotate(r) if r.write.expected_version.is_some() => self.rotate_record(r).await,
-            Op::Rotate(r) => self.write_record(&r.write, false).await,
+            Op::Rotate(r) => self.write_record(&r.write, None).await,
         }
     }
 
@@ -568,17 +647,20 @@ impl Inner {
         now: i64,
     ) -> Result<bool> {
         let bucket = self.layout.bucket(key);
-        let hex = key.to_hex();
-        let [has_owner, owner] = owner_args(owner);
-        let keys = vec![
-            self.layout.record_in(bucket, &hex),
-            self.layout.index(bucket),
-        ];
-        let args = vec![now.into(), hex.into(), has_owner, owner];
-        let reply = self
-            .eval_once(&self.scripts.destroy, bucket, keys, args)
-            .await?;
-        Ok(as_array(&reply)?.first().and_then(Value::as_i64) == Some(1))
+        let record = self.layout.record_hex(bucket, &hex(key));
+        let receipt = self.receipt(bucket)?;
+        let command = |head| {
+            Argv::new(head, 3, 3)
+                .arg(record.clone())
+                .arg(self.layout.index(bucket))
+                .arg(receipt.key())
+                .args(receipt.args())
+                .arg(num(now))
+                .arg(owner.unwrap_or_default())
+                .done()
+        };
+        let reply = self.eval(&self.scripts.destroy, command).await?;
+        Ok(status(&reply)? == "1")
     }
 
     /// A new ID for rotating `session`: in its old ID's bucket if it is
@@ -595,9 +677,17 @@ impl Inner {
 
     /// Add (or extend) `key` in `owner`'s index before a record names it.
     async fn claim(&self, owner: &str, key: &StorageKey, expires_ms: i64, now: i64) -> Result<()> {
-        let keys = vec![self.layout.owner_index(owner)];
-        let args = vec![now.into(), key.to_hex().into(), expires_ms.into()];
-        self.eval(&self.scripts.claim, keys, args).await.map(drop)
+        let index = self.layout.owner_index(owner);
+        let member = hex(key);
+        let command = |head| {
+            Argv::new(head, 1, 3)
+                .arg(index.as_str())
+                .arg(num(now))
+                .arg(Bytes::copy_from_slice(&member))
+                .arg(expiry_arg(expires_ms))
+                .done()
+        };
+        self.eval(&self.scripts.claim, command).await.map(drop)
     }
 
     /// Members of `owner`'s index whose score (at least the deadline of any
@@ -608,7 +698,7 @@ impl Inner {
             range: ZRangeBound::Score(now as f64),
         };
         let members: Vec<String> = self
-            .call(self.redis().zrangebyscore(
+            .call(self.client().zrangebyscore(
                 self.layout.owner_index(owner),
                 after_now,
                 "+inf",
@@ -658,13 +748,13 @@ impl Inner {
     /// Take `owner`'s lock, waiting up to the configured lock wait.
     async fn lock(&self, owner: &str) -> Result<OwnerLock> {
         let mut lock = OwnerLock {
-            key: self.layout.owner_lock(owner),
-            token: token()?,
-            client: Some(self.pool.next().with_options(&self.options)),
+            key: self.layout.owner_lock(owner).into(),
+            token: token()?.into(),
+            client: Some(self.client().clone()),
             leased_at: Instant::now(),
             unlock: self.scripts.unlock.clone(),
         };
-        let ttl: Value = duration_ms(self.lock_ttl).max(1).into();
+        let ttl = num(session_core::duration_ms(self.lock_ttl).max(1));
         let deadline = Instant::now().checked_add(self.lock_wait);
         let mut delay = Duration::from_millis(2);
         let mut failure = None;
@@ -675,9 +765,14 @@ impl Inner {
                 ));
             };
             let sent = Instant::now();
-            let keys = vec![lock.key.clone()];
-            let args = vec![lock.token.as_str().into(), ttl.clone()];
-            match run_script(client, &self.scripts.lock, keys, args).await {
+            let command = |head| {
+                Argv::new(head, 1, 2)
+                    .arg(lock.key.clone())
+                    .arg(lock.token.clone())
+                    .arg(ttl.clone())
+                    .done()
+            };
+            match run_script(client, &self.scripts.lock, command).await {
                 Ok(held) if held.as_i64() == Some(1) => {
                     lock.leased_at = sent;
                     return Ok(lock);
@@ -709,9 +804,17 @@ impl Inner {
         let Some(client) = lock.client.take() else {
             return;
         };
-        let keys = vec![std::mem::take(&mut lock.key)];
-        let args = vec![std::mem::take(&mut lock.token).into()];
-        if let Err(e) = run_script(&client, &self.scripts.unlock, keys, args).await {
+        let (key, token) = (
+            std::mem::replace(&mut lock.key, Value::Null),
+            std::mem::replace(&mut lock.token, Value::Null),
+        );
+        let command = |head| {
+            Argv::new(head, 1, 1)
+                .arg(key.clone())
+                .arg(token.clone())
+                .done()
+        };
+        if let Err(e) = run_script(&client, &self.scripts.unlock, command).await {
             tracing::warn!(error = %e, "could not release an owner lock; it expires by itself");
         }
     }
@@ -734,7 +837,8 @@ impl Inner {
     /// Check `op` against the stored record before anything is written, so
     /// that a write the script would refuse claims nothing in an owner's
     /// index and, under a limit, is reported as stale rather than as one
-    /// session too many. Returns the owner the stored session is bound to.
+    /// session too many. Returns the owner the stored session is bound to;
+    /// a corrupt record is a `Codec` error, as the script would answer.
     /// (The script checks again; this only answers early.)
     async fn precheck(&self, op: &Op) -> Result<Option<Arc<str>>> {
         let Some(source) = op.source() else {
@@ -742,9 +846,8 @@ impl Inner {
         };
         let write = op.write();
         let stored = match self.read_meta(std::slice::from_ref(source)).await?.pop() {
-            Some(Ok(meta)) => meta.filter(|m| m.is_live(write.now_ms)),
-            // Unreadable: the script decides.
-            _ => return Ok(None),
+            Some(meta) => meta?.filter(|m| m.is_live(write.now_ms)),
+            None => return Ok(None),
         };
         match (write.expected_version, stored) {
             (None, None) => Ok(None),
@@ -812,7 +915,7 @@ impl Inner {
         self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
             .await?;
         self.ensure_lease(lock)?;
-        self.apply(&op, false).await?.written()?;
+        self.apply(&op, None).await?.written()?;
         // Only now that the write is stored: end the oldest sessions over
         // the limit. The write stands even if this fails (the next login
         // of the owner tries again).
@@ -830,7 +933,7 @@ impl Inner {
         let write = op.write();
         self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
             .await?;
-        self.apply(op, false).await?.written()
+        self.apply(op, None).await?.written()
     }
 
     /// End `owner`'s oldest sessions other than the one `op` just wrote,
@@ -863,17 +966,23 @@ impl Inner {
     async fn save(&self, session: &mut Session) -> Result<()> {
         let write = session.prepare_write(&self.config)?;
         let Some(owner) = write.meta.owner.clone() else {
-            self.write_record(&write, false).await?.written()?;
+            self.write_record(&write, None).await?.written()?;
             session.commit_write(write);
             return Ok(());
         };
+        // Boxed: an owned session's save takes more steps, whose futures
+        // need not weigh on every anonymous save.
+        Box::pin(self.save_owned(&owner, write, session)).await
+    }
+
+    async fn save_owned(&self, owner: &str, write: Write, session: &mut Session) -> Result<()> {
         if write.expected_version.is_some() {
             // An update that keeps the owner the record already names:
             // extend the owner's index first, then write only if the record
             // is still bound to that owner.
-            self.claim(&owner, &write.key, write.meta.expires_ms, write.now_ms)
+            self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
                 .await?;
-            match self.write_record(&write, true).await? {
+            match self.write_record(&write, Some(owner)).await? {
                 Outcome::Rebind => {}
                 outcome => {
                     outcome.written()?;
@@ -883,45 +992,41 @@ impl Inner {
             }
         }
         // A new binding.
-        self.bind(&owner, session, None).await
+        self.bind(owner, session, None).await
     }
 
     async fn touch(&self, session: &mut Session) -> Result<()> {
         let touch = session.prepare_touch(&self.config)?;
         let bucket = self.layout.bucket(&touch.key);
-        let hex = touch.key.to_hex();
-        let keys = vec![
-            self.layout.record_in(bucket, &hex),
-            self.layout.index(bucket),
-        ];
+        let record = self.layout.record_hex(bucket, &hex(&touch.key));
+        let fields = record::activity_fields(touch.last_active_ms, touch.expires_ms);
         let mut owner = session.owner().map(str::to_owned);
         for _ in 0..TOUCH_ATTEMPTS {
             if let Some(o) = owner.as_deref() {
                 self.claim(o, &touch.key, touch.expires_ms, touch.now_ms)
                     .await?;
             }
-            let [has_owner, owner_arg] = owner_args(owner.as_deref());
-            let args = vec![
-                touch.now_ms.into(),
-                touch.last_active_ms.into(),
-                touch.expires_ms.into(),
-                hex.as_str().into(),
-                has_owner,
-                owner_arg,
-            ];
-            let reply = self
-                .eval_once(&self.scripts.touch, bucket, keys.clone(), args)
-                .await?;
-            let items = as_array(&reply)?;
-            match status(items)?.as_str() {
+            let command = |head| {
+                Argv::new(head, 2, 4)
+                    .arg(record.clone())
+                    .arg(self.layout.index(bucket))
+                    .arg(num(touch.now_ms))
+                    .arg(Bytes::copy_from_slice(&fields))
+                    .arg(expiry_arg(touch.expires_ms))
+                    .arg(owner.as_deref().unwrap_or_default())
+                    .done()
+            };
+            let reply = self.eval(&self.scripts.touch, command).await?;
+            match status(&reply)? {
                 "OK" => {
                     session.commit_touch(&touch);
                     return Ok(());
                 }
                 "NOTFOUND" => return Err(Error::NotFound),
+                "CORRUPT" => return Err(corrupt_record()),
                 // Rebound since it was loaded: extend the index of the owner
                 // it has now, then try again.
-                "OWNER" => owner = items.get(1).and_then(value_string),
+                "OWNER" => owner = as_array(&reply)?.get(1).and_then(value_string),
                 other => return Err(unexpected(other)),
             }
         }
@@ -936,31 +1041,29 @@ impl Inner {
             return self.bind(&owner, session, Some(new_id)).await;
         }
         let op = Op::Rotate(session.prepare_rotation_to(&self.config, new_id)?);
-        self.apply(&op, false).await?.written()?;
+        self.apply(&op, None).await?.written()?;
         op.commit(session);
         Ok(())
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Session>> {
         let now = self.now();
-        let values: Vec<Value> = self
-            .call(
-                self.redis()
-                    .hmget(self.layout.record(id.storage_key()), LOAD_FIELDS.to_vec()),
-            )
-            .await?;
-        let Some(meta) = decode_meta(&values)? else {
+        let key = self.layout.record(id.storage_key());
+        // Awaited here rather than passed to a helper: fred's future is
+        // large, and every async layer it is handed to would store it again.
+        let value: Option<Bytes> = match self.client().get(key).await {
+            Ok(value) => value,
+            Err(e) if wrong_type(&e) => return Err(corrupt_record()),
+            Err(e) => return Err(self.fred_error(e)),
+        };
+        let Some(bytes) = value else {
             return Ok(None);
         };
+        let (meta, data) = record::decode(&bytes)?;
         if !meta.is_live(now) {
             return Ok(None);
         }
-        let data = match values.get(6) {
-            Some(Value::Null) | None => {
-                return Err(Error::Codec("stored record has no data".into()));
-            }
-            Some(v) => SessionData::decode(v.as_bytes().unwrap_or_default())?,
-        };
+        let data = SessionData::decode(data)?;
         Ok(Some(Session::from_stored(id.clone(), meta, data)))
     }
 
@@ -975,8 +1078,8 @@ impl Inner {
         let mut owners = Vec::new();
         loop {
             let members: Vec<String> = self
-                .call(self.redis().zrangebyscore(
-                    index.as_str(),
+                .call(self.client().zrangebyscore(
+                    index.clone(),
                     "-inf",
                     ZRange {
                         kind: ZRangeKind::Inclusive,
@@ -989,15 +1092,22 @@ impl Inner {
             if members.is_empty() {
                 break;
             }
-            let mut keys = Vec::with_capacity(members.len() + 1);
-            keys.push(index.clone());
-            keys.extend(members.iter().map(|m| self.layout.record_in(bucket, m)));
-            let mut args: Vec<Value> = Vec::with_capacity(members.len() + 1);
-            args.push(now.into());
-            args.extend(members.iter().map(|m| Value::from(m.as_str())));
-            let reply = self
-                .eval_once(&self.scripts.purge, bucket, keys, args)
-                .await?;
+            let receipt = self.receipt(bucket)?;
+            let command = |head| {
+                Argv::new(head, members.len() + 2, members.len() + 2)
+                    .arg(index.clone())
+                    .args(
+                        members
+                            .iter()
+                            .map(|m| self.layout.record_hex(bucket, m.as_bytes()).into()),
+                    )
+                    .arg(receipt.key())
+                    .args(receipt.args())
+                    .arg(num(now))
+                    .args(members.iter().map(|m| Value::from(m.as_str())))
+                    .done()
+            };
+            let reply = self.eval(&self.scripts.purge, command).await?;
             let items = as_array(&reply)?;
             removed += items.first().and_then(Value::as_u64).unwrap_or(0);
             owners.extend(items.iter().skip(1).filter_map(value_string));
@@ -1022,9 +1132,8 @@ impl Inner {
         owners.dedup();
         // Owner index entries whose score passed stand for expired records
         // only; dropping them needs no lock.
-        let redis = self.redis();
         for result in join_all(owners.iter().map(|owner| {
-            self.call(redis.zremrangebyscore::<i64, _, _, _>(
+            self.call(self.client().zremrangebyscore::<i64, _, _, _>(
                 self.layout.owner_index(owner),
                 "-inf",
                 ZRange {
@@ -1206,93 +1315,55 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_record_decodes_as_none() {
-        let nulls = vec![Value::Null; 7];
-        assert!(decode_meta(&nulls).unwrap().is_none());
-    }
-
-    #[test]
-    fn a_record_decodes_with_and_without_optional_fields() {
-        let full = [
-            s("3"),
-            s("10"),
-            s("20"),
-            s("30"),
-            s("40"),
-            s("alice"),
-            Value::Null,
-        ];
-        let meta = decode_meta(&full).unwrap().unwrap();
-        assert_eq!(
-            (
-                meta.version,
-                meta.created_ms,
-                meta.last_active_ms,
-                meta.expires_ms
-            ),
-            (3, 10, 20, 30)
-        );
-        assert_eq!(meta.absolute_ms, Some(40));
-        assert_eq!(meta.owner.as_deref(), Some("alice"));
-        let bare = [s("1"), s("10"), s("20"), s("30"), Value::Null, Value::Null];
-        let meta = decode_meta(&bare).unwrap().unwrap();
-        assert_eq!((meta.absolute_ms, meta.owner), (None, None));
-    }
-
-    #[test]
-    fn corrupt_records_are_codec_errors() {
-        let no_expiry = [
-            s("1"),
-            s("10"),
-            s("20"),
-            Value::Null,
-            Value::Null,
-            Value::Null,
-        ];
-        assert!(matches!(decode_meta(&no_expiry), Err(Error::Codec(_))));
-        let bad_number = [s("x"), s("10"), s("20"), s("30"), Value::Null, Value::Null];
-        assert!(matches!(decode_meta(&bad_number), Err(Error::Codec(_))));
-        let bad_owner = [
-            s("1"),
-            s("10"),
-            s("20"),
-            s("30"),
-            Value::Null,
-            Value::Bytes(Bytes::from_static(&[0xff, 0xfe])),
-        ];
-        assert!(matches!(decode_meta(&bad_owner), Err(Error::Codec(_))));
-    }
-
-    #[test]
     fn script_replies_parse_into_outcomes() {
         assert!(matches!(
-            Outcome::parse(&Value::Array(vec![s("OK")])).unwrap(),
+            Outcome::parse(&s("OK")).unwrap(),
             Outcome::Written
         ));
         assert!(matches!(
-            Outcome::parse(&Value::Array(vec![s("REBIND")])).unwrap(),
+            Outcome::parse(&s("REBIND")).unwrap(),
             Outcome::Rebind
         ));
         assert!(matches!(
-            Outcome::parse(&Value::Array(vec![s("CONFLICT")]))
-                .unwrap()
-                .written(),
+            Outcome::parse(&s("CONFLICT")).unwrap().written(),
             Err(Error::Conflict)
         ));
         assert!(matches!(
-            Outcome::parse(&Value::Array(vec![s("NOTFOUND")]))
-                .unwrap()
-                .written(),
+            Outcome::parse(&s("NOTFOUND")).unwrap().written(),
             Err(Error::NotFound)
         ));
         assert!(matches!(
-            Outcome::parse(&Value::Array(vec![s("WAT")])),
-            Err(Error::Backend(_))
+            Outcome::parse(&s("CORRUPT")).unwrap().written(),
+            Err(Error::Codec(_))
         ));
+        assert!(matches!(Outcome::parse(&s("WAT")), Err(Error::Backend(_))));
         assert!(matches!(
             Outcome::parse(&Value::Null),
             Err(Error::Backend(_))
         ));
+        assert_eq!(
+            status(&Value::Array(vec![s("OWNER"), s("bob")])).unwrap(),
+            "OWNER"
+        );
+        assert!(status(&Value::Array(Vec::new())).is_err());
+    }
+
+    #[test]
+    fn record_reads_tell_missing_from_corrupt() {
+        assert!(meta_from(&Value::Null).unwrap().is_none());
+        assert!(meta_from(&s("")).unwrap().is_none());
+        assert!(matches!(meta_from(&s("junk")), Err(Error::Codec(_))));
+        let meta = RecordMeta {
+            version: 2,
+            created_ms: 10,
+            last_active_ms: 20,
+            expires_ms: 30,
+            absolute_ms: None,
+            owner: Some(Arc::from("ann")),
+        };
+        let bytes = record::encode(&meta, b"\x01{}");
+        let read = Value::Bytes(Bytes::copy_from_slice(&bytes[..record::HEADER_LEN + 3]));
+        assert_eq!(meta_from(&read).unwrap(), Some(meta));
     }
 
     #[test]
@@ -1310,10 +1381,31 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_fresh_hex() {
+    fn tokens_are_unique_hex() {
         let (a, b) = (token().unwrap(), token().unwrap());
-        assert_eq!(a.len(), 24);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.len(), 32);
+        assert!(a.iter().all(u8::is_ascii_hexdigit));
         assert_ne!(a, b);
+        assert_eq!(a[..16], b[..16], "one nonce per process");
+    }
+
+    #[test]
+    fn numbers_are_sent_as_decimal_text() {
+        for n in [0, 7, -7, 1_732_000_000_000, i64::MAX, i64::MIN] {
+            assert_eq!(num(n).as_bytes(), Some(n.to_string().as_bytes()));
+        }
+    }
+
+    #[test]
+    fn expiries_are_sent_between_1970_and_the_end_of_9999() {
+        assert_eq!(expiry_arg(-5).as_bytes(), Some(&b"1"[..]));
+        assert_eq!(expiry_arg(0).as_bytes(), Some(&b"1"[..]));
+        assert_eq!(
+            expiry_arg(1_732_000_000_000).as_bytes(),
+            Some(&b"1732000000000"[..])
+        );
+        for late in [LATEST_DEADLINE_MS + 1, i64::MAX] {
+            assert_eq!(expiry_arg(late).as_bytes(), Some(&b"253402300799999"[..]));
+        }
     }
 }

@@ -13,7 +13,8 @@ use session_core::testing::service_url;
 use session_core::{
     Error, ManualClock, OwnerLimitPolicy, Session, SessionConfig, SessionStore, SystemClock,
 };
-use session_redis::fred::prelude::{KeysInterface, Pool};
+use session_redis::fred::bytes::Bytes;
+use session_redis::fred::prelude::{KeysInterface, Pool, Value};
 use session_redis::{RedisSessionStore, RedisSessionStoreBuilder};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -35,13 +36,26 @@ impl Env {
         tweak: impl FnOnce(SessionConfig) -> SessionConfig,
         build: impl FnOnce(RedisSessionStoreBuilder) -> RedisSessionStoreBuilder,
     ) -> Self {
+        Self::with_config(
+            url,
+            |clock| tweak(SessionConfig::new(30 * MINUTE).with_clock(clock)),
+            build,
+        )
+        .await
+    }
+
+    /// A store whose whole configuration `config` makes, around the test's
+    /// clock.
+    async fn with_config(
+        url: &str,
+        config: impl FnOnce(ManualClock) -> SessionConfig,
+        build: impl FnOnce(RedisSessionStoreBuilder) -> RedisSessionStoreBuilder,
+    ) -> Self {
         let clock = ManualClock::new();
         let pool = common::pool(url, 2).await;
         let prefix = common::unique_prefix("behaviour");
         let builder = RedisSessionStore::builder_from_pool(pool.clone())
-            .session_config(tweak(
-                SessionConfig::new(30 * MINUTE).with_clock(clock.clone()),
-            ))
+            .config(config(clock.clone()))
             .key_prefix(prefix.clone());
         let store = build(builder).build().await.unwrap();
         Self {
@@ -77,7 +91,7 @@ impl Env {
     }
 
     async fn record_key(&self, s: &Session) -> String {
-        self.key_ending(&format!(":s:{}", s.id().storage_key().to_hex()))
+        self.key_ending(&format!(":r:{}", s.id().storage_key().to_hex()))
             .await
     }
 
@@ -98,6 +112,28 @@ impl Env {
 
 fn ms(t: std::time::SystemTime) -> i64 {
     session_core::to_ms(t)
+}
+
+/// Where a record's fields start (see "Key layout" in the crate docs).
+const VERSION_AT: usize = 1;
+const LAST_ACTIVE_AT: usize = 21;
+const EXPIRES_AT: usize = 41;
+const CREATED_AT: usize = 61;
+const ABSOLUTE_AT: usize = 81;
+const OWNER_LEN_AT: usize = 101;
+const RECORD_HEADER_LEN: usize = 105;
+
+/// The latest deadline the store gives Redis: the end of the year 9999.
+const LATEST_DEADLINE_MS: i64 = 253_402_300_799_999;
+
+/// Overwrite part of a stored record in place (its expiry stays).
+async fn overwrite(pool: &Pool, key: &str, at: usize, with: &str) {
+    common::raw(
+        pool,
+        "SETRANGE",
+        vec![key.into(), (at as i64).into(), with.into()],
+    )
+    .await;
 }
 
 fn is_receipt(key: &str) -> bool {
@@ -241,7 +277,7 @@ async fn redis_removes_an_idle_session_by_itself(url: &str) {
     let pool = common::pool(url, 1).await;
     let prefix = common::unique_prefix("realtime");
     let store = RedisSessionStore::builder_from_pool(pool.clone())
-        .session_config(SessionConfig::new(Duration::from_secs(1)).with_clock(SystemClock))
+        .config(SessionConfig::new(Duration::from_secs(1)).with_clock(SystemClock))
         .key_prefix(prefix.clone())
         .build()
         .await
@@ -458,9 +494,9 @@ async fn len_counts_only_this_stores_live_sessions(url: &str) {
     let outside = env.prefix.trim_end_matches(':');
     let mut unrelated: Vec<String> = Vec::new();
     for i in 0..20 {
-        unrelated.push(format!("{}{{7}}:s:{i}", env.prefix));
+        unrelated.push(format!("{}{{7}}:r:{i}", env.prefix));
         unrelated.push(format!("{}other:{i}", env.prefix));
-        unrelated.push(format!("{outside}{{7}}:s:{i}"));
+        unrelated.push(format!("{outside}{{7}}:r:{i}"));
     }
     unrelated.push(format!("{}{{99999}}:idx", env.prefix));
     for k in &unrelated {
@@ -492,12 +528,9 @@ async fn a_corrupt_record_is_a_codec_error_and_harms_no_other_session(url: &str)
     let broken = env.saved(Some("pat")).await;
     let fine = env.saved(Some("pat")).await;
     let key = env.record_key(&broken).await;
-    common::raw(
-        &env.pool,
-        "HSET",
-        vec![key.as_str().into(), "data".into(), "not a record".into()],
-    )
-    .await;
+    // The data follows the header and the owner.
+    let data_at = RECORD_HEADER_LEN + "pat".len();
+    overwrite(&env.pool, &key, data_at, "not a record").await;
     assert!(matches!(
         env.store.load(broken.id()).await,
         Err(Error::Codec(_))
@@ -506,12 +539,7 @@ async fn a_corrupt_record_is_a_codec_error_and_harms_no_other_session(url: &str)
         env.store.load(fine.id()).await.unwrap().unwrap().get("k"),
         Some("v")
     );
-    common::raw(
-        &env.pool,
-        "HSET",
-        vec![key.as_str().into(), "version".into(), "many".into()],
-    )
-    .await;
+    overwrite(&env.pool, &key, VERSION_AT, "many").await;
     assert!(matches!(
         env.store.load(broken.id()).await,
         Err(Error::Codec(_))
@@ -543,17 +571,12 @@ async fn a_corrupt_or_missing_expiry_harms_no_other_session(url: &str) {
         let s = s.clone();
         async move {
             let key = env.record_key(&s).await;
-            let args = if how == "garble" {
-                vec![key.as_str().into(), "expires".into(), "soon".into()]
+            let field = if how == "garble" {
+                "soon".to_owned()
             } else {
-                vec![key.as_str().into(), "expires".into()]
+                " ".repeat(20)
             };
-            common::raw(
-                &env.pool,
-                if how == "garble" { "HSET" } else { "HDEL" },
-                args,
-            )
-            .await;
+            overwrite(&env.pool, &key, EXPIRES_AT, &field).await;
             key
         }
     };
@@ -609,9 +632,292 @@ async fn a_corrupt_or_missing_expiry_harms_no_other_session(url: &str) {
         "the three expired sessions and the sound one"
     );
     assert!(
-        env.data_keys().await.iter().all(|k| !k.contains(":s:")),
+        env.data_keys().await.iter().all(|k| !k.contains(":r:")),
         "no record is left"
     );
+    env.cleanup().await;
+}
+
+/// Fields garbled into what Lua's `tonumber` would read as a number (and
+/// so did the scripts, once), or into a number out of range: where, what.
+const GARBLED: &[(usize, &str)] = &[
+    (OWNER_LEN_AT, "1.5 "),
+    (OWNER_LEN_AT, "9e99"),
+    (OWNER_LEN_AT, " inf"),
+    (OWNER_LEN_AT, "nan "),
+    (OWNER_LEN_AT, "0x1f"),
+    (OWNER_LEN_AT, " 12 "),
+    (OWNER_LEN_AT, "2000"),
+    // More owner than the value holds.
+    (OWNER_LEN_AT, "0999"),
+    (EXPIRES_AT, "                 1e5"),
+    (EXPIRES_AT, "+1e15               "),
+    (EXPIRES_AT, "                 inf"),
+    (EXPIRES_AT, "0x1f                "),
+    (EXPIRES_AT, " 1732000000000000000"),
+    (EXPIRES_AT, "+9999999999999999999"),
+    (LAST_ACTIVE_AT, "+1e5                "),
+    (CREATED_AT, "                 nan"),
+    (ABSOLUTE_AT, "                 inf"),
+    (VERSION_AT, "                 1e5"),
+];
+
+/// Load, save (of a changed copy), touch and rotation of `s`, whose stored
+/// record is corrupt, are each a codec error for that session.
+async fn assert_corrupt_everywhere(store: &RedisSessionStore, s: &Session, what: &str) {
+    match store.load(s.id()).await {
+        Err(Error::Codec(_)) => {}
+        other => panic!("load of {what}: {other:?}"),
+    }
+    let mut changed = s.clone();
+    changed.set("k", "w");
+    match store.save(&mut changed).await {
+        Err(Error::Codec(_)) => {}
+        other => panic!("save of {what}: {other:?}"),
+    }
+    match store.touch(&mut s.clone()).await {
+        Err(Error::Codec(_)) => {}
+        other => panic!("touch of {what}: {other:?}"),
+    }
+    match store.cycle_id(&mut s.clone()).await {
+        Err(Error::Codec(_)) => {}
+        other => panic!("cycle_id of {what}: {other:?}"),
+    }
+}
+
+async fn garbled_numbers_make_a_record_corrupt_and_fail_no_script(url: &str) {
+    // One bucket, so the garbled records share their expiry index (and
+    // purge script) with the sound ones.
+    let env = Env::with(url, |c| c, |b| b.buckets(1)).await;
+    let garble = |owner: Option<&'static str>, at: usize, junk: &'static str| {
+        let env = &env;
+        async move {
+            let s = env.saved(owner).await;
+            let key = env.record_key(&s).await;
+            overwrite(&env.pool, &key, at, junk).await;
+            s
+        }
+    };
+    let fine = env.saved(Some("quin")).await;
+    let mut broken = Vec::new();
+    for &(at, junk) in GARBLED {
+        broken.push(garble(Some("quin"), at, junk).await);
+    }
+    for (s, (at, junk)) in broken.iter().zip(GARBLED) {
+        assert_corrupt_everywhere(&env.store, s, &format!("{junk:?} at {at}")).await;
+    }
+    assert_eq!(
+        env.store.load(fine.id()).await.unwrap().unwrap().get("k"),
+        Some("v")
+    );
+    let listed = env.store.owner_sessions("quin", None).await.unwrap();
+    assert_eq!(listed.len(), 1, "only the sound session is listed");
+    assert_eq!(listed[0].handle, fine.id().handle());
+
+    // Every one can be ended: by ID, or by revoking the owner.
+    let (by_id, by_owner) = broken.split_at(broken.len() / 2);
+    for s in by_id {
+        assert!(env.store.destroy(s.id()).await.unwrap());
+    }
+    assert_eq!(
+        env.store
+            .destroy_owner_sessions("quin", Some(fine.id()))
+            .await
+            .expect("revocation ends garbled records"),
+        by_owner.len() as u64
+    );
+    let records: Vec<String> = env
+        .data_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.contains(":r:"))
+        .collect();
+    assert_eq!(
+        records,
+        vec![env.record_key(&fine).await],
+        "only the sound record is left"
+    );
+
+    // Purging works through garbled records of every kind, owned or not.
+    let mut doomed = 0;
+    for (i, &(at, junk)) in GARBLED.iter().enumerate() {
+        garble((i % 2 == 0).then_some("quin"), at, junk).await;
+        doomed += 1;
+    }
+    let expired = env.saved(Some("quin")).await;
+    env.clock.advance(31 * MINUTE);
+    let live = env.saved(Some("quin")).await;
+    // A record that has not expired, whose owner is not UTF-8, and whose
+    // index entry is due: corrupt, so purged too.
+    let not_utf8 = env.saved(Some("quin")).await;
+    let key = env.record_key(&not_utf8).await;
+    let bad = Value::Bytes(Bytes::from_static(b"\xff"));
+    common::raw(
+        &env.pool,
+        "SETRANGE",
+        vec![key.as_str().into(), (RECORD_HEADER_LEN as i64).into(), bad],
+    )
+    .await;
+    let index = env.key_ending(":idx").await;
+    let due = ms(not_utf8.last_active()) - 1_000;
+    let args = vec![
+        index.as_str().into(),
+        due.into(),
+        not_utf8.id().storage_key().to_hex().into(),
+    ];
+    common::raw(&env.pool, "ZADD", args).await;
+    assert!(matches!(
+        env.store.load(not_utf8.id()).await,
+        Err(Error::Codec(_))
+    ));
+    assert_eq!(
+        env.store
+            .purge_expired()
+            .await
+            .expect("garbled records must not break purging"),
+        doomed + 3,
+        "the garbled records, and the sound ones that expired"
+    );
+    assert!(env.store.load(expired.id()).await.unwrap().is_none());
+    assert!(env.store.load(live.id()).await.unwrap().is_some());
+    let records: Vec<String> = env
+        .data_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.contains(":r:"))
+        .collect();
+    assert_eq!(records, vec![env.record_key(&live).await]);
+    env.cleanup().await;
+}
+
+async fn a_key_of_another_type_under_a_record_name_is_a_corrupt_record(url: &str) {
+    let env = Env::with(url, |c| c, |b| b.buckets(1)).await;
+    let fine = env.saved(Some("rex")).await;
+    // A hash where the record is, as the format before kept sessions.
+    let planted = [
+        env.saved(Some("rex")).await,
+        env.saved(Some("rex")).await,
+        env.saved(None).await,
+    ];
+    let mut keys = Vec::new();
+    for s in &planted {
+        let key = env.record_key(s).await;
+        let _: i64 = env.pool.del(key.as_str()).await.unwrap();
+        let args = vec![key.as_str().into(), "version".into(), "1".into()];
+        common::raw(&env.pool, "HSET", args).await;
+        keys.push(key);
+    }
+    // A hash of the format before, named as its records were, disturbs
+    // nothing.
+    let old_name = format!("{}{{0}}:s:{}", env.prefix, fine.id().storage_key().to_hex());
+    let args = vec![old_name.as_str().into(), "version".into(), "1".into()];
+    common::raw(&env.pool, "HSET", args).await;
+    assert_eq!(
+        env.store.load(fine.id()).await.unwrap().unwrap().get("k"),
+        Some("v")
+    );
+
+    for s in &planted {
+        assert_corrupt_everywhere(&env.store, s, "a hash").await;
+    }
+    assert_eq!(env.store.count_owner_sessions("rex").await.unwrap(), 1);
+    assert!(
+        env.store.destroy(planted[0].id()).await.unwrap(),
+        "destroy ends it"
+    );
+    assert_eq!(
+        env.store
+            .destroy_owner_sessions("rex", Some(fine.id()))
+            .await
+            .unwrap(),
+        1
+    );
+    env.clock.advance(31 * MINUTE);
+    assert_eq!(
+        env.store.purge_expired().await.unwrap(),
+        2,
+        "the expired session and the hash"
+    );
+    for key in &keys {
+        let kind = common::raw(&env.pool, "TYPE", vec![key.as_str().into()]).await;
+        assert_eq!(kind.as_str().as_deref(), Some("none"), "{key} is gone");
+    }
+    let _: i64 = env.pool.del(old_name.as_str()).await.unwrap();
+    env.cleanup().await;
+}
+
+async fn deadlines_at_the_end_of_time_work(url: &str) {
+    // Both timeouts as long as a `Duration` goes: deadlines saturate at
+    // `i64::MAX`.
+    let env = Env::with_config(
+        url,
+        |clock| {
+            SessionConfig::new(Duration::MAX)
+                .with_absolute_timeout(Duration::MAX)
+                .with_max_sessions_per_owner(5, OwnerLimitPolicy::RefuseNew)
+                .with_clock(clock)
+        },
+        |b| b.buckets(1),
+    )
+    .await;
+    let mut s = env.store.create().await.unwrap();
+    s.set("k", "v");
+    s.set_owner("zed");
+    env.store.save(&mut s).await.expect("a login");
+    assert_eq!(ms(s.expires_at()), i64::MAX);
+    let key = env.record_key(&s).await;
+    assert_eq!(
+        common::pexpiretime(&env.pool, &key).await,
+        LATEST_DEADLINE_MS,
+        "Redis is given the end of 9999"
+    );
+    let mut loaded = env.store.load(s.id()).await.unwrap().unwrap();
+    assert_eq!(loaded.get("k"), Some("v"));
+    env.clock.advance(MINUTE);
+    loaded.set("n", "1");
+    env.store.save(&mut loaded).await.expect("an update");
+    env.clock.advance(MINUTE);
+    env.store.touch(&mut loaded).await.expect("a touch");
+    let old = loaded.id().clone();
+    env.store.cycle_id(&mut loaded).await.expect("a rotation");
+    assert!(env.store.load(&old).await.unwrap().is_none());
+    assert_eq!(
+        env.store.load(loaded.id()).await.unwrap().unwrap().get("n"),
+        Some("1")
+    );
+    let mut anon = env.store.create().await.unwrap();
+    env.store.save(&mut anon).await.unwrap();
+    env.store.cycle_id(&mut anon).await.unwrap();
+    env.store.touch(&mut anon).await.unwrap();
+
+    // Purge repairs a lagging index entry of such a session.
+    let index = env.key_ending(":idx").await;
+    let now = ms(loaded.last_active());
+    let args = vec![
+        index.as_str().into(),
+        (now - 1_000).into(),
+        loaded.id().storage_key().to_hex().into(),
+    ];
+    common::raw(&env.pool, "ZADD", args).await;
+    assert_eq!(env.store.purge_expired().await.expect("a purge"), 0);
+    assert_eq!(env.store.len().await.unwrap(), 2);
+    assert_eq!(
+        common::pexpiretime(&env.pool, &index).await,
+        LATEST_DEADLINE_MS
+    );
+
+    let listed = env.store.owner_sessions("zed", None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].handle, loaded.id().handle());
+    assert_eq!(
+        env.store
+            .destroy_owner_sessions("zed", None)
+            .await
+            .expect("a revocation"),
+        1
+    );
+    assert!(env.store.load(loaded.id()).await.unwrap().is_none());
+    assert!(env.store.destroy(anon.id()).await.unwrap());
     env.cleanup().await;
 }
 
@@ -823,6 +1129,9 @@ against!(
         len_counts_only_this_stores_live_sessions,
         a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
         a_corrupt_or_missing_expiry_harms_no_other_session,
+        garbled_numbers_make_a_record_corrupt_and_fail_no_script,
+        a_key_of_another_type_under_a_record_name_is_a_corrupt_record,
+        deadlines_at_the_end_of_time_work,
         a_clock_at_the_end_of_time_is_no_panic,
         owner_index_entries_are_checked_against_the_record,
         owner_locks_are_released_after_each_login,
@@ -845,6 +1154,9 @@ against!(
         len_counts_only_this_stores_live_sessions,
         a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
         a_corrupt_or_missing_expiry_harms_no_other_session,
+        garbled_numbers_make_a_record_corrupt_and_fail_no_script,
+        a_key_of_another_type_under_a_record_name_is_a_corrupt_record,
+        deadlines_at_the_end_of_time_work,
         a_clock_at_the_end_of_time_is_no_panic,
         owner_index_entries_are_checked_against_the_record,
         owner_locks_are_released_after_each_login,
@@ -886,4 +1198,91 @@ async fn builds_around_an_existing_client() {
     );
     let pool = common::pool(&url, 1).await;
     common::delete_prefix(&pool, &prefix).await;
+}
+
+/// A least-privilege ACL user without `INFO` (in `@dangerous`) can build a
+/// store: the version comes from `HELLO`, which Redis lets every client run.
+#[tokio::test]
+async fn a_user_denied_info_can_build_a_store() {
+    let Some(url) = service_url(common::SINGLE) else {
+        return;
+    };
+    use session_redis::fred::prelude::{ClientLike, Config, Value};
+    use session_redis::fred::types::{ClusterHash, CustomCommand};
+    let admin = common::pool(&url, 1).await;
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).unwrap();
+    let nonce = u64::from_be_bytes(nonce);
+    let (user, password) = (format!("sr-test-noinfo-{nonce:016x}"), format!("{nonce:x}"));
+    let setuser = ["SETUSER", &user, "on", &format!(">{password}")];
+    let rights = ["~*", "&*", "+@all", "-info"];
+    let args = setuser.iter().chain(&rights).map(|&a| Value::from(a));
+    common::raw(&admin, "ACL", args.collect()).await;
+    let run = {
+        let (url, user) = (url.clone(), user.clone());
+        tokio::spawn(async move {
+            let mut config = Config::from_url(&url).unwrap();
+            config.username = Some(user.clone());
+            config.password = Some(password);
+            let prefix = common::unique_prefix("acl");
+            let store = RedisSessionStore::builder_from_config(config)
+                .key_prefix(prefix.clone())
+                .build()
+                .await
+                .expect("a store, for a user without INFO");
+            let ask = |cmd: &'static str, args: Vec<Value>| {
+                let pool = store.pool().clone();
+                async move {
+                    let cmd = CustomCommand::new_static(cmd, ClusterHash::Random, false);
+                    pool.custom::<Value, Value>(cmd, args).await
+                }
+            };
+            let whoami = ask("ACL", vec!["WHOAMI".into()]).await.unwrap();
+            assert_eq!(whoami.as_str().as_deref(), Some(user.as_str()));
+            let info = ask("INFO", vec!["server".into()]).await.unwrap_err();
+            assert!(info.details().starts_with("NOPERM"), "{info}");
+
+            let mut s = store.create().await.unwrap();
+            s.set("as", "least privilege");
+            s.set_owner("acl");
+            store.save(&mut s).await.unwrap();
+            store.cycle_id(&mut s).await.unwrap();
+            let loaded = store.load(s.id()).await.unwrap().unwrap();
+            assert_eq!(loaded.get("as"), Some("least privilege"));
+            assert_eq!(store.destroy_owner_sessions("acl", None).await.unwrap(), 1);
+            drop(store);
+            let pool = common::pool(&url, 1).await;
+            common::delete_prefix(&pool, &prefix).await;
+        })
+        .await
+    };
+    common::raw(&admin, "ACL", vec!["DELUSER".into(), user.as_str().into()]).await;
+    if let Err(e) = run {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A server that will not tell its version (`HELLO` and `INFO` renamed
+/// away, as some hosted offerings and proxies do) is given the benefit of
+/// the doubt; one without `HELLO` only is asked with `INFO`.
+#[tokio::test]
+async fn a_server_that_hides_its_version_is_given_the_benefit_of_the_doubt() {
+    // The private servers need the same installation as the shared one.
+    if service_url(common::SINGLE).is_none() {
+        return;
+    }
+    for renamed in [&["HELLO"][..], &["HELLO", "INFO"]] {
+        let args: Vec<&str> = renamed
+            .iter()
+            .flat_map(|&c| ["--rename-command", c, ""])
+            .collect();
+        let server = common::PrivateRedis::start_with(&args);
+        let store = RedisSessionStore::builder(server.url())
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("without {renamed:?}: {e}"));
+        let mut s = store.create().await.unwrap();
+        store.save(&mut s).await.unwrap();
+        assert!(store.load(s.id()).await.unwrap().is_some());
+    }
 }

@@ -24,7 +24,7 @@ async fn conformance_against(url: &str) {
             let prefix = common::unique_prefix("conformance");
             prefixes.lock().unwrap().push(prefix.clone());
             let store = RedisSessionStore::builder_from_pool(pool)
-                .session_config(config)
+                .config(config)
                 .key_prefix(prefix)
                 .build()
                 .await

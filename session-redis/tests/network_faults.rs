@@ -51,7 +51,7 @@ impl Rig {
         let config = tweak(SessionConfig::new(30 * MINUTE).with_clock(clock.clone()));
         let faulty = faulty(
             RedisSessionStore::builder(proxy.url())
-                .session_config(config.clone())
+                .config(config.clone())
                 .buckets(1)
                 .pool_size(1)
                 .connect_timeout(Duration::from_secs(1))
@@ -62,7 +62,7 @@ impl Rig {
         .unwrap();
         let direct = direct(
             RedisSessionStore::builder(server.url())
-                .session_config(config)
+                .config(config)
                 .buckets(1),
         )
         .build()
@@ -95,7 +95,7 @@ impl Rig {
 
 /// The record key's tail: present in every script that writes the record.
 fn record_of(s: &Session) -> Vec<u8> {
-    format!(":s:{}", s.id().storage_key().to_hex()).into_bytes()
+    format!(":r:{}", s.id().storage_key().to_hex()).into_bytes()
 }
 
 fn increment(s: &mut Session) -> u64 {
@@ -199,7 +199,7 @@ async fn a_resent_purge_counts_what_it_removed() {
     }
     rig.clock.advance(31 * MINUTE);
 
-    let (applied, resume) = rig.lose_reply(&[b"EVALSHA", b":s:"]);
+    let (applied, resume) = rig.lose_reply(&[b"EVALSHA", b":r:"]);
     let faulty = rig.faulty.clone();
     let purge = tokio::spawn(async move { faulty.purge_expired().await });
     applied.await.unwrap();

@@ -22,7 +22,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
 
 async fn store_for(server: &PrivateRedis) -> RedisSessionStore {
     RedisSessionStore::builder(server.url())
-        .session_config(SessionConfig::from_secs(3600))
+        .config(SessionConfig::from_secs(3600))
         .command_timeout(COMMAND_TIMEOUT)
         .connect_timeout(Duration::from_secs(1))
         .reconnect_policy(ReconnectPolicy::new_constant(0, 50))

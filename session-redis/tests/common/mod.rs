@@ -136,10 +136,18 @@ pub struct PrivateRedis {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// More `redis-server` arguments (configuration directives).
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`start`](Self::start), with more `redis-server` arguments, such
+    /// as `--rename-command INFO ""`.
+    pub fn start_with(extra: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -154,6 +162,7 @@ impl PrivateRedis {
             port,
             dir,
             child: None,
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
         };
         server.spawn();
         server
@@ -180,6 +189,7 @@ impl PrivateRedis {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
