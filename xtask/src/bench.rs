@@ -428,15 +428,9 @@ fn render(
                 beyond_verdict,
             ],
             vec![
-                "… of which one session's decoded data (SessionData, as the application built it)"
+                "… of which the payload (the session's data, encoded, as the store keeps it)"
                     .into(),
-                num("data_bytes_per_session", 1),
-                String::new(),
-                String::new(),
-            ],
-            vec![
-                "… of which the store's own bookkeeping (map, expiry index, metadata)".into(),
-                num("store_bytes_per_session", 1),
+                num("payload_bytes", 0),
                 String::new(),
                 String::new(),
             ],
