@@ -62,13 +62,20 @@ macro_rules! latest {
     };
 }
 
+/// A Lua pattern for 19 decimal digits.
+macro_rules! d19 {
+    () => {
+        "%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d"
+    };
+}
+
 /// Helpers shared by the session-slot scripts.
 macro_rules! prelude {
     () => {
         concat!(
             "local LATEST = ",
             latest!(),
-            r"
+            r#"
 -- A deadline as PEXPIREAT and ZADD take it: an integer, at most LATEST.
 local function ms(x)
   if x > LATEST then x = LATEST end
@@ -84,32 +91,54 @@ local function within(d, max)
   local a, b = tonumber(string.sub(d, 1, h)), tonumber(string.sub(max, 1, h))
   return a < b or (a == b and tonumber(string.sub(d, h + 1)) <= tonumber(string.sub(max, h + 1)))
 end
-local D19 = string.rep('%d', 19)
-local TIME, VERSION = '^[+-]' .. D19 .. '$', '^%d' .. D19 .. '$'
+-- Whether the 19 digits after the sign at `at` in `h` are within the
+-- range of an i64. Only a first digit of 9 needs the full comparison.
+local function in_range(h, at)
+  if string.byte(h, at + 1) < 57 then return true end
+  local limit = '9223372036854775807'
+  if string.byte(h, at) == 45 then limit = '9223372036854775808' end
+  return within(string.sub(h, at + 1, at + 19), limit)
+end
 -- A time field as record.rs writes it (a sign and 19 digits, within the
 -- range of an i64) as a number; nil for anything else.
 local function time(f)
-  if not string.find(f, TIME) then return nil end
-  local limit = '9223372036854775807'
-  if string.sub(f, 1, 1) == '-' then limit = '9223372036854775808' end
-  if not within(string.sub(f, 2), limit) then return nil end
+  if not string.find(f, '^[+-]"#,
+            d19!(),
+            r#"$') or not in_range(f, 1) then return nil end
   return tonumber(f)
 end
-local NO_TIME = string.rep(' ', 20)
+local NO_TIME = '                    '
 -- The header at the start of `h`, checked as strictly as record.rs decodes
 -- it: {expires, last, owner_len}, or nil if `h` does not start with a
--- header of this format.
+-- header of this format. One pattern checks the characters of the format,
+-- version and three times at once (a field at a time costs several times
+-- as much, and every write reads a header).
 local function header(h)
-  if #h < 105 or string.sub(h, 1, 1) ~= '1' then return nil end
-  local v = string.sub(h, 2, 21)
-  if not string.find(v, VERSION) or not within(v, '18446744073709551615') then return nil end
-  local last, e = time(string.sub(h, 22, 41)), time(string.sub(h, 42, 61))
-  if last == nil or e == nil or time(string.sub(h, 62, 81)) == nil then return nil end
+  if #h < 105 or not string.find(h, '^1"#,
+            d19!(),
+            r#"%d[+-]"#,
+            d19!(),
+            r#"[+-]"#,
+            d19!(),
+            r#"[+-]"#,
+            d19!(),
+            r#"') then
+    return nil
+  end
+  if string.byte(h, 2) ~= 48 and not within(string.sub(h, 2, 21), '18446744073709551615') then
+    return nil
+  end
+  if not (in_range(h, 22) and in_range(h, 42) and in_range(h, 62)) then return nil end
   local absolute = string.sub(h, 82, 101)
   if absolute ~= NO_TIME and time(absolute) == nil then return nil end
-  local n = string.sub(h, 102, 105)
-  if not string.find(n, '^%d%d%d%d$') or tonumber(n) > 1024 then return nil end
-  return {expires = e, last = last, owner_len = tonumber(n)}
+  if not string.find(h, '^%d%d%d%d', 102) then return nil end
+  local n = tonumber(string.sub(h, 102, 105))
+  if n > 1024 then return nil end
+  return {
+    expires = tonumber(string.sub(h, 42, 61)),
+    last = tonumber(string.sub(h, 22, 41)),
+    owner_len = n,
+  }
 end
 -- The record at `rec`, from its first bytes up to offset `to`: nil if there
 -- is none, false if it is corrupt (or a key of another type), else its
@@ -167,7 +196,7 @@ local function extend(idx, at)
     redis.call('PEXPIREAT', idx, at)
   end
 end
-"
+"#
         )
     };
 }
