@@ -1,6 +1,7 @@
 //! Building a store: from a URL (this crate builds the pool) or from the
 //! application's own r2d2 pool.
 
+use parking_lot::Mutex;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -391,6 +392,7 @@ impl DbSessionStoreBuilder {
         Ok(DbSessionStore {
             inner: Arc::new(Inner {
                 lock_wait: pool.connection_timeout(),
+                writer: (database == Database::Sqlite).then(|| Mutex::new(())),
                 sql,
                 pool,
                 config: self.config,

@@ -68,10 +68,12 @@ pub enum DbError {
     #[error("session table migration failed: {0}")]
     Migration(#[source] Box<dyn StdError + Send + Sync + 'static>),
 
-    /// A database lock (the per-owner lock or the migration lock) was not
-    /// granted in time, on every database alike: another process or request
-    /// holds it. The operation changed nothing and may be retried.
-    #[error("timed out after {0:?} waiting for a database lock; another process holds it")]
+    /// A database lock (the per-owner lock, the migration lock or, on
+    /// SQLite, the turn to write) was not granted in time: another process
+    /// or request holds it. The operation changed nothing and may be retried.
+    #[error(
+        "timed out after {0:?} waiting for a database lock; another process or request holds it"
+    )]
     LockTimeout(Duration),
 
     /// The store was used outside a tokio runtime; its blocking database work

@@ -351,10 +351,21 @@
 //! transaction tries to upgrade. WAL needs the database on a local
 //! filesystem, and leaves `-wal` and `-shm` files beside it.
 //!
-//! An operation may wait twice, each time up to the connection timeout:
-//! first for a pooled connection, then for the write lock. Size the pool so
-//! the first wait is rare, or halve the timeout if the sum must stay under a
-//! bound.
+//! SQLite admits one writer at a time, and its busy handler waits for the
+//! lock by sleeping (1, 2, 5… up to 100 ms) and retrying, so many
+//! concurrent writers that meet there lose most of their time asleep.
+//! Within one process they never do: a store's writes (save, touch,
+//! rotation, destroy, revocation) queue at an in-process gate, in order and
+//! without holding a connection, and the one at the front meets only other
+//! processes' writers in the busy handler. The gate is waited for up to the
+//! connection timeout, then the write fails with
+//! [`DbError::LockTimeout`]. Reads and `purge_expired` (which deletes in
+//! short batches) do not queue.
+//!
+//! A write may wait three times, each time up to the connection timeout:
+//! for its turn at the gate, for a pooled connection, then for the write
+//! lock (held by another process). Size the pool so the connection wait is
+//! rare, or shorten the timeout if the sum must stay under a bound.
 //!
 //! An in-memory database lives in its pool's single connection. If r2d2
 //! ever discards that connection (a task panicked while holding it, or a
@@ -443,6 +454,14 @@ pub(crate) struct Inner {
     config: SessionConfig,
     /// How long to wait for a per-owner lock (the pool's connection timeout).
     lock_wait: Duration,
+    /// SQLite only: held by this store's one writer at a time. SQLite
+    /// admits one writer per database; without the gate, concurrent writes
+    /// of one process all take connections and meet in SQLite's busy
+    /// handler, which sleeps (1, 2, 5… up to 100 ms) and retries, so
+    /// throughput collapses with many tasks. Behind the gate they queue in
+    /// order, without connections, and only other processes' writers still
+    /// meet in the busy handler.
+    writer: Option<parking_lot::Mutex<()>>,
     /// How connections taken from the pool are checked.
     checkout: Checkout,
     /// What connection errors must not show (from the URL).
@@ -514,6 +533,28 @@ impl DbSessionStore {
 
     fn now(&self) -> i64 {
         self.inner.config.now_ms()
+    }
+
+    /// [`run`](Self::run) a write: on SQLite, behind the store's writer gate,
+    /// waited for up to the pool's connection timeout (then
+    /// [`DbError::LockTimeout`]), and taken before a connection is, so a
+    /// queued writer holds none.
+    async fn run_write<T, F>(&self, op: &'static str, key: Option<&StorageKey>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, OpError> + Send + 'static,
+    {
+        self.run(op, key, move |inner| {
+            let _gate = match &inner.writer {
+                Some(gate) => Some(
+                    gate.try_lock_for(inner.lock_wait)
+                        .ok_or(DbError::LockTimeout(inner.lock_wait))?,
+                ),
+                None => None,
+            };
+            f(inner)
+        })
+        .await
     }
 
     /// Run `f` on a blocking thread inside a `session_db` span.
@@ -634,7 +675,7 @@ impl SessionStore for DbSessionStore {
         let key = write.key;
         let limits = self.limits();
         let write = self
-            .run("save", Some(&key), move |inner| {
+            .run_write("save", Some(&key), move |inner| {
                 with_conn!(inner, |c, sql| ops::save(c, sql, limits, &write))?;
                 Ok(write)
             })
@@ -645,7 +686,7 @@ impl SessionStore for DbSessionStore {
 
     async fn touch(&self, session: &mut Session) -> Result<()> {
         let touch = session.prepare_touch(&self.inner.config)?;
-        self.run("touch", Some(&touch.key), move |inner| {
+        self.run_write("touch", Some(&touch.key), move |inner| {
             with_conn!(inner, |c, sql| ops::touch(c, sql, &touch))
         })
         .await?;
@@ -658,7 +699,7 @@ impl SessionStore for DbSessionStore {
         let key = rotation.old_key;
         let limits = self.limits();
         let rotation = self
-            .run("cycle_id", Some(&key), move |inner| {
+            .run_write("cycle_id", Some(&key), move |inner| {
                 with_conn!(inner, |c, sql| ops::rotate(c, sql, limits, &rotation))?;
                 Ok(rotation)
             })
@@ -670,7 +711,7 @@ impl SessionStore for DbSessionStore {
     async fn destroy(&self, id: &SessionId) -> Result<bool> {
         let key = *id.storage_key();
         let now = self.now();
-        self.run("destroy", Some(&key), move |inner| {
+        self.run_write("destroy", Some(&key), move |inner| {
             with_conn!(inner, |c, sql| ops::destroy(c, sql, &key, now))
         })
         .await
@@ -751,7 +792,7 @@ impl SessionStore for DbSessionStore {
         let now = self.now();
         let owner = owner.to_owned();
         let handle = *handle;
-        self.run("destroy_owner_session", None, move |inner| {
+        self.run_write("destroy_owner_session", None, move |inner| {
             with_conn!(inner, |c, sql| ops::destroy_owner_session(
                 c, sql, &owner, &handle, now
             ))
@@ -766,7 +807,7 @@ impl SessionStore for DbSessionStore {
         let now = self.now();
         let owner = owner.to_owned();
         let keep = keep.map(|id| *id.storage_key());
-        self.run("destroy_owner_sessions", None, move |inner| {
+        self.run_write("destroy_owner_sessions", None, move |inner| {
             with_conn!(inner, |c, sql| ops::destroy_owner_sessions(
                 c,
                 sql,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use session_core::{Error, OwnerLimitPolicy, SessionConfig, SessionStore, SessionStoreExt};
 use session_db::diesel::r2d2::{ConnectionManager, Pool};
-use session_db::diesel::{self, RunQueryDsl, SqliteConnection};
+use session_db::diesel::{self, Connection, RunQueryDsl, SqliteConnection};
 use session_db::{Database, DbError, DbPool, DbSessionStore, SqlitePool, SqliteTuning};
 use tempfile::TempDir;
 
@@ -322,6 +322,81 @@ async fn an_exhausted_pool_fails_promptly_with_a_backend_error() {
     assert!(
         store.load(s.id()).await.unwrap().is_some(),
         "the store works again"
+    );
+}
+
+/// Writers of one store queue at its writer gate without holding
+/// connections: while another process holds the write lock, a read still
+/// finds a connection, and every queued write fails within its timeouts
+/// instead of waiting in line for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_writers_hold_no_connection_and_fail_promptly_behind_a_foreign_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DbSessionStore::builder(file_url(&dir, "x.db"))
+        .pool_size(2)
+        .connection_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        let mut s = store.create().await.unwrap();
+        s.set("n", "0");
+        store.save(&mut s).await.unwrap();
+        sessions.push(s);
+    }
+
+    // Another process's writer: a transaction holding the write lock.
+    let path = dir.path().join("x.db");
+    let mut foreign = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    diesel::sql_query("BEGIN IMMEDIATE")
+        .execute(&mut foreign)
+        .unwrap();
+
+    let writers: Vec<_> = sessions
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                s.set("n", "1");
+                store.save(&mut s).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        store
+            .load(sessions[0].id())
+            .await
+            .expect("a read finds a connection: queued writers hold none")
+            .unwrap()
+            .get("n"),
+        Some("0")
+    );
+    assert!(
+        writers.iter().all(|w| !w.is_finished()),
+        "the read did not wait for a writer to give up its connection"
+    );
+    for writer in writers {
+        let result = tokio::time::timeout(Duration::from_secs(20), writer)
+            .await
+            .expect("a queued write must not wait in line for ever")
+            .unwrap();
+        assert!(
+            matches!(result, Err(Error::Backend(_))),
+            "a write behind a foreign write lock fails as a backend error: {result:?}"
+        );
+    }
+
+    diesel::sql_query("ROLLBACK").execute(&mut foreign).unwrap();
+    let mut s = sessions[0].clone();
+    s.set("n", "2");
+    store.save(&mut s).await.unwrap();
+    assert_eq!(
+        store.load(s.id()).await.unwrap().unwrap().get("n"),
+        Some("2"),
+        "writes work again once the lock is gone"
     );
 }
 
