@@ -22,7 +22,7 @@ pub const DEFAULT_POOL_SIZE: usize = 4;
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the receipt of an applied write is kept at least (see
 /// "Re-sent commands" in the crate docs) ...
-const RECEIPT_TTL: Duration = Duration::from_secs(60);
+const RECEIPT_TTL: Duration = Duration::from_secs(15);
 /// ... and at least this many command timeouts (fred re-sends a command
 /// only within its timeout).
 const RECEIPT_COMMANDS: u32 = 4;

@@ -102,7 +102,7 @@
 //! ```text
 //! <prefix>{<bucket>}:r:<keyhex>     string: the session record (below)
 //! <prefix>{<bucket>}:idx            sorted set: keyhex -> expires_ms
-//! <prefix>{<bucket>}:w:<token>      string: receipt of one applied write (60 s)
+//! <prefix>{<bucket>}:w:<token>      string: receipt of one applied write (15 s)
 //! <prefix>{o:<ownerhash>}:owner     sorted set: keyhex -> expires_ms (at least)
 //! <prefix>{o:<ownerhash>}:lock      string: per-owner login lock
 //! ```
@@ -167,8 +167,8 @@
 //! key would overflow): a later deadline stays exact in the record, and
 //! the key expires at the end of 9999. Each index key
 //! expires no earlier than its latest entry (writes only ever raise its
-//! expiry; a purge sets it to its latest entry's), and receipts after a
-//! minute. Nothing is left behind without a purge.
+//! expiry; a purge sets it to its latest entry's), and receipts after 15
+//! seconds. Nothing is left behind without a purge.
 //! [`len`](session_core::SessionStore::len) is one `ZCOUNT` per bucket,
 //! pipelined: its cost depends on the bucket count, not on how many keys
 //! the database holds.
@@ -232,12 +232,12 @@
 //! save's deadline; if the session ended in between, the re-sent touch
 //! reports `NotFound`, which is true by then.
 //!
-//! Receipts expire after 60 seconds (or four command timeouts, if longer).
+//! Receipts expire after 15 seconds (or four command timeouts, if longer).
 //! fred re-sends a command only until its timeout (the command timeout, set
 //! as fred's own per-command timeout, so a command that timed out is never
-//! sent later), so a minute leaves a wide margin. The price is one small
-//! key, some 130 bytes of Redis memory, per applied write for that minute:
-//! about 8 MB at 1000 writes per second. Tokens are unique, not secret: 64
+//! sent later), so 15 s, seven default timeouts, leaves a wide margin. The
+//! price is one small key, some 130 bytes of Redis memory, per applied
+//! write for those seconds: about 2 MB at 1000 writes per second. Tokens are unique, not secret: 64
 //! random bits drawn once per process and a counter. The alternative,
 //! forbidding fred to re-send writes, would also stop it from following a
 //! Cluster's `MOVED` redirections, so every write during a resharding or

@@ -70,7 +70,7 @@ impl Env {
         common::keys_with_prefix(&self.pool, &self.prefix).await
     }
 
-    /// Every key but the receipts of applied writes (which live a minute).
+    /// Every key but the receipts of applied writes (which live 15 s).
     async fn data_keys(&self) -> Vec<String> {
         let (receipts, data): (Vec<String>, Vec<String>) =
             self.keys().await.into_iter().partition(|k| is_receipt(k));
@@ -140,7 +140,7 @@ fn is_receipt(key: &str) -> bool {
     key.contains("}:w:")
 }
 
-/// Receipts of applied writes expire by themselves within a minute.
+/// Receipts of applied writes expire by themselves within 15 s.
 async fn assert_receipts_expire(pool: &Pool, receipts: &[String]) {
     for key in receipts {
         let ttl = common::raw(pool, "PTTL", vec![key.as_str().into()])
@@ -148,7 +148,7 @@ async fn assert_receipts_expire(pool: &Pool, receipts: &[String]) {
             .as_i64()
             .unwrap();
         assert!(
-            ttl == -2 || (0..=60_000).contains(&ttl),
+            ttl == -2 || (0..=15_000).contains(&ttl),
             "receipt {key} lives {ttl} ms"
         );
     }
