@@ -580,6 +580,19 @@ async fn destroy_all<S: Subject>(subject: &Arc<S>, handles: Vec<Vec<S::Handle>>)
     .await;
 }
 
+/// Create one session holding `payload` per iteration of `range`.
+async fn create_range<S: Subject>(
+    subject: Arc<S>,
+    payload: Arc<str>,
+    range: Range<u64>,
+) -> Vec<S::Handle> {
+    let mut created = Vec::with_capacity(range.clone().count());
+    for _ in range {
+        created.push(subject.create(&payload).await);
+    }
+    created
+}
+
 async fn new_save_chunk<S: Subject>(
     subject: &Arc<S>,
     pop: &Population<S>,
@@ -587,16 +600,11 @@ async fn new_save_chunk<S: Subject>(
     iters: u64,
 ) -> Duration {
     let (took, created) = timed_tasks(tasks, |t| {
-        let subject = Arc::clone(subject);
-        let payload = Arc::clone(&pop.payload);
-        let range = share(iters, tasks, t);
-        async move {
-            let mut created = Vec::with_capacity(range.clone().count());
-            for _ in range {
-                created.push(subject.create(&payload).await);
-            }
-            created
-        }
+        create_range(
+            Arc::clone(subject),
+            Arc::clone(&pop.payload),
+            share(iters, tasks, t),
+        )
     })
     .await;
     destroy_all(subject, created).await;
@@ -610,16 +618,11 @@ async fn destroy_chunk<S: Subject>(
     iters: u64,
 ) -> Duration {
     let mut handles = join_tasks(tasks, |t| {
-        let subject = Arc::clone(subject);
-        let payload = Arc::clone(&pop.payload);
-        let range = share(iters, tasks, t);
-        async move {
-            let mut created = Vec::with_capacity(range.clone().count());
-            for _ in range {
-                created.push(subject.create(&payload).await);
-            }
-            created
-        }
+        create_range(
+            Arc::clone(subject),
+            Arc::clone(&pop.payload),
+            share(iters, tasks, t),
+        )
     })
     .await
     .into_iter();

@@ -202,12 +202,7 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
 }
 
 fn target_dir() -> Result<PathBuf, String> {
-    let out = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .map_err(|e| format!("cargo metadata: {e}"))?;
-    let meta: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata output: {e}"))?;
+    let meta = crate::cargo_metadata()?;
     meta["target_directory"]
         .as_str()
         .map(PathBuf::from)
