@@ -71,6 +71,110 @@ fn cargo_metadata() -> Result<serde_json::Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata output: {e}"))
 }
 
+/// A `major.minor[.patch]` Rust version as a comparable triple.
+fn rust_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.split('.').map(str::parse::<u32>);
+    let major = parts.next()?.ok()?;
+    let minor = parts.next().unwrap_or(Ok(0)).ok()?;
+    let patch = parts.next().unwrap_or(Ok(0)).ok()?;
+    Some((major, minor, patch))
+}
+
+/// The workspace's `rust-version` and every package in Cargo.lock, with
+/// all features, that a shipped crate (not xtask, not the benches) depends
+/// on, directly or not, outside dev-dependencies, and that declares a newer
+/// `rust-version`. Such a lock would make the stated MSRV a claim that the
+/// repository itself does not keep.
+fn msrv_offenders() -> Result<(String, Vec<String>), String> {
+    let out = cargo()
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--all-features",
+        ])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo metadata --locked failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata output: {e}"))?;
+    let packages: std::collections::HashMap<&str, &serde_json::Value> = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["id"].as_str()?, p)))
+        .collect();
+    let tooling = ["xtask", "benches"];
+    let roots: Vec<&str> = meta["workspace_members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .filter(|id| {
+            packages
+                .get(id)
+                .and_then(|p| p["name"].as_str())
+                .is_some_and(|name| !tooling.contains(&name))
+        })
+        .collect();
+    let msrv_text = roots
+        .first()
+        .and_then(|id| packages.get(id))
+        .and_then(|p| p["rust_version"].as_str())
+        .ok_or("the workspace states no rust-version")?
+        .to_owned();
+    let msrv = rust_version(&msrv_text).ok_or("the workspace's rust-version does not parse")?;
+    let nodes: std::collections::HashMap<&str, &serde_json::Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| Some((n["id"].as_str()?, n)))
+        .collect();
+    let mut seen: std::collections::BTreeSet<&str> = roots.iter().copied().collect();
+    let mut queue = roots.clone();
+    while let Some(id) = queue.pop() {
+        for dep in nodes
+            .get(id)
+            .and_then(|n| n["deps"].as_array())
+            .into_iter()
+            .flatten()
+        {
+            let shipped = dep["dep_kinds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k["kind"].as_str() != Some("dev"));
+            if let Some(dep_id) = dep["pkg"].as_str()
+                && shipped
+                && seen.insert(dep_id)
+            {
+                queue.push(dep_id);
+            }
+        }
+    }
+    let offenders = seen
+        .iter()
+        .filter_map(|id| {
+            let p = packages.get(id)?;
+            let needs = p["rust_version"].as_str()?;
+            (rust_version(needs)? > msrv).then(|| {
+                format!(
+                    "{} {} needs Rust {needs}",
+                    p["name"].as_str().unwrap_or("?"),
+                    p["version"].as_str().unwrap_or("?")
+                )
+            })
+        })
+        .collect();
+    Ok((msrv_text, offenders))
+}
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
@@ -228,6 +332,35 @@ fn ci(require_services: bool) -> Result<(), String> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run_step(&mut steps, "cargo fmt --check", fmt);
+
+    println!("\n==> MSRV of the locked dependencies");
+    let started = Instant::now();
+    let outcome = match msrv_offenders() {
+        Ok((msrv, offenders)) if offenders.is_empty() => {
+            println!("every dependency of the shipped crates builds on Rust {msrv}");
+            Outcome::Passed
+        }
+        Ok((msrv, offenders)) => {
+            eprintln!(
+                "Cargo.lock holds dependencies of the shipped crates that need a newer Rust \
+                 than the workspace's rust-version {msrv} (pin an older release with \
+                 `cargo update -p NAME --precise VERSION`, or raise rust-version):"
+            );
+            for o in offenders {
+                eprintln!("  {o}");
+            }
+            Outcome::Failed
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Outcome::Failed
+        }
+    };
+    steps.push(Step {
+        name: "MSRV of locked dependencies".into(),
+        outcome,
+        took: started.elapsed(),
+    });
 
     let mut clippy = cargo();
     clippy
