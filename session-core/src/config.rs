@@ -141,6 +141,11 @@ impl SessionConfig {
     }
 
     /// Also expire sessions this long after creation, however active.
+    ///
+    /// A session keeps the absolute deadline it was stored with, except
+    /// that a store configured with an earlier one (an absolute timeout
+    /// added or shortened after sessions were stored) applies it, counted
+    /// from the session's creation, at the session's next save or touch.
     #[must_use]
     pub fn with_absolute_timeout(mut self, absolute: Duration) -> Self {
         self.absolute_timeout = Some(absolute.max(Duration::from_millis(1)));

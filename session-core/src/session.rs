@@ -269,7 +269,8 @@ impl Session {
     /// [`Error::TooLarge`] if the encoded data exceeds the configured limit;
     /// [`Error::InvalidInput`] if the owner key is empty or too long;
     /// [`Error::Codec`] if the loaded version is `u64::MAX` (only a corrupt
-    /// record holds one).
+    /// record holds one); [`Error::NotFound`] if a stored session's absolute
+    /// deadline has passed.
     pub fn prepare_write(&self, config: &SessionConfig) -> Result<Write> {
         self.prepare_write_under(config, self.id.storage_key())
     }
@@ -293,10 +294,12 @@ impl Session {
             Error::Codec("stored version is at its maximum and cannot advance".into())
         })?;
         let now = config.now_ms();
+        let absolute_ms = self.absolute_under(config, now)?;
         let meta = RecordMeta {
             version,
             last_active_ms: now,
-            expires_ms: config.expiry_after_activity(now, self.meta.absolute_ms),
+            expires_ms: config.expiry_after_activity(now, absolute_ms),
+            absolute_ms,
             ..self.meta.clone()
         };
         Ok(Write {
@@ -321,18 +324,44 @@ impl Session {
     /// Compute a touch: the new activity time and expiry, data untouched.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if the session was never stored.
+    /// [`Error::NotFound`] if the session was never stored, or its absolute
+    /// deadline has passed.
     pub fn prepare_touch(&self, config: &SessionConfig) -> Result<Touch> {
         if self.is_new() {
             return Err(Error::NotFound);
         }
         let now = config.now_ms();
+        let absolute_ms = self.absolute_under(config, now)?;
         Ok(Touch {
             key: *self.id.storage_key(),
             last_active_ms: now,
-            expires_ms: config.expiry_after_activity(now, self.meta.absolute_ms),
+            expires_ms: config.expiry_after_activity(now, absolute_ms),
             now_ms: now,
         })
+    }
+
+    /// The absolute deadline a write or touch at `now` applies: the stored
+    /// one, or the one `config` gives from the creation time where that is
+    /// earlier or the session was stored without one. So an absolute
+    /// timeout configured (or shortened) after sessions were stored reaches
+    /// them at their next save or touch, and never lets them live past
+    /// their creation plus the timeout.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if a stored session's absolute deadline has
+    /// passed: it has expired, whatever its idle deadline says.
+    fn absolute_under(&self, config: &SessionConfig, now: i64) -> Result<Option<i64>> {
+        let absolute = match (
+            self.meta.absolute_ms,
+            config.absolute_deadline(self.meta.created_ms),
+        ) {
+            (Some(stored), Some(configured)) => Some(stored.min(configured)),
+            (stored, configured) => stored.or(configured),
+        };
+        if !self.is_new() && absolute.is_some_and(|at| !is_live(at, now)) {
+            return Err(Error::NotFound);
+        }
+        Ok(absolute)
     }
 
     /// Record that `touch` was stored.
@@ -836,6 +865,47 @@ mod tests {
         let t = s.prepare_touch(&config).unwrap();
         s.commit_touch(&t);
         assert_eq!(s.version(), 2, "touch does not bump the version");
+    }
+
+    #[test]
+    fn an_absolute_timeout_configured_later_reaches_stored_sessions() {
+        let clock = ManualClock::new();
+        let before = SessionConfig::from_secs(3600).with_clock(clock.clone());
+        let mut s = Session::new(SessionId::generate().unwrap(), &before);
+        let created = s.meta().created_ms;
+        s.commit_write(s.prepare_write(&before).unwrap());
+        assert_eq!(s.meta().absolute_ms, None);
+
+        // The store restarts with an absolute timeout of 100 s.
+        let after = before
+            .clone()
+            .with_absolute_timeout(Duration::from_secs(100));
+        clock.advance(Duration::from_secs(50));
+        let w = s.prepare_write(&after).unwrap();
+        assert_eq!(w.meta.absolute_ms, Some(created + 100_000));
+        assert_eq!(w.meta.expires_ms, created + 100_000, "capped at once");
+        let t = s.prepare_touch(&after).unwrap();
+        assert_eq!(t.expires_ms, created + 100_000);
+        s.commit_write(w);
+
+        // A shorter one later still applies; a longer one does not extend.
+        let shorter = before
+            .clone()
+            .with_absolute_timeout(Duration::from_secs(80));
+        assert_eq!(
+            s.prepare_write(&shorter).unwrap().meta.absolute_ms,
+            Some(created + 80_000)
+        );
+        let longer = before.with_absolute_timeout(Duration::from_secs(1000));
+        assert_eq!(
+            s.prepare_write(&longer).unwrap().meta.absolute_ms,
+            Some(created + 100_000)
+        );
+
+        // Past the deadline, a stored session neither saves nor touches.
+        clock.advance(Duration::from_secs(60));
+        assert!(matches!(s.prepare_write(&after), Err(Error::NotFound)));
+        assert!(matches!(s.prepare_touch(&after), Err(Error::NotFound)));
     }
 
     #[test]
