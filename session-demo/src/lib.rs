@@ -135,6 +135,7 @@ pub fn app(store: Arc<dyn SessionStore>, cookie: CookieConfig) -> Router {
         .route("/sessions/revoke", post(pages::revoke))
         .route("/sessions/revoke-others", post(pages::revoke_others))
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(pages::end_corrupt_session))
         .layer(SessionLayer::new(store, cookie))
         .layer(axum::middleware::from_fn(pages::reject_cross_site))
         .layer(axum::middleware::map_response(pages::finish_response))

@@ -300,6 +300,26 @@ pub(crate) async fn not_found() -> (StatusCode, Html<String>) {
     )
 }
 
+/// Ends a session whose stored record is corrupt, so the visitor carries on
+/// signed out (and can sign in again) instead of meeting an error on every
+/// page until the record expires. The store reports such a record as
+/// [`Error::Codec`] for that session only; destroying it removes the record
+/// and sends the removal cookie. Any other error is left to the page, which
+/// reports it.
+pub(crate) async fn end_corrupt_session(
+    session: Session,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(Error::Codec(reason)) = session.get("user").await {
+        tracing::warn!(%reason, "ended a session whose stored record is corrupt");
+        if let Err(e) = session.destroy().await {
+            return AppError(e).into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// Refuses state-changing requests (anything but GET, HEAD, OPTIONS and
 /// TRACE) that another site made the browser send: login CSRF (signing the
 /// visitor in as the attacker) and logout or revoke CSRF. `SameSite=Lax`

@@ -464,6 +464,8 @@ struct Meddling {
     inner: MemoryStore,
     meddle: Mutex<Option<Meddle>>,
     loads_fail: AtomicBool,
+    /// Stored sessions load as corrupt records.
+    corrupt: AtomicBool,
 }
 
 impl Meddling {
@@ -472,6 +474,7 @@ impl Meddling {
             inner: MemoryStore::with_config(session_demo::session_config()),
             meddle: Mutex::new(meddle),
             loads_fail: AtomicBool::new(false),
+            corrupt: AtomicBool::new(false),
         })
     }
 }
@@ -487,7 +490,11 @@ impl SessionStore for Meddling {
                 "password authentication failed for user app at 10.1.2.3",
             ));
         }
-        self.inner.load(id).await
+        let loaded = self.inner.load(id).await?;
+        if loaded.is_some() && self.corrupt.load(Ordering::SeqCst) {
+            return Err(Error::Codec("planted by the test".into()));
+        }
+        Ok(loaded)
     }
     async fn save(&self, session: &mut Session) -> session_core::Result<()> {
         self.inner.save(session).await
@@ -616,4 +623,22 @@ async fn store_failures_are_not_shown_to_visitors() {
         "{}",
         reply.body
     );
+}
+
+#[tokio::test]
+async fn a_corrupt_session_is_ended_and_the_visitor_carries_on_signed_out() {
+    let (app, store) = meddling_app(None);
+    let id = login(&app, "ann").await;
+    store.corrupt.store(true, Ordering::SeqCst);
+
+    let reply = send(&app, "GET", "/profile", Some(&id), "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    let removal = reply.set_cookie.expect("the removal cookie");
+    assert!(removal.contains("Max-Age=0"), "{removal}");
+    assert_eq!(store.inner.len().await.unwrap(), 0, "the record is gone");
+
+    store.corrupt.store(false, Ordering::SeqCst);
+    let again = login(&app, "ann").await;
+    let profile = send(&app, "GET", "/profile", Some(&again), "").await;
+    assert_eq!(element(&profile.body, "profile-user"), "ann");
 }
