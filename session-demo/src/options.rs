@@ -206,6 +206,46 @@ pub enum StoreChoice {
     Redis(String),
 }
 
+/// Refuses a `--store` value taken for a SQLite path that is more likely a
+/// typo: SQLite would silently create a file of that name.
+fn check_sqlite_path(text: &str) -> Result<(), String> {
+    let hint = |what: &str| {
+        Err(format!(
+            "--store {text:?}: {what}; for a SQLite file of that name, write ./{text}"
+        ))
+    };
+    if text.starts_with("./")
+        || text.starts_with('/')
+        || text.starts_with("sqlite:")
+        || is_sqlite_memory(text)
+    {
+        return Ok(());
+    }
+    if let Some((head, _)) = text.split_once(':')
+        && head.len() > 1
+        && head
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return hint(&format!(
+            "looks like a {head}: URL without \"//\" (URLs are written {head}://…)"
+        ));
+    }
+    if text.contains('=') {
+        return hint(
+            "looks like connection parameters, which --store does not take; \
+             give a URL such as postgres://user@host/db",
+        );
+    }
+    if !text.contains(['/', '.', '\\']) {
+        return hint(
+            "is not a store: use memory, a SQLite file path (such as sessions.db), \
+             or a postgres://, mysql:// or redis:// URL",
+        );
+    }
+    Ok(())
+}
+
 impl StoreChoice {
     /// Classify a `--store` value.
     ///
@@ -221,7 +261,11 @@ impl StoreChoice {
     /// ```
     ///
     /// # Errors
-    /// A message for an empty value or a URL scheme no store handles.
+    /// A message for an empty value, a URL scheme no store handles, and a
+    /// value that is more likely a mistyped store than a SQLite path: a bare
+    /// word (`memroy`), a URL without `//` (`redis:/host`), or connection
+    /// parameters (`host=db user=app`). A SQLite file with such a name can
+    /// still be given as `./name`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let scheme = text.split_once("://").map(|(scheme, _)| scheme);
         Ok(match scheme {
@@ -242,7 +286,10 @@ impl StoreChoice {
                      postgres://, mysql://, redis://, redis-cluster:// or redis-sentinel://"
                 ));
             }
-            None => Self::Sqlite(text.into()),
+            None => {
+                check_sqlite_path(text)?;
+                Self::Sqlite(text.into())
+            }
         })
     }
 
@@ -525,6 +572,34 @@ mod tests {
         ] {
             let shown = StoreChoice::parse(text).unwrap().to_string();
             assert!(shown.starts_with(expected), "{text}: {shown}");
+        }
+    }
+
+    #[test]
+    fn likely_typos_are_refused_rather_than_made_sqlite_files() {
+        for typo in [
+            "memroy",
+            "postgres",
+            "redis:/127.0.0.1:6379",
+            "postgresql:test",
+            "mysql:/root@127.0.0.1/test",
+            "host=db user=app password=x",
+        ] {
+            let err = StoreChoice::parse(typo).unwrap_err();
+            assert!(err.contains(&format!("./{typo}")), "{typo}: {err}");
+        }
+        for path in [
+            "./memroy",
+            "sessions.db",
+            "data/s",
+            "/tmp/x",
+            "sqlite:x.db",
+            "C:\\x.db",
+        ] {
+            assert!(
+                matches!(StoreChoice::parse(path), Ok(StoreChoice::Sqlite(_))),
+                "{path}"
+            );
         }
     }
 
