@@ -48,7 +48,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use session_core::{
@@ -120,6 +120,8 @@ impl MemoryStoreBuilder {
                 stored: AtomicU64::new(0),
                 capacity: self.capacity,
                 owner_lock: Mutex::new(()),
+                moves: RwLock::new(()),
+                stop: tokio::sync::watch::Sender::new(()),
             }),
         }
     }
@@ -148,7 +150,9 @@ impl MemoryStore {
 
     /// Run [`purge_expired`](SessionStore::purge_expired) every `interval` on
     /// the current tokio runtime. The task holds only a weak reference and
-    /// ends by itself once every clone of the store has been dropped.
+    /// ends as soon as every clone of the store has been dropped (not at its
+    /// next tick). A purge yields to other tasks between batches, so a large
+    /// one does not hold a runtime worker.
     ///
     /// # Errors
     /// [`Error::Backend`] if called outside a tokio runtime.
@@ -157,15 +161,25 @@ impl MemoryStore {
             Error::backend_msg("spawn_purge_task must be called inside a tokio runtime")
         })?;
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let mut stop = self.inner.stop.subscribe();
         let interval = interval.max(Duration::from_millis(1));
         Ok(handle.spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await; // the first tick is immediate
             loop {
-                ticker.tick().await;
+                // `changed` ends (with an error) when the store, which holds
+                // the sender, is dropped; an interval too long to add to
+                // the clock waits for that alone.
+                let dropped = match tokio::time::Instant::now().checked_add(interval) {
+                    Some(at) => tokio::time::timeout_at(at, stop.changed()).await.is_ok(),
+                    None => {
+                        let _ = stop.changed().await;
+                        true
+                    }
+                };
+                if dropped {
+                    break;
+                }
                 let Some(inner) = weak.upgrade() else { break };
-                let purged = inner.purge();
+                let purged = inner.purge().await;
                 if purged > 0 {
                     tracing::debug!(purged, "purged expired sessions");
                 }
@@ -195,6 +209,14 @@ struct Inner {
     /// Serialises saves that bind a session to an owner while a per-owner
     /// limit is configured, so the count and the insert are one step.
     owner_lock: Mutex<()>,
+    /// Held shared by a rotation that moves a session to another shard, and
+    /// exclusively by whatever must see each session exactly once while it
+    /// visits the shards one at a time (`len`, an owner's sessions, ending
+    /// them): otherwise a session moving from a shard not yet visited to
+    /// one already visited would be missed, and the reverse counted twice.
+    moves: RwLock<()>,
+    /// Dropped with the store, which ends its purge tasks at once.
+    stop: tokio::sync::watch::Sender<()>,
 }
 
 /// The per-owner limit's lock, held across a binding write.
@@ -250,44 +272,87 @@ impl Inner {
         self.config.now_ms()
     }
 
-    /// Remove every expired session, a batch per shard lock at a time, and
-    /// free them outside the lock.
-    fn purge(&self) -> u64 {
+    /// The exclusive hold on cross-shard moves (see [`Inner::moves`]).
+    fn no_moves(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.moves
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remove up to a batch of sessions expired at `now` from shard `i`,
+    /// counted free before its lock is let go (so a save waiting for room
+    /// sees the room as soon as the sessions are gone) and freed after.
+    /// Returns how many were removed and whether more may be left.
+    fn purge_shard_batch(&self, i: usize, now: i64, removed: &mut Vec<Entry>) -> (u64, bool) {
+        let mut shard = lock(&self.shards[i]);
+        let more = shard.purge_batch(now, PURGE_BATCH, removed);
+        let n = removed.len() as u64;
+        self.release_n(n);
+        drop(shard);
+        removed.clear();
+        (n, more)
+    }
+
+    /// Remove every expired session, a batch per shard lock at a time,
+    /// yielding to other tasks between batches.
+    async fn purge(&self) -> u64 {
         let now = self.now();
         let mut purged = 0;
         let mut removed = Vec::with_capacity(PURGE_BATCH);
-        for shard in &*self.shards {
+        for i in 0..self.shards.len() {
             loop {
-                let more = lock(shard).purge_batch(now, PURGE_BATCH, &mut removed);
-                purged += removed.len() as u64;
-                removed.clear();
+                let (n, more) = self.purge_shard_batch(i, now, &mut removed);
+                purged += n;
                 if !more {
                     break;
                 }
+                tokio::task::yield_now().await;
             }
         }
-        self.release_n(purged);
         purged
+    }
+
+    fn try_reserve(&self, max: u64) -> bool {
+        self.stored
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Reserve room for one more stored session, per the capacity policy.
     /// Only a store with a capacity counts its sessions: the shared counter
     /// would otherwise be the one thing every insert on every core touches.
+    ///
+    /// A full store first frees expired sessions, a batch at a time and only
+    /// until there is room, so no one save pays for purging a backlog. It
+    /// refuses (or evicts) only once no shard holds an expired session and
+    /// there is still no room: a concurrent purge counts what it removed
+    /// before anyone can see it gone, so it never looks full meanwhile.
     fn reserve(&self) -> Result<()> {
         let Some((max, policy)) = self.capacity else {
             return Ok(());
         };
+        let now = self.now();
+        let mut removed = Vec::new();
+        let mut next = 0;
         loop {
-            let reserved = self
-                .stored
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < max).then_some(n + 1)
-                });
-            if reserved.is_ok() {
+            if self.try_reserve(max) {
                 return Ok(());
             }
-            if self.purge() > 0 {
+            let mut freed = false;
+            while next < self.shards.len() && !freed {
+                let (n, more) = self.purge_shard_batch(next, now, &mut removed);
+                if !more {
+                    next += 1;
+                }
+                freed = n > 0;
+            }
+            if freed {
                 continue;
+            }
+            if self.try_reserve(max) {
+                return Ok(());
             }
             if policy == CapacityPolicy::EvictSoonestExpiring && self.evict_soonest_expiring() {
                 continue;
@@ -315,6 +380,7 @@ impl Inner {
         if self.capacity.is_some() {
             self.stored.load(Ordering::Relaxed)
         } else {
+            let _no_moves = self.no_moves();
             self.shards.iter().map(|s| lock(s).len() as u64).sum()
         }
     }
@@ -346,6 +412,7 @@ impl Inner {
     /// The live sessions of `owner`, as `(key, meta)`, oldest first.
     fn owner_entries(&self, owner: &str, now: i64) -> Vec<(StorageKey, RecordMeta)> {
         let mut found = Vec::new();
+        let _no_moves = self.no_moves();
         for shard in &*self.shards {
             let shard = lock(shard);
             found.extend(
@@ -379,10 +446,15 @@ impl Inner {
     /// session that would exceed the limit. `current` is where the session is
     /// stored now, if it is. Nothing is ended here: under `EndOldest` the
     /// excess is ended by [`Inner::end_excess`] only once the write succeeded.
+    ///
+    /// `precheck` is the write's own precondition (version, existence): a
+    /// write that would fail anyway fails with its own error (`NotFound`,
+    /// `Conflict`) rather than [`Error::TooManySessions`].
     fn owner_gate(
         &self,
         write: &Write,
         current: Option<&StorageKey>,
+        precheck: impl Fn() -> Result<()>,
     ) -> Result<Option<OwnerGate<'_>>> {
         let (Some(limit), Some(owner)) = (
             self.config.max_sessions_per_owner(),
@@ -407,6 +479,7 @@ impl Inner {
                 .filter(|(k, _)| Some(k) != current)
                 .count();
             if others + 1 > limit.max as usize {
+                precheck()?;
                 return Err(Error::TooManySessions { limit: limit.max });
             }
         }
@@ -447,7 +520,14 @@ impl Inner {
 
     fn write(&self, write: Write) -> Result<Write> {
         let current = write.expected_version.map(|_| write.key);
-        let gate = self.owner_gate(&write, current.as_ref())?;
+        let gate = self.owner_gate(&write, current.as_ref(), || {
+            check_precondition(
+                &self.shard(&write.key),
+                &write.key,
+                write.expected_version,
+                write.now_ms,
+            )
+        })?;
         let inserting = write.expected_version.is_none();
         if inserting {
             self.reserve()?;
@@ -474,7 +554,15 @@ impl Inner {
         let write = &rotation.write;
         let stored = write.expected_version.is_some();
         let current = stored.then_some(rotation.old_key);
-        let gate = self.owner_gate(write, current.as_ref())?;
+        let gate = self.owner_gate(write, current.as_ref(), || {
+            check_precondition(
+                &self.shard(&rotation.old_key),
+                &rotation.old_key,
+                write.expected_version,
+                write.now_ms,
+            )?;
+            check_precondition(&self.shard(&write.key), &write.key, None, write.now_ms)
+        })?;
         if !stored {
             self.reserve()?;
         }
@@ -482,6 +570,11 @@ impl Inner {
             self.shard_index(&rotation.old_key),
             self.shard_index(&write.key),
         );
+        let _moving = (a != b).then(|| {
+            self.moves
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
         let (mut first, mut second) = if a == b {
             (lock(&self.shards[a]), None)
         } else {
@@ -506,7 +599,7 @@ impl Inner {
             check_precondition(new_shard, &write.key, None, write.now_ms)
         });
         if let Err(e) = checked {
-            drop((first, second));
+            drop((first, second, _moving));
             if !stored {
                 self.release();
             }
@@ -526,7 +619,7 @@ impl Inner {
                 data: Arc::clone(&write.encoded),
             },
         );
-        drop((first, second));
+        drop((first, second, _moving));
         if let Some(gate) = gate {
             self.end_excess(&gate, write);
         }
@@ -587,12 +680,13 @@ impl SessionStore for MemoryStore {
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        Ok(self.inner.purge())
+        Ok(self.inner.purge().await)
     }
 
     async fn len(&self) -> Result<u64> {
         let now = self.inner.now();
         let mut live = 0u64;
+        let _no_moves = self.inner.no_moves();
         for shard in &*self.inner.shards {
             let shard = lock(shard);
             live += (shard.len() - shard.expired_count(now)) as u64;
@@ -617,6 +711,7 @@ impl SessionStore for MemoryStore {
     async fn count_owner_sessions(&self, owner: &str) -> Result<u64> {
         let now = self.inner.now();
         let mut count = 0u64;
+        let _no_moves = self.inner.no_moves();
         for shard in &*self.inner.shards {
             let shard = lock(shard);
             count += shard
@@ -629,22 +724,25 @@ impl SessionStore for MemoryStore {
 
     async fn destroy_owner_session(&self, owner: &str, handle: &SessionHandle) -> Result<bool> {
         let now = self.inner.now();
-        for shard in &*self.inner.shards {
-            let found = lock(shard)
-                .owned(owner)
-                .map(|(key, _)| key)
-                .find(|key| key.handle() == *handle);
-            if let Some(key) = found {
-                return Ok(self.inner.remove_owned(&key, owner, now));
-            }
+        let found = {
+            let _no_moves = self.inner.no_moves();
+            self.inner.shards.iter().find_map(|shard| {
+                lock(shard)
+                    .owned(owner)
+                    .map(|(key, _)| key)
+                    .find(|key| key.handle() == *handle)
+            })
+        };
+        if let Some(key) = found {
+            return Ok(self.inner.remove_owned(&key, owner, now));
         }
         Ok(false)
     }
-
     async fn destroy_owner_sessions(&self, owner: &str, keep: Option<&SessionId>) -> Result<u64> {
         let now = self.inner.now();
         let keep = keep.map(SessionId::storage_key);
         let mut ended = 0u64;
+        let _no_moves = self.inner.no_moves();
         for shard in &*self.inner.shards {
             let mut shard = lock(shard);
             let mut removed = 0u64;
@@ -748,11 +846,141 @@ mod tests {
         let fresh = saved(&store).await;
         assert!(store.load(fresh.id()).await.unwrap().is_some());
         assert_eq!(store.len().await.unwrap(), 1);
-        assert_eq!(
-            store.purge_expired().await.unwrap(),
-            0,
-            "the full store already purged"
+        assert!(
+            store.purge_expired().await.unwrap() <= 1,
+            "the full store purged at least what it needed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_would_fail_anyway_says_why_rather_than_too_many_sessions() {
+        let clock = ManualClock::new();
+        let config = SessionConfig::from_secs(60)
+            .with_clock(clock.clone())
+            .with_max_sessions_per_owner(1, OwnerLimitPolicy::RefuseNew);
+        let store = MemoryStore::with_config(config);
+        let mut first = store.create().await.unwrap();
+        first.set_owner("u");
+        store.save(&mut first).await.unwrap();
+
+        let stored = saved(&store).await;
+        let mut stale = store.load(stored.id()).await.unwrap().unwrap();
+        let mut fresh = stale.clone();
+        fresh.set("k", "v");
+        store.save(&mut fresh).await.unwrap();
+        stale.set_owner("u");
+        assert!(matches!(store.save(&mut stale).await, Err(Error::Conflict)));
+        assert!(matches!(
+            store.cycle_id(&mut stale).await,
+            Err(Error::Conflict)
+        ));
+
+        let mut ended = store.load(stored.id()).await.unwrap().unwrap();
+        store.destroy(stored.id()).await.unwrap();
+        ended.set_owner("u");
+        assert!(matches!(store.save(&mut ended).await, Err(Error::NotFound)));
+        assert!(matches!(
+            store.cycle_id(&mut ended).await,
+            Err(Error::NotFound)
+        ));
+
+        let mut anonymous = saved(&store).await;
+        anonymous.set_owner("u");
+        assert!(matches!(
+            store.save(&mut anonymous).await,
+            Err(Error::TooManySessions { limit: 1 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_save_into_a_full_store_purges_only_until_there_is_room() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| b.max_sessions(2000, CapacityPolicy::RejectNew));
+        for _ in 0..2000 {
+            saved(&store).await;
+        }
+        clock.advance(Duration::from_secs(61));
+        saved(&store).await;
+        let left = store.purge_expired().await.unwrap();
+        assert!(
+            left >= 2000 - PURGE_BATCH as u64,
+            "the save purged a batch, not the backlog: {left} left"
+        );
+        assert_eq!(store.len().await.unwrap(), 1);
+    }
+
+    /// A save that finds the store full while another save purges the
+    /// expired sessions must see the room that purge made, and neither
+    /// refuse nor evict a live session.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_saves_into_a_store_full_of_expired_sessions_all_fit() {
+        for policy in [
+            CapacityPolicy::RejectNew,
+            CapacityPolicy::EvictSoonestExpiring,
+        ] {
+            for _ in 0..20 {
+                let clock = ManualClock::new();
+                let store = store_with(&clock, |b| b.max_sessions(1000, policy));
+                for _ in 16..1000 {
+                    saved(&store).await; // expire at 60 s
+                }
+                clock.advance(Duration::from_secs(30));
+                let mut live = Vec::new();
+                for _ in 0..16 {
+                    live.push(saved(&store).await); // expire at 90 s
+                }
+                clock.advance(Duration::from_secs(31));
+                let barrier = Arc::new(tokio::sync::Barrier::new(8));
+                let tasks: Vec<_> = (0..8)
+                    .map(|_| {
+                        let (store, barrier) = (store.clone(), barrier.clone());
+                        tokio::spawn(async move {
+                            let mut s = store.create().await.unwrap();
+                            barrier.wait().await;
+                            store.save(&mut s).await
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap().unwrap();
+                }
+                for s in &live {
+                    assert!(
+                        store.load(s.id()).await.unwrap().is_some(),
+                        "{policy:?}: a live session was evicted"
+                    );
+                }
+                assert_eq!(store.len().await.unwrap(), 24);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn len_counts_each_session_once_while_sessions_rotate_across_shards() {
+        let store = MemoryStore::new(3600);
+        let mut sessions = Vec::new();
+        for _ in 0..10 {
+            let mut s = store.create().await.unwrap();
+            store.save(&mut s).await.unwrap();
+            sessions.push(s);
+        }
+        let rotating = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..2000 {
+                    for s in &mut sessions {
+                        store.cycle_id(s).await.unwrap();
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        while !rotating.is_finished() {
+            assert_eq!(store.len().await.unwrap(), 10);
+            assert_eq!(store.inner.stored(), 10);
+            tokio::task::yield_now().await;
+        }
+        rotating.await.unwrap();
     }
 
     #[tokio::test]
@@ -842,8 +1070,21 @@ mod tests {
         assert_eq!(store.inner.stored(), 0, "the task purged");
         assert!(!task.is_finished());
         drop(store);
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        assert!(task.is_finished(), "the task ends once the store is gone");
+        tokio::time::timeout(Duration::from_millis(100), task)
+            .await
+            .expect("the task ends as soon as the store is gone")
+            .unwrap();
+
+        // Also when its interval is too long to ever tick.
+        let store = store_with(&clock, |b| b);
+        let task = store.spawn_purge_task(Duration::MAX).unwrap();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!task.is_finished());
+        drop(store);
+        tokio::time::timeout(Duration::from_millis(100), task)
+            .await
+            .expect("the task ends as soon as the store is gone")
+            .unwrap();
     }
 
     #[test]
