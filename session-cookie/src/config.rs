@@ -274,8 +274,10 @@ impl CookieConfig {
         header_value(self.removal_cookie())
     }
 
-    /// The session ID the request carries in this cookie, if any: see
-    /// [`session_id_from_headers`](Self::session_id_from_headers).
+    /// The first session ID the request carries in this cookie, if any: see
+    /// [`session_id_from_headers`](Self::session_id_from_headers), and
+    /// [`session_ids_from_request`](Self::session_ids_from_request) for
+    /// every candidate.
     ///
     /// ```
     /// use http::{Request, header::COOKIE};
@@ -294,11 +296,17 @@ impl CookieConfig {
         self.session_id_from_headers(request.headers())
     }
 
-    /// The session ID in the `Cookie` header(s) under this cookie's name, if
-    /// any, parsed exactly as the free function
+    /// The first session ID in the `Cookie` header(s) under this cookie's
+    /// name, if any, parsed exactly as the free function
     /// [`session_id_from_headers`](crate::session_id_from_headers) does: every
     /// `Cookie` header is read, and the first cookie with this name whose
     /// value is a well-formed [`SessionId`] wins.
+    ///
+    /// Well-formed is not live: if the browser may hold several cookies of
+    /// this name (see [Several cookies with the same
+    /// name](crate#several-cookies-with-the-same-name)), load each of
+    /// [`session_ids_from_headers`](Self::session_ids_from_headers) in turn
+    /// instead.
     ///
     /// ```
     /// use http::{HeaderMap, HeaderValue, header::COOKIE};
@@ -315,6 +323,51 @@ impl CookieConfig {
     /// ```
     pub fn session_id_from_headers(&self, headers: &HeaderMap) -> Option<SessionId> {
         parse::session_id_in(headers, self.name.as_bytes())
+    }
+
+    /// Every session ID the request carries in this cookie, in order: see
+    /// [`session_ids_from_headers`](Self::session_ids_from_headers).
+    ///
+    /// ```
+    /// use http::{Request, header::COOKIE};
+    /// use session_cookie::CookieConfig;
+    /// use session_core::SessionId;
+    ///
+    /// let config = CookieConfig::new("__Secure-sid")?;
+    /// let (stale, live) = (SessionId::generate()?, SessionId::generate()?);
+    /// let request = Request::builder()
+    ///     .header(COOKIE, format!("__Secure-sid={}; __Secure-sid={}", stale.as_str(), live.as_str()))
+    ///     .body(())?;
+    /// assert_eq!(config.session_ids_from_request(&request), [stale, live]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn session_ids_from_request<B>(&self, request: &Request<B>) -> Vec<SessionId> {
+        self.session_ids_from_headers(request.headers())
+    }
+
+    /// Every session ID in the `Cookie` header(s) under this cookie's name:
+    /// each well-formed one, in the order the browser sent them, each
+    /// distinct ID once, at most [`MAX_CANDIDATES`](crate::MAX_CANDIDATES);
+    /// exactly as the free function
+    /// [`session_ids_from_headers`](crate::session_ids_from_headers). Load
+    /// them in turn and use the first that names a live session: a stale
+    /// cookie for an old path or a parent domain may come first.
+    ///
+    /// ```
+    /// use http::{HeaderMap, header::COOKIE};
+    /// use session_cookie::CookieConfig;
+    /// use session_core::SessionId;
+    ///
+    /// let config = CookieConfig::new("sid")?;
+    /// let (stale, live) = (SessionId::generate()?, SessionId::generate()?);
+    /// let mut headers = HeaderMap::new();
+    /// headers.append(COOKIE, format!("sid={}", stale.as_str()).parse()?);
+    /// headers.append(COOKIE, format!("sid={}", live.as_str()).parse()?);
+    /// assert_eq!(config.session_ids_from_headers(&headers), [stale, live]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn session_ids_from_headers(&self, headers: &HeaderMap) -> Vec<SessionId> {
+        parse::session_ids_in(headers, self.name.as_bytes())
     }
 
     /// The cookie name.
