@@ -72,9 +72,16 @@
 //!    after a [`Session::destroy`] that ended a live session. A session
 //!    found ended by someone else mid-request stays ended and gets no cookie
 //!    at all: removing the browser's cookie could delete a newer one that a
-//!    concurrent sign-in sent. Responses with a session `Set-Cookie` are
-//!    `Cache-Control: private, no-store` unless the handler chose its own;
-//!    responses of handlers that consulted the session carry `Vary: Cookie`.
+//!    concurrent sign-in sent. A stale cookie that names no live session
+//!    gets none either: a removal cookie can only carry the configured path
+//!    and domain, so it would delete the live cookie of the same name, not
+//!    the stale one; the stale one expires on its own.
+//!    A response with a session `Set-Cookie` is kept out of shared caches:
+//!    `Cache-Control: private, no-store` if the handler set none; a
+//!    handler's `no-store` or `private` stands; any other (say `public,
+//!    max-age=600`) becomes `private` without `public` and `s-maxage`
+//!    (`private, max-age=600`). Responses of handlers that consulted the
+//!    session carry `Vary: Cookie`.
 //! 5. **Touch.** A session the handler loaded but did not change is touched
 //!    (idle deadline slid, data not rewritten, version unchanged) when its
 //!    last activity is older than [`SessionLayer::touch_interval`].

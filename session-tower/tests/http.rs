@@ -915,8 +915,32 @@ async fn a_response_that_sets_the_session_cookie_is_not_stored_by_shared_caches(
     assert!(reply.headers.contains_key("set-cookie"));
     assert_eq!(
         reply.headers["cache-control"], "private, max-age=60",
-        "the handler's own choice stands"
+        "the handler's own private choice stands"
     );
+
+    for (mode, expected) in [
+        ("no-store", "no-store"),
+        ("public", "private, max-age=600"),
+        ("s-maxage", "private, max-age=60"),
+        (
+            "no-cache",
+            "private, no-cache=\"Set-Cookie, X-Y\", max-age=0",
+        ),
+        ("qualified-private", "private, max-age=60"),
+        ("two-headers", "private, max-age=600, immutable"),
+    ] {
+        let reply =
+            common::send_full(app.router.clone(), "POST", &format!("/cache/{mode}"), None).await;
+        assert!(reply.headers.contains_key("set-cookie"), "{mode}");
+        let values: Vec<_> = reply.headers.get_all("cache-control").iter().collect();
+        assert_eq!(values, [expected], "{mode}: no shared cache may store it");
+    }
+
+    // The removal cookie too: a cached one would sign out whoever got it.
+    let id = app.session_with("k", "v").await;
+    let reply = common::send_full(app.router.clone(), "POST", "/cache/logout", Some(&id)).await;
+    assert!(reply.headers.contains_key("set-cookie"));
+    assert_eq!(reply.headers["cache-control"], "private, max-age=600");
 
     let reply = common::send_full(app.router.clone(), "GET", "/noop", None).await;
     assert!(!reply.headers.contains_key("cache-control"));

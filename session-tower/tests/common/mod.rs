@@ -637,14 +637,29 @@ async fn read_rotate_meddle_charge(session: Session) -> String {
     format!("charged {price}")
 }
 
-/// Writes the session; `mode` "own" also sets its own `Cache-Control`.
+/// Writes the session (or, for `mode` "logout", destroys it) and answers
+/// with the `Cache-Control` header(s) `mode` names.
 async fn cache(session: Session, Path(mode): Path<String>) -> Response<Body> {
-    session.set("k", "v").await.expect("set");
+    if mode == "logout" {
+        session.destroy().await.expect("destroy");
+    } else {
+        session.set("k", "v").await.expect("set");
+    }
     let mut response = Response::new(Body::from("cached?"));
-    if mode == "own" {
-        response.headers_mut().insert(
+    let values: &[&'static str] = match mode.as_str() {
+        "own" => &["private, max-age=60"],
+        "public" | "logout" => &["public, max-age=600"],
+        "s-maxage" => &["max-age=60, s-maxage=600, proxy-revalidate"],
+        "no-store" => &["no-store"],
+        "no-cache" => &["no-cache=\"Set-Cookie, X-Y\", max-age=0"],
+        "qualified-private" => &["private=\"X-Y\", max-age=60"],
+        "two-headers" => &["PUBLIC", "max-age=600, S-MaxAge=900, immutable"],
+        _ => &[],
+    };
+    for value in values {
+        response.headers_mut().append(
             header::CACHE_CONTROL,
-            header::HeaderValue::from_static("private, max-age=60"),
+            header::HeaderValue::from_static(value),
         );
     }
     response
