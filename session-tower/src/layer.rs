@@ -353,6 +353,14 @@ pub enum SessionFailure {
     /// as many sessions as the store's per-owner limit allows; nothing was
     /// saved. Signing out elsewhere first helps.
     TooManySessions,
+    /// `409 Conflict`: the handler changed the session, but meanwhile a
+    /// concurrent request ended it (logout, revocation) or gave it a new ID
+    /// ([`Session::cycle_id`], say a sign-in in another tab), or it expired.
+    /// The ended session is not brought back and the changes were not
+    /// saved. After a rotation the browser holds the new cookie (from the
+    /// other response), so a retry acts on the renewed session; after a
+    /// logout a retry starts anew.
+    Ended,
     /// `503 Service Unavailable`: the store is unreachable or full; nothing
     /// was saved.
     Unavailable,
@@ -367,7 +375,9 @@ impl SessionFailure {
     /// The status code of the replacement response.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::StaleRead | Self::Contention | Self::TooManySessions => StatusCode::CONFLICT,
+            Self::StaleRead | Self::Contention | Self::TooManySessions | Self::Ended => {
+                StatusCode::CONFLICT
+            }
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Refused => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -387,6 +397,11 @@ impl SessionFailure {
             Self::TooManySessions => {
                 "This account already has as many active sessions as it may have, so this \
                  request's changes were not saved. Sign out of another session and try again."
+            }
+            Self::Ended => {
+                "Your session was ended or renewed by another request (a sign-out or a \
+                 sign-in) while this one was being handled, so this request's changes were \
+                 not saved. Please try again."
             }
             Self::Unavailable => {
                 "The session store is unavailable, so this request's changes were not \

@@ -89,12 +89,20 @@
 //!    [`Session`] methods return [`session_core::Error`]); a failed
 //!    end-of-request save replaces the response with an empty `503`
 //!    (store down or full), `409` (owner limit) or `500` (data too large and
-//!    the like) and logs an error; a session ended mid-request stays ended
-//!    and the handler's response goes out unchanged.
+//!    the like) and logs an error. **Deletion wins, and says so:** if the
+//!    handler changed the session but a concurrent request ended it (logout,
+//!    revocation), rotated its ID ([`Session::cycle_id`] at a sign-in in
+//!    another tab) or it expired, the session is not brought back, the
+//!    changes are not stored, and the response becomes an empty `409`
+//!    ([`SessionFailure::Ended`]) rather than a success that hides a lost
+//!    write. A handler that only read such a session answers as it chose.
 //! 7. **One request.** The [`Session`] handle lives as long as its request:
 //!    once the response is ready, changing it (or loading it for the first
 //!    time) returns [`session_core::Error::InvalidInput`] instead of being
-//!    silently lost.
+//!    silently lost. A request cancelled before its response (the client
+//!    went away, a timeout layer gave up) stores none of its pending
+//!    writes; a rotation or logout it already did stands in the store, but
+//!    its cookie is never sent.
 //!
 //! Each store operation runs in a `session` tracing span (debug level) that
 //! records the operation and the first eight hex digits of the storage key,

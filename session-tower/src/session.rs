@@ -319,7 +319,7 @@ impl State {
 
 /// Why storing the session did not happen.
 enum PersistError {
-    /// The session was destroyed or expired meanwhile.
+    /// The session was destroyed, expired or rotated away meanwhile.
     Gone,
     /// The handler's decision rests on data that has changed since.
     StaleRead,
@@ -838,15 +838,21 @@ async fn store_changes(shared: &Shared, state: &mut State) -> Option<SessionFail
             }
             Err(PersistError::Gone) => {
                 // Logged out elsewhere, revoked, expired or rotated by a
-                // concurrent request: it stays gone. No cookie either way:
-                // the browser's one names nothing (harmless), and removing it
-                // could delete the newer cookie a concurrent rotation sent.
-                tracing::debug!("the session was ended during the request; not saved");
+                // concurrent request: it stays gone (deletion wins), and the
+                // handler's writes cannot be stored, so the request fails
+                // rather than answer as if they had been. No cookie either
+                // way: the browser's one names nothing (harmless), and
+                // removing it could delete the newer cookie a concurrent
+                // rotation sent.
+                tracing::warn!(
+                    "session not saved: it was ended or rotated by a concurrent request while \
+                     this one changed it; answering 409"
+                );
                 state.end();
                 if state.cookie == CookieAction::Set {
                     state.cookie = CookieAction::Nothing;
                 }
-                None
+                Some(SessionFailure::Ended)
             }
             Err(PersistError::StaleRead) => {
                 tracing::warn!(

@@ -413,7 +413,7 @@ async fn a_single_allowed_attempt_makes_a_real_conflict_a_409() {
 }
 
 #[tokio::test]
-async fn a_session_ended_mid_request_stays_ended_and_gets_no_cookie() {
+async fn a_write_racing_a_logout_is_refused_with_409_and_the_session_stays_ended() {
     let app = TestApp::new();
     let id = app.session_with("user", "ann").await;
 
@@ -428,16 +428,76 @@ async fn a_session_ended_mid_request_stays_ended_and_gets_no_cookie() {
     let reply = held.await.unwrap();
     assert_eq!(
         reply.status,
-        StatusCode::OK,
-        "the handler's response stands"
+        StatusCode::CONFLICT,
+        "the write was not stored, and the response says so: {reply:?}"
     );
-    assert_eq!(reply.body, "handler done");
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::Ended)
+    );
+    assert!(reply.body.is_empty());
     assert!(
         reply.set_cookies.is_empty(),
         "no cookie: a removal cookie could delete a newer one ({reply:?})"
     );
     assert!(app.stored(&id).await.is_none(), "not resurrected");
     assert_eq!(app.store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_write_racing_a_rotation_is_refused_with_409_not_silently_lost() {
+    let app = TestApp::new();
+    let id = app.session_with("cart", "3-books").await;
+
+    // A request changes the session; meanwhile another tab signs in on the
+    // same cookie, which rotates the ID.
+    let held = spawn_send(&app, "POST", "/load-wait-write/late", &id);
+    app.gate.wait_entered().await;
+    let login = app.send("POST", "/login/ann", Some(&id)).await;
+    assert_eq!(login.status, StatusCode::OK);
+    let rotated = login.session_id().expect("the new cookie");
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::Ended)
+    );
+    assert!(
+        reply.set_cookies.is_empty(),
+        "nothing that could replace or delete the browser's new cookie: {reply:?}"
+    );
+    assert!(app.stored(&id).await.is_none(), "the old ID stays dead");
+    let stored = app.stored(&rotated).await.unwrap();
+    assert_eq!(stored.get("late"), None, "not stored, and the client knows");
+    assert_eq!(stored.get("user"), Some("ann"));
+    assert_eq!(stored.get("cart"), Some("3-books"));
+
+    // The retry, with the browser's new cookie, goes through.
+    let retry = app.send("POST", "/put/late/write", Some(&rotated)).await;
+    assert_eq!(retry.status, StatusCode::OK);
+    assert_eq!(
+        app.stored(&rotated).await.unwrap().get("late"),
+        Some("write")
+    );
+}
+
+#[tokio::test]
+async fn a_read_racing_a_logout_answers_as_the_handler_chose() {
+    let app = TestApp::new();
+    let id = app.session_with("user", "ann").await;
+
+    let held = spawn_send(&app, "GET", "/read-wait/user", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/logout", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "nothing was lost");
+    assert_eq!(reply.body, "ann");
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    assert!(app.stored(&id).await.is_none());
 }
 
 #[tokio::test]
