@@ -30,8 +30,9 @@ pub(crate) struct Shared {
 /// Tower middleware that gives every request a lazily loaded [`Session`].
 ///
 /// For each request it reads the session cookie (without touching the
-/// store), puts a [`Session`] into the request extensions, runs the inner
-/// service, and then:
+/// store; every well-formed candidate, in order, when the browser sent
+/// several of that name), puts a [`Session`] into the request extensions,
+/// runs the inner service, and then:
 ///
 /// * stores the session if the handler changed it, unless the response is a
 ///   server error (5xx: then nothing is stored or touched); rotation ([`Session::cycle_id`]) and logout
@@ -202,11 +203,13 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let cookie_id = self
+        // Every well-formed candidate: a stale cookie of the same name (for
+        // an old path or a parent domain) may come before the live one.
+        let cookie_ids = self
             .shared
             .cookie
-            .session_id_from_headers(request.headers());
-        let session = Session::new(Arc::clone(&self.shared), cookie_id);
+            .session_ids_from_headers(request.headers());
+        let session = Session::new(Arc::clone(&self.shared), cookie_ids);
         request.extensions_mut().insert(session.clone());
         // The clone is ready only if `self.inner` was: take the ready one.
         let clone = self.inner.clone();
