@@ -76,8 +76,8 @@ impl std::fmt::Display for SameSite {
 /// secure-by-default way to set, clear and read it.
 ///
 /// Made by [`CookieConfig::builder`] (or [`CookieConfig::new`] for the
-/// defaults), which checks every rule once, so a `CookieConfig` can only
-/// produce well-formed `Set-Cookie` headers that browsers accept:
+/// defaults), which checks the rules below once, so a `CookieConfig` can
+/// only produce well-formed `Set-Cookie` headers:
 ///
 /// | attribute | default | builder method |
 /// |---|---|---|
@@ -98,9 +98,20 @@ impl std::fmt::Display for SameSite {
 ///   §4.1.3; the prefixes are matched case-insensitively, as browsers do);
 /// * `SameSite=None` and `Partitioned` each require `Secure`;
 /// * `Path` starts with `/`; `Path` and `Domain` are at most 1024 bytes and
-///   contain no `;`, whitespace (`Domain`) or control characters; `Domain` is
-///   an ASCII host name (use the punycode form of international names);
+///   contain no `;`, whitespace or control characters (percent-encode a
+///   space in a path, as the URL does);
+/// * `Domain` is an ASCII host name (use the punycode form of international
+///   names) of at least two labels, each of at most 63 letters, digits,
+///   `-` or `_`, not starting or ending with `-`; not an IP address, nor a
+///   single label such as `com` or `localhost` (leave it unset for a
+///   host-only cookie);
 /// * `Max-Age`, when set, is at least one second.
+///
+/// What cannot be checked here: whether a `Domain` is a public suffix beyond
+/// its last label (say `co.uk` or `github.io`; browsers consult the Public
+/// Suffix List, which this crate does not ship, and then refuse the
+/// cookie), and whether it domain-matches the host the response comes
+/// from (browsers ignore a cookie whose `Domain` does not).
 ///
 /// The `__Host-` prefix is the strongest choice: the cookie is then bound to
 /// exactly this host over HTTPS and cannot be planted by a sibling subdomain.
@@ -667,12 +678,15 @@ fn check_path(path: &str) -> Result<(), CookieConfigError> {
     if path.len() > MAX_ATTRIBUTE_LEN {
         return invalid("it is longer than 1024 bytes, which browsers ignore");
     }
-    // av-octet (RFC 6265bis §4.1.1): visible ASCII and space, except ';'.
-    if !path
-        .bytes()
-        .all(|b| (0x20..=0x7e).contains(&b) && b != b';')
-    {
-        return invalid("it may only contain printable ASCII characters other than ';'");
+    // av-octet (RFC 6265bis §4.1.1) is visible ASCII and space, except ';'.
+    // A space is allowed there but useless (a request path never holds a
+    // raw space, so the cookie would never be sent; browsers also trim a
+    // trailing one): write it percent-encoded, as the URL does.
+    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
+        return invalid(
+            "it may only contain visible ASCII characters other than ';' (no spaces or control \
+             characters; percent-encode them as in the URL, e.g. %20)",
+        );
     }
     Ok(())
 }
@@ -699,7 +713,45 @@ fn check_domain(domain: &str) -> Result<&str, CookieConfigError> {
     if domain.split('.').any(str::is_empty) {
         return invalid("it has an empty label (\"..\" or a trailing '.')");
     }
+    if domain
+        .split('.')
+        .any(|label| label.starts_with('-') || label.ends_with('-'))
+    {
+        return invalid("a label starts or ends with '-', which no host name does");
+    }
+    if domain.split('.').any(|label| label.len() > 63) {
+        return invalid("a label is longer than 63 characters, which no host name is");
+    }
+    let last = domain.rsplit('.').next().unwrap_or(domain);
+    if is_ipv4_number(last) {
+        // Browsers parse a host whose last label is a number as IPv4, and an
+        // IP address has no subdomains to share the cookie with.
+        return invalid(
+            "it is an IP address; leave it unset for a host-only cookie (a cookie for an IP \
+             address cannot be shared with other hosts)",
+        );
+    }
+    if !domain.contains('.') {
+        // "com", "localhost": a top-level domain (browsers refuse a Domain
+        // that is a public suffix) or a bare host name.
+        return invalid(
+            "it is a single label (a top-level domain such as \"com\", which browsers refuse, \
+             or a bare host name such as \"localhost\"); leave it unset for a host-only cookie",
+        );
+    }
     Ok(domain)
+}
+
+/// Whether `label` is a number as the WHATWG URL parser reads the last
+/// label of an IPv4 host: decimal digits, or `0x` followed by hex digits.
+fn is_ipv4_number(label: &str) -> bool {
+    let hex = label
+        .strip_prefix("0x")
+        .or_else(|| label.strip_prefix("0X"));
+    match hex {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+    }
 }
 
 /// `Max-Age` from whole seconds, saturating where `time` would overflow.
@@ -980,7 +1032,8 @@ mod tests {
     #[test]
     fn bad_paths_are_rejected() {
         for path in [
-            "", "app", "/a;b", "/a\nb", "/a\u{0}", "/a\u{7f}", "/é", "/a\tb",
+            "", "app", "/a;b", "/a\nb", "/a\u{0}", "/a\u{7f}", "/é", "/a\tb", "/a b", "/a ",
+            "/a b ", " /a",
         ] {
             assert!(
                 matches!(
@@ -996,12 +1049,12 @@ mod tests {
             Err(CookieConfigError::InvalidPath { .. })
         ));
         let ok = CookieConfig::builder("sid")
-            .path("/a b/~x-y_z.html")
+            .path("/a%20b/~x-y_z.html,!$&'()*+=:@")
             .build()
             .unwrap();
         assert_eq!(
             parsed(&ok.set_cookie(&id())).path(),
-            Some("/a b/~x-y_z.html")
+            Some("/a%20b/~x-y_z.html,!$&'()*+=:@")
         );
     }
 
@@ -1021,6 +1074,20 @@ mod tests {
             "exämple.com",
             "a..b",
             "example.com.",
+            // Single labels: a top-level domain, a bare host.
+            "com",
+            ".com",
+            "localhost",
+            // IP addresses, as browsers read them.
+            "127.0.0.1",
+            "10.0.0.1",
+            "1.2.3.0x4",
+            "example.123",
+            // Invalid labels.
+            "-x.com",
+            "x-.com",
+            "a.-b.com",
+            "a.b-",
         ] {
             assert!(
                 matches!(
@@ -1032,6 +1099,28 @@ mod tests {
         }
         let long = "a".repeat(MAX_ATTRIBUTE_LEN + 1);
         assert!(CookieConfig::builder("sid").domain(long).build().is_err());
+        let long_label = format!("{}.com", "a".repeat(64));
+        assert!(
+            CookieConfig::builder("sid")
+                .domain(long_label)
+                .build()
+                .is_err()
+        );
+        for ok in [
+            "example.com",
+            "a-b.example.com",
+            "_dmarc.example.com",
+            "xn--bcher-kva.example",
+            "1.example.com",
+            "example.com1",
+            "0xg.example",
+            &format!("{}.com", "a".repeat(63)),
+        ] {
+            assert!(
+                CookieConfig::builder("sid").domain(ok).build().is_ok(),
+                "{ok:?}"
+            );
+        }
     }
 
     #[test]
@@ -1090,7 +1179,7 @@ mod tests {
     #[test]
     fn header_value_matches_the_string_form() {
         let config = CookieConfig::builder("__Secure-sid")
-            .path("/a b")
+            .path("/a%20b")
             .domain("example.com")
             .max_age(Duration::from_secs(10))
             .build()

@@ -45,10 +45,14 @@
 //! * [`CookieConfig`] is the recommended, **secure-by-default** path:
 //!   `Secure`, `HttpOnly`, `SameSite=Lax` and `Path=/` unless you say
 //!   otherwise, the `__Host-` / `__Secure-` name prefixes, `Domain`,
-//!   `Max-Age` or a browser-session cookie, and `Partitioned` (CHIPS). Every
-//!   rule browsers apply is checked once when it is built, so an invalid
-//!   combination is a [`CookieConfigError`] at start-up, never a malformed or
-//!   silently ignored header later.
+//!   `Max-Age` or a browser-session cookie, and `Partitioned` (CHIPS). The
+//!   rules browsers apply to these are checked once when it is built (name,
+//!   prefixes, `Secure` requirements, `Path` and `Domain` syntax, IP
+//!   addresses and single-label domains), so an invalid combination is a
+//!   [`CookieConfigError`] at start-up, not a malformed or silently ignored
+//!   header later. Two things need knowledge this crate does not have and
+//!   stay yours to get right: a `Domain` that is a multi-label public suffix
+//!   (`co.uk`), and one that does not match your host.
 //! * The free functions [`session_cookie`], [`destroy_cookie`],
 //!   [`session_id_from_request`] and [`session_id_from_headers`] keep the
 //!   original (seed) API and its meaning (beside them,
