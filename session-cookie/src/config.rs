@@ -76,8 +76,8 @@ impl std::fmt::Display for SameSite {
 /// secure-by-default way to set, clear and read it.
 ///
 /// Made by [`CookieConfig::builder`] (or [`CookieConfig::new`] for the
-/// defaults), which checks every rule once, so a `CookieConfig` can only
-/// produce well-formed `Set-Cookie` headers that browsers accept:
+/// defaults), which checks the rules below once, so a `CookieConfig` can
+/// only produce well-formed `Set-Cookie` headers:
 ///
 /// | attribute | default | builder method |
 /// |---|---|---|
@@ -98,9 +98,20 @@ impl std::fmt::Display for SameSite {
 ///   §4.1.3; the prefixes are matched case-insensitively, as browsers do);
 /// * `SameSite=None` and `Partitioned` each require `Secure`;
 /// * `Path` starts with `/`; `Path` and `Domain` are at most 1024 bytes and
-///   contain no `;`, whitespace (`Domain`) or control characters; `Domain` is
-///   an ASCII host name (use the punycode form of international names);
+///   contain no `;`, whitespace or control characters (percent-encode a
+///   space in a path, as the URL does);
+/// * `Domain` is an ASCII host name (use the punycode form of international
+///   names) of at least two labels, each of at most 63 letters, digits,
+///   `-` or `_`, not starting or ending with `-`; not an IP address, nor a
+///   single label such as `com` or `localhost` (leave it unset for a
+///   host-only cookie);
 /// * `Max-Age`, when set, is at least one second.
+///
+/// What cannot be checked here: whether a `Domain` is a public suffix beyond
+/// its last label (say `co.uk` or `github.io`; browsers consult the Public
+/// Suffix List, which this crate does not ship, and then refuse the
+/// cookie), and whether it domain-matches the host the response comes
+/// from (browsers ignore a cookie whose `Domain` does not).
 ///
 /// The `__Host-` prefix is the strongest choice: the cookie is then bound to
 /// exactly this host over HTTPS and cannot be planted by a sibling subdomain.
@@ -274,8 +285,10 @@ impl CookieConfig {
         header_value(self.removal_cookie())
     }
 
-    /// The session ID the request carries in this cookie, if any: see
-    /// [`session_id_from_headers`](Self::session_id_from_headers).
+    /// The first session ID the request carries in this cookie, if any: see
+    /// [`session_id_from_headers`](Self::session_id_from_headers), and
+    /// [`session_ids_from_request`](Self::session_ids_from_request) for
+    /// every candidate.
     ///
     /// ```
     /// use http::{Request, header::COOKIE};
@@ -294,11 +307,17 @@ impl CookieConfig {
         self.session_id_from_headers(request.headers())
     }
 
-    /// The session ID in the `Cookie` header(s) under this cookie's name, if
-    /// any, parsed exactly as the free function
+    /// The first session ID in the `Cookie` header(s) under this cookie's
+    /// name, if any, parsed exactly as the free function
     /// [`session_id_from_headers`](crate::session_id_from_headers) does: every
     /// `Cookie` header is read, and the first cookie with this name whose
     /// value is a well-formed [`SessionId`] wins.
+    ///
+    /// Well-formed is not live: if the browser may hold several cookies of
+    /// this name (see [Several cookies with the same
+    /// name](crate#several-cookies-with-the-same-name)), load each of
+    /// [`session_ids_from_headers`](Self::session_ids_from_headers) in turn
+    /// instead.
     ///
     /// ```
     /// use http::{HeaderMap, HeaderValue, header::COOKIE};
@@ -315,6 +334,51 @@ impl CookieConfig {
     /// ```
     pub fn session_id_from_headers(&self, headers: &HeaderMap) -> Option<SessionId> {
         parse::session_id_in(headers, self.name.as_bytes())
+    }
+
+    /// Every session ID the request carries in this cookie, in order: see
+    /// [`session_ids_from_headers`](Self::session_ids_from_headers).
+    ///
+    /// ```
+    /// use http::{Request, header::COOKIE};
+    /// use session_cookie::CookieConfig;
+    /// use session_core::SessionId;
+    ///
+    /// let config = CookieConfig::new("__Secure-sid")?;
+    /// let (stale, live) = (SessionId::generate()?, SessionId::generate()?);
+    /// let request = Request::builder()
+    ///     .header(COOKIE, format!("__Secure-sid={}; __Secure-sid={}", stale.as_str(), live.as_str()))
+    ///     .body(())?;
+    /// assert_eq!(config.session_ids_from_request(&request), [stale, live]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn session_ids_from_request<B>(&self, request: &Request<B>) -> Vec<SessionId> {
+        self.session_ids_from_headers(request.headers())
+    }
+
+    /// Every session ID in the `Cookie` header(s) under this cookie's name:
+    /// each well-formed one, in the order the browser sent them, each
+    /// distinct ID once, at most [`MAX_CANDIDATES`](crate::MAX_CANDIDATES);
+    /// exactly as the free function
+    /// [`session_ids_from_headers`](crate::session_ids_from_headers). Load
+    /// them in turn and use the first that names a live session: a stale
+    /// cookie for an old path or a parent domain may come first.
+    ///
+    /// ```
+    /// use http::{HeaderMap, header::COOKIE};
+    /// use session_cookie::CookieConfig;
+    /// use session_core::SessionId;
+    ///
+    /// let config = CookieConfig::new("sid")?;
+    /// let (stale, live) = (SessionId::generate()?, SessionId::generate()?);
+    /// let mut headers = HeaderMap::new();
+    /// headers.append(COOKIE, format!("sid={}", stale.as_str()).parse()?);
+    /// headers.append(COOKIE, format!("sid={}", live.as_str()).parse()?);
+    /// assert_eq!(config.session_ids_from_headers(&headers), [stale, live]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn session_ids_from_headers(&self, headers: &HeaderMap) -> Vec<SessionId> {
+        parse::session_ids_in(headers, self.name.as_bytes())
     }
 
     /// The cookie name.
@@ -614,12 +678,15 @@ fn check_path(path: &str) -> Result<(), CookieConfigError> {
     if path.len() > MAX_ATTRIBUTE_LEN {
         return invalid("it is longer than 1024 bytes, which browsers ignore");
     }
-    // av-octet (RFC 6265bis §4.1.1): visible ASCII and space, except ';'.
-    if !path
-        .bytes()
-        .all(|b| (0x20..=0x7e).contains(&b) && b != b';')
-    {
-        return invalid("it may only contain printable ASCII characters other than ';'");
+    // av-octet (RFC 6265bis §4.1.1) is visible ASCII and space, except ';'.
+    // A space is allowed there but useless (a request path never holds a
+    // raw space, so the cookie would never be sent; browsers also trim a
+    // trailing one): write it percent-encoded, as the URL does.
+    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
+        return invalid(
+            "it may only contain visible ASCII characters other than ';' (no spaces or control \
+             characters; percent-encode them as in the URL, e.g. %20)",
+        );
     }
     Ok(())
 }
@@ -646,7 +713,45 @@ fn check_domain(domain: &str) -> Result<&str, CookieConfigError> {
     if domain.split('.').any(str::is_empty) {
         return invalid("it has an empty label (\"..\" or a trailing '.')");
     }
+    if domain
+        .split('.')
+        .any(|label| label.starts_with('-') || label.ends_with('-'))
+    {
+        return invalid("a label starts or ends with '-', which no host name does");
+    }
+    if domain.split('.').any(|label| label.len() > 63) {
+        return invalid("a label is longer than 63 characters, which no host name is");
+    }
+    let last = domain.rsplit('.').next().unwrap_or(domain);
+    if is_ipv4_number(last) {
+        // Browsers parse a host whose last label is a number as IPv4, and an
+        // IP address has no subdomains to share the cookie with.
+        return invalid(
+            "it is an IP address; leave it unset for a host-only cookie (a cookie for an IP \
+             address cannot be shared with other hosts)",
+        );
+    }
+    if !domain.contains('.') {
+        // "com", "localhost": a top-level domain (browsers refuse a Domain
+        // that is a public suffix) or a bare host name.
+        return invalid(
+            "it is a single label (a top-level domain such as \"com\", which browsers refuse, \
+             or a bare host name such as \"localhost\"); leave it unset for a host-only cookie",
+        );
+    }
     Ok(domain)
+}
+
+/// Whether `label` is a number as the WHATWG URL parser reads the last
+/// label of an IPv4 host: decimal digits, or `0x` followed by hex digits.
+fn is_ipv4_number(label: &str) -> bool {
+    let hex = label
+        .strip_prefix("0x")
+        .or_else(|| label.strip_prefix("0X"));
+    match hex {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+    }
 }
 
 /// `Max-Age` from whole seconds, saturating where `time` would overflow.
@@ -927,7 +1032,8 @@ mod tests {
     #[test]
     fn bad_paths_are_rejected() {
         for path in [
-            "", "app", "/a;b", "/a\nb", "/a\u{0}", "/a\u{7f}", "/é", "/a\tb",
+            "", "app", "/a;b", "/a\nb", "/a\u{0}", "/a\u{7f}", "/é", "/a\tb", "/a b", "/a ",
+            "/a b ", " /a",
         ] {
             assert!(
                 matches!(
@@ -943,12 +1049,12 @@ mod tests {
             Err(CookieConfigError::InvalidPath { .. })
         ));
         let ok = CookieConfig::builder("sid")
-            .path("/a b/~x-y_z.html")
+            .path("/a%20b/~x-y_z.html,!$&'()*+=:@")
             .build()
             .unwrap();
         assert_eq!(
             parsed(&ok.set_cookie(&id())).path(),
-            Some("/a b/~x-y_z.html")
+            Some("/a%20b/~x-y_z.html,!$&'()*+=:@")
         );
     }
 
@@ -968,6 +1074,20 @@ mod tests {
             "exämple.com",
             "a..b",
             "example.com.",
+            // Single labels: a top-level domain, a bare host.
+            "com",
+            ".com",
+            "localhost",
+            // IP addresses, as browsers read them.
+            "127.0.0.1",
+            "10.0.0.1",
+            "1.2.3.0x4",
+            "example.123",
+            // Invalid labels.
+            "-x.com",
+            "x-.com",
+            "a.-b.com",
+            "a.b-",
         ] {
             assert!(
                 matches!(
@@ -979,6 +1099,28 @@ mod tests {
         }
         let long = "a".repeat(MAX_ATTRIBUTE_LEN + 1);
         assert!(CookieConfig::builder("sid").domain(long).build().is_err());
+        let long_label = format!("{}.com", "a".repeat(64));
+        assert!(
+            CookieConfig::builder("sid")
+                .domain(long_label)
+                .build()
+                .is_err()
+        );
+        for ok in [
+            "example.com",
+            "a-b.example.com",
+            "_dmarc.example.com",
+            "xn--bcher-kva.example",
+            "1.example.com",
+            "example.com1",
+            "0xg.example",
+            &format!("{}.com", "a".repeat(63)),
+        ] {
+            assert!(
+                CookieConfig::builder("sid").domain(ok).build().is_ok(),
+                "{ok:?}"
+            );
+        }
     }
 
     #[test]
@@ -1037,7 +1179,7 @@ mod tests {
     #[test]
     fn header_value_matches_the_string_form() {
         let config = CookieConfig::builder("__Secure-sid")
-            .path("/a b")
+            .path("/a%20b")
             .domain("example.com")
             .max_age(Duration::from_secs(10))
             .build()

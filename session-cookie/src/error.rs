@@ -5,8 +5,8 @@
 /// Every rule is checked once, by
 /// [`CookieConfigBuilder::build`](crate::CookieConfigBuilder::build), so a
 /// [`CookieConfig`](crate::CookieConfig) that exists can only produce
-/// well-formed `Set-Cookie` headers that browsers accept. Each message says
-/// what is wrong and how to fix it.
+/// well-formed `Set-Cookie` headers (see there for the two things it cannot
+/// check). Each message says what is wrong and how to fix it.
 ///
 /// This is a start-up (configuration) error, not a session error, so it is
 /// deliberately *not* converted into [`session_core::Error`], whose variants

@@ -45,13 +45,19 @@
 //! * [`CookieConfig`] is the recommended, **secure-by-default** path:
 //!   `Secure`, `HttpOnly`, `SameSite=Lax` and `Path=/` unless you say
 //!   otherwise, the `__Host-` / `__Secure-` name prefixes, `Domain`,
-//!   `Max-Age` or a browser-session cookie, and `Partitioned` (CHIPS). Every
-//!   rule browsers apply is checked once when it is built, so an invalid
-//!   combination is a [`CookieConfigError`] at start-up, never a malformed or
-//!   silently ignored header later.
+//!   `Max-Age` or a browser-session cookie, and `Partitioned` (CHIPS). The
+//!   rules browsers apply to these are checked once when it is built (name,
+//!   prefixes, `Secure` requirements, `Path` and `Domain` syntax, IP
+//!   addresses and single-label domains), so an invalid combination is a
+//!   [`CookieConfigError`] at start-up, not a malformed or silently ignored
+//!   header later. Two things need knowledge this crate does not have and
+//!   stay yours to get right: a `Domain` that is a multi-label public suffix
+//!   (`co.uk`), and one that does not match your host.
 //! * The free functions [`session_cookie`], [`destroy_cookie`],
 //!   [`session_id_from_request`] and [`session_id_from_headers`] keep the
-//!   original (seed) API and its meaning: `HttpOnly; SameSite=Lax; Path=/`
+//!   original (seed) API and its meaning (beside them,
+//!   [`session_ids_from_request`] and [`session_ids_from_headers`] list
+//!   every candidate): `HttpOnly; SameSite=Lax; Path=/`
 //!   with a `Max-Age`, and **no `Secure`**. Prefer `CookieConfig` for
 //!   anything served over HTTPS.
 //!
@@ -61,13 +67,31 @@
 //! header (HTTP/2 clients may send several), splits each on `;`, trims
 //! spaces and tabs, splits each pair at its first `=`, compares names
 //! case-sensitively, and unwraps one pair of double quotes around a value.
-//! When several cookies share the name (say a stale one for a narrower path
-//! and the current one), the first whose value is a well-formed
-//! [`SessionId`] wins. Values that are oversized, malformed, quoted junk or
-//! not ASCII are skipped before any hashing, so they never reach a store.
-//! Parsing is byte-level, so a non-UTF-8 byte in some *other* cookie does not
-//! hide the session cookie, and bounded (at most [`MAX_COOKIE_PAIRS`] pairs
-//! and [`MAX_CANDIDATES`] same-name cookies per request). It never panics.
+//! Values that are oversized, malformed, quoted junk or not ASCII are
+//! skipped before any hashing, so they never reach a store. Parsing is
+//! byte-level, so a non-UTF-8 byte in some *other* cookie does not hide the
+//! session cookie, and bounded (at most [`MAX_COOKIE_PAIRS`] pairs and
+//! [`MAX_CANDIDATES`] same-name cookies per request). It never panics.
+//!
+//! ## Several cookies with the same name
+//!
+//! A browser may send several cookies called `sid`: one per path and domain
+//! it holds, longer paths first and, among equal paths, older ones first.
+//! After an application changes its cookie's `Path` or `Domain`, or when a
+//! sibling subdomain sets one for the parent domain, the *first* cookie can
+//! be a stale one that names a session which has ended, while a later one
+//! names the live session. Well-formed is not live, and only the store can
+//! tell which is: so to find the session, use [`session_ids_from_headers`]
+//! (or [`CookieConfig::session_ids_from_headers`]), which lists every
+//! well-formed candidate in order, and load them in turn until one is live
+//! (`session-tower` does this). [`session_id_from_headers`] returns only the
+//! first candidate, which is enough when at most one cookie can exist (a
+//! `__Host-` cookie with the one path it allows, say).
+//!
+//! A server cannot delete such a stale cookie: the `Cookie` header does not
+//! say which path or domain it was set for, and a removal `Set-Cookie` with
+//! the configured path and domain would delete the *live* cookie of the same
+//! name instead. It expires on its own; until then it costs a lookup.
 //!
 //! # Feature flags
 //!
@@ -149,8 +173,9 @@ pub fn destroy_cookie(name: &str) -> String {
     }
 }
 
-/// The session ID the request carries in cookie `name`, if any; see
-/// [`session_id_from_headers`].
+/// The first session ID the request carries in cookie `name`, if any; see
+/// [`session_id_from_headers`], and [`session_ids_from_request`] for every
+/// candidate.
 ///
 /// ```
 /// use http::{Request, header::COOKIE};
@@ -169,7 +194,8 @@ pub fn session_id_from_request<B>(request: &Request<B>, name: &str) -> Option<Se
     session_id_from_headers(request.headers(), name)
 }
 
-/// The session ID in the `Cookie` header(s) under cookie `name`, if any.
+/// The first session ID in the `Cookie` header(s) under cookie `name`, if
+/// any: the first element of [`session_ids_from_headers`].
 ///
 /// Every `Cookie` header is read, in order. Each is split on `;`; each pair
 /// is split at its first `=`, and spaces and tabs around name and value are
@@ -179,6 +205,12 @@ pub fn session_id_from_request<B>(request: &Request<B>, name: &str) -> Option<Se
 /// value is longer than [`session_core::MAX_ID_LEN`], contains anything but
 /// base64url characters (other quotes, spaces, `=`, non-ASCII bytes) or is
 /// otherwise not an ID are skipped without any hashing.
+///
+/// Well-formed is not live: when the browser holds several cookies called
+/// `name` (see [Several cookies with the same
+/// name](crate#several-cookies-with-the-same-name)), the first may name an
+/// ended session while a later one names the live one. To find the session,
+/// load each of [`session_ids_from_headers`] in turn instead.
 ///
 /// Returns `None` when no such cookie is found, when `name` is not a valid
 /// cookie name, and once [`MAX_COOKIE_PAIRS`] pairs or [`MAX_CANDIDATES`]
@@ -202,6 +234,63 @@ pub fn session_id_from_headers(headers: &HeaderMap, name: &str) -> Option<Sessio
         return None;
     }
     parse::session_id_in(headers, name.as_bytes())
+}
+
+/// Every session ID the request carries in cookie `name`, in order; see
+/// [`session_ids_from_headers`].
+///
+/// ```
+/// use http::{Request, header::COOKIE};
+/// use session_cookie::session_ids_from_request;
+/// use session_core::SessionId;
+///
+/// let (stale, live) = (SessionId::generate()?, SessionId::generate()?);
+/// let request = Request::builder()
+///     .header(COOKIE, format!("sid={}; lang=en; sid={}", stale.as_str(), live.as_str()))
+///     .body(())?;
+/// assert_eq!(session_ids_from_request(&request, "sid"), [stale, live]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn session_ids_from_request<B>(request: &Request<B>, name: &str) -> Vec<SessionId> {
+    session_ids_from_headers(request.headers(), name)
+}
+
+/// Every session ID in the `Cookie` header(s) under cookie `name`: each
+/// cookie called `name` whose value is a well-formed [`SessionId`], in the
+/// order the browser sent them, each distinct ID once (at its first place).
+///
+/// Cookies are read exactly as by [`session_id_from_headers`], whose result
+/// is the first element of this list, and within the same bounds: at most
+/// [`MAX_COOKIE_PAIRS`] pairs and [`MAX_CANDIDATES`] cookies called `name`
+/// (well-formed or not) are examined, so the list has at most
+/// [`MAX_CANDIDATES`] IDs. It is empty when `name` is not a valid cookie
+/// name. It never panics.
+///
+/// Load the candidates in order and use the first that names a live session:
+/// a stale cookie (for an old path or a parent domain) may come before the
+/// current one. In the common case of one cookie, that is one lookup.
+///
+/// ```
+/// use http::{HeaderMap, header::COOKIE};
+/// use session_cookie::session_ids_from_headers;
+/// use session_core::SessionId;
+///
+/// let (stale, live) = (SessionId::generate()?, SessionId::generate()?);
+/// let mut headers = HeaderMap::new();
+/// // A browser sends the cookie for the longer path, or the older one, first.
+/// headers.append(COOKIE, format!("sid={}; theme=dark", stale.as_str()).parse()?);
+/// headers.append(COOKIE, format!("sid={}; sid=junk", live.as_str()).parse()?);
+/// let candidates = session_ids_from_headers(&headers, "sid");
+/// assert_eq!(candidates, [stale, live]);
+/// // With a store: the first candidate that loads is the session.
+/// // for id in &candidates { if let Some(s) = store.load(id).await? { … break } }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn session_ids_from_headers(headers: &HeaderMap, name: &str) -> Vec<SessionId> {
+    if config::check_name(name).is_err() {
+        return Vec::new();
+    }
+    parse::session_ids_in(headers, name.as_bytes())
 }
 
 /// The seed's cookie (`HttpOnly; SameSite=Lax; Path=/`), or `None` if `name`

@@ -2,9 +2,12 @@
 //!
 //! The parser works on bytes, not `&str`: a `Cookie` header may legally carry
 //! obs-text (bytes ≥ 0x80) in *other* cookies, and an analytics cookie with
-//! a stray Latin-1 byte must not hide the session cookie beside it. It
-//! allocates nothing, and its work is bounded by [`MAX_COOKIE_PAIRS`] and
-//! [`MAX_CANDIDATES`] whatever the request holds.
+//! a stray Latin-1 byte must not hide the session cookie beside it. Finding
+//! the first ID allocates nothing; listing every candidate allocates only the
+//! list. The work is bounded by [`MAX_COOKIE_PAIRS`] and [`MAX_CANDIDATES`]
+//! whatever the request holds.
+
+use std::ops::ControlFlow;
 
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
@@ -20,32 +23,75 @@ pub const MAX_COOKIE_PAIRS: usize = 1024;
 
 /// At most this many cookies carrying the wanted name are tried as session
 /// IDs; the rest are ignored. A browser sends one per matching path and
-/// domain, so a handful at most.
+/// domain, so a handful at most. It also bounds the list
+/// [`session_ids_from_headers`](crate::session_ids_from_headers) returns, and
+/// so the store lookups a request can cause.
 pub const MAX_CANDIDATES: usize = 16;
 
 /// The session ID in `headers` under cookie `name`; see
 /// [`crate::session_id_from_headers`].
 pub(crate) fn session_id_in(headers: &HeaderMap, name: &[u8]) -> Option<SessionId> {
-    find_session_id(
-        headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes),
-        name,
-    )
+    find_session_id(cookie_headers(headers), name)
+}
+
+/// Every distinct session ID in `headers` under cookie `name`, in order; see
+/// [`crate::session_ids_from_headers`].
+pub(crate) fn session_ids_in(headers: &HeaderMap, name: &[u8]) -> Vec<SessionId> {
+    find_session_ids(cookie_headers(headers), name)
+}
+
+fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes)
 }
 
 /// The first cookie called `name` across `headers` (the `Cookie` header
 /// values, in order) whose value is a well-formed session ID.
+pub(crate) fn find_session_id<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &[u8],
+) -> Option<SessionId> {
+    let mut first = None;
+    scan(headers, name, |id| {
+        first = Some(id);
+        ControlFlow::Break(())
+    });
+    first
+}
+
+/// Every cookie called `name` across `headers` whose value is a well-formed
+/// session ID, in order, each distinct ID once (at its first place). Its
+/// first element is what [`find_session_id`] returns.
+pub(crate) fn find_session_ids<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &[u8],
+) -> Vec<SessionId> {
+    let mut ids: Vec<SessionId> = Vec::new();
+    scan(headers, name, |id| {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+        ControlFlow::Continue(())
+    });
+    ids
+}
+
+/// Call `found` with each cookie called `name` across `headers` whose value
+/// is a well-formed session ID, in order, until it breaks or a bound is met:
+/// at most [`MAX_COOKIE_PAIRS`] pairs and [`MAX_CANDIDATES`] cookies called
+/// `name` (well-formed or not) are examined.
 ///
 /// Per cookie-pair (RFC 6265bis §4.2.1 and §5.6): split the header on `;`,
 /// split the pair at its first `=` (a pair without `=` is a nameless cookie
 /// and never matches), trim spaces and tabs around name and value, compare
 /// the name byte for byte (case-sensitively), and remove one pair of
 /// surrounding double quotes from the value.
-pub(crate) fn find_session_id<'a>(
+fn scan<'a>(
     headers: impl IntoIterator<Item = &'a [u8]>,
     name: &[u8],
-) -> Option<SessionId> {
+    mut found: impl FnMut(SessionId) -> ControlFlow<()>,
+) {
     if name.is_empty() {
-        return None;
+        return;
     }
     let mut pairs = 0;
     let mut candidates = 0;
@@ -53,7 +99,7 @@ pub(crate) fn find_session_id<'a>(
         for pair in header.split(|&b| b == b';') {
             pairs += 1;
             if pairs > MAX_COOKIE_PAIRS {
-                return None;
+                return;
             }
             let Some(eq) = pair.iter().position(|&b| b == b'=') else {
                 continue;
@@ -64,14 +110,15 @@ pub(crate) fn find_session_id<'a>(
             }
             candidates += 1;
             if candidates > MAX_CANDIDATES {
-                return None;
+                return;
             }
-            if let Some(id) = parse_value(trim_ows(value)) {
-                return Some(id);
+            if let Some(id) = parse_value(trim_ows(value))
+                && found(id).is_break()
+            {
+                return;
             }
         }
     }
-    None
 }
 
 /// A cookie value as a session ID, or `None` if it is not one.
@@ -109,7 +156,7 @@ fn trim_ows(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::session_id_from_headers;
+    use crate::{session_id_from_headers, session_ids_from_headers};
 
     /// A `HeaderMap` with one `Cookie` header per entry.
     pub(crate) fn headers(values: &[&str]) -> HeaderMap {
@@ -185,6 +232,67 @@ pub(crate) mod tests {
         // Across headers too: a stale path-specific cookie, then the current one.
         let map = headers(&["sid=stale!", &format!("sid={}", second.as_str())]);
         assert_eq!(session_id_from_headers(&map, "sid"), Some(second));
+    }
+
+    #[test]
+    fn every_well_formed_candidate_is_listed_in_order() {
+        let (stale, live, other) = (id(), id(), id());
+        // A stale cookie for a longer path first, then the current one, in
+        // one header or in two; junk and other names are skipped.
+        for map in [
+            headers(&[&format!(
+                "sid={}; sid=junk; x={}; sid={}",
+                stale.as_str(),
+                other.as_str(),
+                live.as_str()
+            )]),
+            headers(&[
+                &format!("sid={}", stale.as_str()),
+                "sid=junk",
+                &format!("sid=\"{}\"", live.as_str()),
+            ]),
+        ] {
+            assert_eq!(
+                session_ids_from_headers(&map, "sid"),
+                [stale.clone(), live.clone()]
+            );
+            assert_eq!(session_id_from_headers(&map, "sid"), Some(stale.clone()));
+        }
+        assert!(session_ids_from_headers(&HeaderMap::new(), "sid").is_empty());
+        assert!(session_ids_from_headers(&headers(&["sid=junk"]), "sid").is_empty());
+        assert!(session_ids_from_headers(&headers(&["sid=x"]), "a b").is_empty());
+    }
+
+    #[test]
+    fn a_repeated_id_is_listed_once_at_its_first_place() {
+        let (a, b) = (id(), id());
+        let map = headers(&[&format!(
+            "sid={}; sid={}; sid={}",
+            a.as_str(),
+            b.as_str(),
+            a.as_str()
+        )]);
+        assert_eq!(session_ids_from_headers(&map, "sid"), [a, b]);
+    }
+
+    #[test]
+    fn the_candidate_list_is_bounded() {
+        let ids: Vec<SessionId> = (0..MAX_CANDIDATES + 4).map(|_| id()).collect();
+        let header = ids
+            .iter()
+            .map(|id| format!("sid={}", id.as_str()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let listed = session_ids_from_headers(&headers(&[&header]), "sid");
+        assert_eq!(listed, ids[..MAX_CANDIDATES]);
+        // Junk counts against the bound too, as for the first ID.
+        let junk = "sid=junk;".repeat(MAX_CANDIDATES - 1);
+        let map = headers(&[&format!(
+            "{junk}sid={}; sid={}",
+            ids[0].as_str(),
+            ids[1].as_str()
+        )]);
+        assert_eq!(session_ids_from_headers(&map, "sid"), ids[..1]);
     }
 
     #[test]
@@ -427,7 +535,7 @@ pub(crate) mod tests {
     /// Appends to `out` a random piece of something that looks like a
     /// `Cookie` header: mostly cookie-pairs built from tricky names, values
     /// and separators, sometimes raw bytes.
-    fn random_header(rng: &mut Rng, valid: &[u8], out: &mut Vec<u8>) {
+    fn random_header(rng: &mut Rng, valids: &[&[u8]], out: &mut Vec<u8>) {
         const NAMES: &[&[u8]] = &[
             b"sid", b"sid", b"Sid", b"sid2", b"xsid", b"", b" sid ", b"\tsid", b"s\xffid",
         ];
@@ -460,6 +568,7 @@ pub(crate) mod tests {
                 1 => out.extend_from_slice(rng.pick(JUNK)),
                 // A cookie-pair with a tricky value.
                 _ => {
+                    let valid = rng.pick(valids);
                     out.extend_from_slice(rng.pick(NAMES));
                     out.push(b'=');
                     let quoted = rng.below(4) == 0;
@@ -485,8 +594,9 @@ pub(crate) mod tests {
     }
 
     /// An independent, straightforward statement of the parsing rules, to
-    /// compare the real parser against.
-    fn reference_parser(headers: &[Vec<u8>], name: &[u8]) -> Option<SessionId> {
+    /// compare the real parser against: every candidate, in order, each
+    /// distinct ID once.
+    fn reference_list(headers: &[Vec<u8>], name: &[u8]) -> Vec<SessionId> {
         fn trim(mut s: &[u8]) -> &[u8] {
             while let [b' ' | b'\t', rest @ ..] = s {
                 s = rest;
@@ -506,35 +616,48 @@ pub(crate) mod tests {
                 (trim(pair_name) == name).then(|| trim(value))
             })
             .take(MAX_CANDIDATES)
-            .find_map(|value| {
+            .filter_map(|value| {
                 let value = value
                     .strip_prefix(b"\"")
                     .and_then(|v| v.strip_suffix(b"\""))
                     .unwrap_or(value);
                 SessionId::parse(std::str::from_utf8(value).ok()?).ok()
             })
+            .fold(Vec::new(), |mut ids, id| {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+                ids
+            })
     }
 
     /// Many random headers never panic the parser; it agrees with
-    /// [`reference_parser`]; whatever it returns is an
+    /// [`reference_list`], and the first ID is the head of the list; whatever it returns is an
     /// ID that round-trips through `SessionId::parse` and appears in the
     /// input; and the `HeaderMap` entry point agrees with the byte parser.
     #[test]
     fn random_bytes_never_panic_and_only_round_tripping_ids_come_back() {
-        let valid = id();
+        let (one, two) = (id(), id());
+        let valids = [one.as_str().as_bytes(), two.as_str().as_bytes()];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let (mut found, mut through_header_map) = (0, 0);
+        let (mut found, mut several, mut through_header_map) = (0, 0, 0);
         for _ in 0..20_000 {
             let headers: Vec<Vec<u8>> = (0..1 + rng.below(3))
                 .map(|_| {
                     let mut header = Vec::new();
-                    random_header(&mut rng, valid.as_str().as_bytes(), &mut header);
+                    random_header(&mut rng, &valids, &mut header);
                     header
                 })
                 .collect();
 
             let result = find_session_id(headers.iter().map(Vec::as_slice), b"sid");
-            assert_eq!(result, reference_parser(&headers, b"sid"), "{headers:?}");
+            let list = find_session_ids(headers.iter().map(Vec::as_slice), b"sid");
+            assert_eq!(list, reference_list(&headers, b"sid"), "{headers:?}");
+            assert_eq!(result.as_ref(), list.first(), "{headers:?}");
+            assert!(list.len() <= MAX_CANDIDATES);
+            if list.len() > 1 {
+                several += 1;
+            }
             if let Some(id) = &result {
                 found += 1;
                 let text = id.as_str();
@@ -559,11 +682,16 @@ pub(crate) mod tests {
                     map.append(COOKIE, value);
                 }
                 assert_eq!(session_id_from_headers(&map, "sid"), result);
+                assert_eq!(session_ids_from_headers(&map, "sid"), list);
             }
         }
         assert!(
             found > 1_000,
             "the generator should often produce a valid cookie (found {found})"
+        );
+        assert!(
+            several > 100,
+            "the generator should often produce several candidates (found {several})"
         );
         assert!(
             through_header_map > 1_000,

@@ -59,7 +59,7 @@
 //!
 //! # Feature flags
 //!
-//! * `testing`: the conformance suite, [`testing::run_conformance`], for
+//! * `testing`: the conformance suite, `testing::run_conformance`, for
 //!   store implementors (pulls in tokio).
 #![deny(missing_docs)]
 

@@ -30,8 +30,9 @@ pub(crate) struct Shared {
 /// Tower middleware that gives every request a lazily loaded [`Session`].
 ///
 /// For each request it reads the session cookie (without touching the
-/// store), puts a [`Session`] into the request extensions, runs the inner
-/// service, and then:
+/// store; every well-formed candidate, in order, when the browser sent
+/// several of that name), puts a [`Session`] into the request extensions,
+/// runs the inner service, and then:
 ///
 /// * stores the session if the handler changed it, unless the response is a
 ///   server error (5xx: then nothing is stored or touched); rotation ([`Session::cycle_id`]) and logout
@@ -47,16 +48,25 @@ pub(crate) struct Shared {
 ///   cookie. A session found ended meanwhile (NotFound when saving or
 ///   touching) gets no cookie at all: the browser's cookie names nothing,
 ///   which is harmless, whereas a removal cookie could delete the newer
-///   cookie a concurrent sign-in just sent;
-/// * marks a response that carries the session cookie
-///   `Cache-Control: private, no-store` unless the handler set
-///   `Cache-Control` itself (a shared cache must never store, let alone
-///   replay, a `Set-Cookie`), and adds `Vary: Cookie` to every response of a
-///   handler that consulted the session;
+///   cookie a concurrent sign-in just sent. Nor does a stale cookie that
+///   named no live session get one: the `Cookie` header does not say which
+///   path or domain it belongs to, so a removal cookie (which has the
+///   configured name, path and domain) would delete the live cookie of the
+///   same name instead;
+/// * makes a response that carries a session `Set-Cookie` (or the removal
+///   cookie) uncacheable by shared caches, since a shared cache must never
+///   store, let alone replay, a `Set-Cookie`: without `Cache-Control` it
+///   gets `private, no-store`; a handler's `no-store` or `private` stands;
+///   any other `Cache-Control` (say `public, max-age=600`) is rewritten to
+///   `private` without `public` and `s-maxage` (here `private,
+///   max-age=600`), so the browser may still cache it but no CDN or proxy
+///   will. It adds `Vary: Cookie` to every response of a handler that
+///   consulted the session;
 /// * if storing fails, replaces the response with an empty-bodied error
 ///   response carrying a [`SessionFailure`] extension: `409` when a
-///   concurrent change makes the handler's decision stale or the owner has
-///   too many sessions, `503` when the store is down or full, `500`
+///   concurrent change makes the handler's decision stale, a concurrent
+///   request ended or rotated the session the handler changed, or the owner
+///   has too many sessions; `503` when the store is down or full; `500`
 ///   otherwise.
 ///
 /// The inner service's response body must implement [`Default`] for those
@@ -193,11 +203,13 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let cookie_id = self
+        // Every well-formed candidate: a stale cookie of the same name (for
+        // an old path or a parent domain) may come before the live one.
+        let cookie_ids = self
             .shared
             .cookie
-            .session_id_from_headers(request.headers());
-        let session = Session::new(Arc::clone(&self.shared), cookie_id);
+            .session_ids_from_headers(request.headers());
+        let session = Session::new(Arc::clone(&self.shared), cookie_ids);
         request.extensions_mut().insert(session.clone());
         // The clone is ready only if `self.inner` was: take the ready one.
         let clone = self.inner.clone();
@@ -214,12 +226,7 @@ where
             let headers = response.headers_mut();
             if let Some(cookie) = finish.set_cookie {
                 headers.append(header::SET_COOKIE, cookie);
-                if !headers.contains_key(header::CACHE_CONTROL) {
-                    headers.insert(
-                        header::CACHE_CONTROL,
-                        HeaderValue::from_static("private, no-store"),
-                    );
-                }
+                keep_out_of_shared_caches(headers);
             }
             if finish.used && !varies_by_cookie(headers) {
                 headers.append(header::VARY, HeaderValue::from_static("Cookie"));
@@ -236,6 +243,86 @@ impl Drop for EndRequest {
     fn drop(&mut self) {
         self.0.end_request();
     }
+}
+
+/// Make a response that carries a session `Set-Cookie` one that no shared
+/// cache (CDN, proxy) may store, for a stored `Set-Cookie` could be replayed
+/// to other visitors, handing them this session or deleting theirs.
+///
+/// * No `Cache-Control`: `private, no-store`. The response starts, changes or
+///   ends a session, so it is personal; the handler expressed no wish, and
+///   storing it nowhere is the safe default.
+/// * `no-store` or an unqualified `private` already: left alone.
+/// * Otherwise (say `public, max-age=600`): the handler wanted it cached, so
+///   it stays cacheable by the browser but by no one else: `private` is put
+///   first, the shared-cache-only directives `public`, `s-maxage` and
+///   `proxy-revalidate` and any qualified `private="…"` are dropped, and
+///   the rest (`max-age`, `no-cache`, …) is kept. Browsers do not keep
+///   `Set-Cookie` in their cache, so nothing is replayed from it.
+/// * A `Cache-Control` that is not visible ASCII: `private, no-store`.
+fn keep_out_of_shared_caches(headers: &mut http::HeaderMap) {
+    const SAFE_DEFAULT: HeaderValue = HeaderValue::from_static("private, no-store");
+    let mut directives = Vec::new();
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let Ok(text) = value.to_str() else {
+            headers.insert(header::CACHE_CONTROL, SAFE_DEFAULT);
+            return;
+        };
+        directives.extend(split_list(text));
+    }
+    if directives.is_empty() {
+        headers.insert(header::CACHE_CONTROL, SAFE_DEFAULT);
+        return;
+    }
+    let name = |directive: &str| {
+        let name = directive.split('=').next().unwrap_or_default();
+        name.trim().to_ascii_lowercase()
+    };
+    let safe = directives.iter().any(|d| match name(d).as_str() {
+        "no-store" => true,
+        "private" => !d.contains('='),
+        _ => false,
+    });
+    if safe {
+        return;
+    }
+    let kept = directives.into_iter().filter(|d| {
+        !matches!(
+            name(d).as_str(),
+            "public" | "s-maxage" | "proxy-revalidate" | "private"
+        )
+    });
+    let rewritten = std::iter::once("private")
+        .chain(kept)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let value = HeaderValue::try_from(rewritten).unwrap_or(SAFE_DEFAULT);
+    headers.insert(header::CACHE_CONTROL, value);
+}
+
+/// The non-empty, trimmed elements of a comma-separated header list; a comma
+/// inside a quoted string (`no-cache="Set-Cookie, X"`) does not split.
+fn split_list(text: &str) -> Vec<&str> {
+    let mut elements = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                elements.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    elements.push(&text[start..]);
+    elements
+        .into_iter()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect()
 }
 
 /// Whether the `Vary` headers already name `Cookie` (or `*`).
@@ -269,6 +356,14 @@ pub enum SessionFailure {
     /// as many sessions as the store's per-owner limit allows; nothing was
     /// saved. Signing out elsewhere first helps.
     TooManySessions,
+    /// `409 Conflict`: the handler changed the session, but meanwhile a
+    /// concurrent request ended it (logout, revocation) or gave it a new ID
+    /// ([`Session::cycle_id`], say a sign-in in another tab), or it expired.
+    /// The ended session is not brought back and the changes were not
+    /// saved. After a rotation the browser holds the new cookie (from the
+    /// other response), so a retry acts on the renewed session; after a
+    /// logout a retry starts anew.
+    Ended,
     /// `503 Service Unavailable`: the store is unreachable or full; nothing
     /// was saved.
     Unavailable,
@@ -283,7 +378,9 @@ impl SessionFailure {
     /// The status code of the replacement response.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::StaleRead | Self::Contention | Self::TooManySessions => StatusCode::CONFLICT,
+            Self::StaleRead | Self::Contention | Self::TooManySessions | Self::Ended => {
+                StatusCode::CONFLICT
+            }
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Refused => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -303,6 +400,11 @@ impl SessionFailure {
             Self::TooManySessions => {
                 "This account already has as many active sessions as it may have, so this \
                  request's changes were not saved. Sign out of another session and try again."
+            }
+            Self::Ended => {
+                "Your session was ended or renewed by another request (a sign-out or a \
+                 sign-in) while this one was being handled, so this request's changes were \
+                 not saved. Please try again."
             }
             Self::Unavailable => {
                 "The session store is unavailable, so this request's changes were not \
@@ -334,5 +436,61 @@ impl SessionFailure {
 impl fmt::Display for SessionFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(values: &[&[u8]]) -> Vec<String> {
+        let mut headers = http::HeaderMap::new();
+        for value in values {
+            headers.append(
+                header::CACHE_CONTROL,
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        keep_out_of_shared_caches(&mut headers);
+        headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn responses_with_a_set_cookie_are_kept_out_of_shared_caches() {
+        for (given, expected) in [
+            (&[][..], "private, no-store"),
+            (&[&b""[..]][..], "private, no-store"),
+            (&[&b" , "[..]][..], "private, no-store"),
+            (&[&b"no-store"[..]][..], "no-store"),
+            (&[&b"public, No-Store"[..]][..], "public, No-Store"),
+            (&[&b"Private, max-age=5"[..]][..], "Private, max-age=5"),
+            (&[&b"public, max-age=600"[..]][..], "private, max-age=600"),
+            (&[&b"max-age=600"[..]][..], "private, max-age=600"),
+            (&[&b"s-maxage=600"[..]][..], "private"),
+            (
+                &[&b"private=\"a, b\", max-age=1"[..]][..],
+                "private, max-age=1",
+            ),
+            (
+                &[&b"no-cache=\"x, private\""[..], &b"public"[..]][..],
+                "private, no-cache=\"x, private\"",
+            ),
+            (&[&b"max-age=1, \xff"[..]][..], "private, no-store"),
+        ] {
+            assert_eq!(rewritten(given), [expected], "{given:?}");
+        }
+    }
+
+    #[test]
+    fn list_elements_split_on_commas_outside_quotes_only() {
+        assert_eq!(
+            split_list(r#" a , b="x, \"y, z", c,, "#),
+            ["a", r#"b="x, \"y, z""#, "c"]
+        );
+        assert!(split_list("").is_empty());
     }
 }

@@ -50,6 +50,11 @@
 //!    one, means no session: reading it finds nothing and creates nothing;
 //!    the first write creates a new session under a fresh random ID (the ID
 //!    the client sent is never adopted, which defeats session fixation).
+//!    When the browser sends several cookies of that name (a stale one for
+//!    an old `Path` or a parent domain comes first), they are looked up in
+//!    order and the first live one is the session: one lookup for the usual
+//!    single cookie, one more per dead cookie before the live one. The layer
+//!    never tries to delete such a stale cookie (see 4.).
 //! 2. **Saved only if changed, never on a 5xx.** When the handler is done,
 //!    a changed session is stored (after any status below 500); a response
 //!    with a server-error status stores (and touches) nothing.
@@ -72,9 +77,16 @@
 //!    after a [`Session::destroy`] that ended a live session. A session
 //!    found ended by someone else mid-request stays ended and gets no cookie
 //!    at all: removing the browser's cookie could delete a newer one that a
-//!    concurrent sign-in sent. Responses with a session `Set-Cookie` are
-//!    `Cache-Control: private, no-store` unless the handler chose its own;
-//!    responses of handlers that consulted the session carry `Vary: Cookie`.
+//!    concurrent sign-in sent. A stale cookie that names no live session
+//!    gets none either: a removal cookie can only carry the configured path
+//!    and domain, so it would delete the live cookie of the same name, not
+//!    the stale one; the stale one expires on its own.
+//!    A response with a session `Set-Cookie` is kept out of shared caches:
+//!    `Cache-Control: private, no-store` if the handler set none; a
+//!    handler's `no-store` or `private` stands; any other (say `public,
+//!    max-age=600`) becomes `private` without `public` and `s-maxage`
+//!    (`private, max-age=600`). Responses of handlers that consulted the
+//!    session carry `Vary: Cookie`.
 //! 5. **Touch.** A session the handler loaded but did not change is touched
 //!    (idle deadline slid, data not rewritten, version unchanged) when its
 //!    last activity is older than [`SessionLayer::touch_interval`].
@@ -82,12 +94,20 @@
 //!    [`Session`] methods return [`session_core::Error`]); a failed
 //!    end-of-request save replaces the response with an empty `503`
 //!    (store down or full), `409` (owner limit) or `500` (data too large and
-//!    the like) and logs an error; a session ended mid-request stays ended
-//!    and the handler's response goes out unchanged.
+//!    the like) and logs an error. **Deletion wins, and says so:** if the
+//!    handler changed the session but a concurrent request ended it (logout,
+//!    revocation), rotated its ID ([`Session::cycle_id`] at a sign-in in
+//!    another tab) or it expired, the session is not brought back, the
+//!    changes are not stored, and the response becomes an empty `409`
+//!    ([`SessionFailure::Ended`]) rather than a success that hides a lost
+//!    write. A handler that only read such a session answers as it chose.
 //! 7. **One request.** The [`Session`] handle lives as long as its request:
 //!    once the response is ready, changing it (or loading it for the first
 //!    time) returns [`session_core::Error::InvalidInput`] instead of being
-//!    silently lost.
+//!    silently lost. A request cancelled before its response (the client
+//!    went away, a timeout layer gave up) stores none of its pending
+//!    writes; a rotation or logout it already did stands in the store, but
+//!    its cookie is never sent.
 //!
 //! Each store operation runs in a `session` tracing span (debug level) that
 //! records the operation and the first eight hex digits of the storage key,

@@ -34,6 +34,11 @@ use crate::layer::Shared;
 /// writes to it, under a fresh random ID: an ID offered by the client is
 /// never adopted.
 ///
+/// A browser may send several cookies of the session cookie's name (a stale
+/// one for an old path or a parent domain comes first): the first that names
+/// a live session is the session. They are loaded in order, so the usual
+/// single cookie costs one lookup, and a stale one listed first one more.
+///
 /// # Reads, writes and concurrency
 ///
 /// Writes ([`set`](Self::set), [`insert`](Self::insert),
@@ -59,11 +64,20 @@ use crate::layer::Shared;
 ///
 /// # Lifetime
 ///
-/// The handle belongs to its request. Once the response is ready (or the
-/// request was cancelled) the session has been stored, and every method
-/// that would change it, or load it if it was never loaded, returns
+/// The handle belongs to its request. Once the handler has answered, the
+/// layer stores what it changed (see
+/// [What happens on a request](crate#what-happens-on-a-request)); from then
+/// on, and also once the request was cancelled (its future dropped) or the
+/// inner service returned an error, every method that would change the
+/// session, or load it if it was never loaded, returns
 /// [`Error::InvalidInput`]: a task spawned by the handler must not outlive
 /// the request with the handle. Values already loaded can still be read.
+///
+/// A cancelled request stores nothing: its pending writes are lost. What
+/// [`cycle_id`](Self::cycle_id) and [`destroy`](Self::destroy) did before the
+/// cancellation has happened in the store, but its cookie is never sent; after
+/// a rotation the browser's cookie then names the old, dead ID, so the
+/// visitor is signed out.
 ///
 /// # Errors
 ///
@@ -77,9 +91,10 @@ pub struct Session {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// The well-formed session ID the request's cookie carried, if any: not
-    /// yet known to be live.
-    cookie_id: Option<SessionId>,
+    /// The well-formed session IDs the request's cookies carried, in order
+    /// (usually none or one; at most `session_cookie::MAX_CANDIDATES`): not
+    /// yet known to be live. The first live one is the session.
+    cookie_ids: Vec<SessionId>,
     /// Set when the response is ready or the request was dropped; written
     /// under the state lock by `finish`, so a method that checked it under
     /// the lock cannot slip a change past the end of the request.
@@ -91,7 +106,7 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the ID: only whether the request brought one.
         f.debug_struct("Session")
-            .field("cookie", &self.inner.cookie_id.is_some())
+            .field("cookies", &self.inner.cookie_ids.len())
             .field("finished", &self.inner.finished.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -104,6 +119,10 @@ struct State {
     /// loaded or last stored: replayed on a fresh copy after a conflict.
     log: Vec<Entry>,
     cookie: CookieAction,
+    /// How many of the cookie's IDs have been looked up: all but the last of
+    /// them named no live session (and the last, if the slot is active,
+    /// was the session).
+    examined: usize,
 }
 
 #[derive(Default)]
@@ -319,7 +338,7 @@ impl State {
 
 /// Why storing the session did not happen.
 enum PersistError {
-    /// The session was destroyed or expired meanwhile.
+    /// The session was destroyed, expired or rotated away meanwhile.
     Gone,
     /// The handler's decision rests on data that has changed since.
     StaleRead,
@@ -350,18 +369,18 @@ pub(crate) struct Finish {
 
 fn finished_error() -> Error {
     Error::InvalidInput(
-        "this request's response is ready and its session has been stored; a Session handle \
+        "this request is over (its response is ready, or it was cancelled); a Session handle \
          cannot be used after its request (do not keep it in a task that outlives the handler)"
             .into(),
     )
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, cookie_id: Option<SessionId>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, cookie_ids: Vec<SessionId>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shared,
-                cookie_id,
+                cookie_ids,
                 finished: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
             }),
@@ -439,10 +458,16 @@ impl Session {
         Ok(owner)
     }
 
-    /// The ID of this request's session: the one its cookie named if that
-    /// session is live, or the one a write in this request created (stored
-    /// when the response is ready), or the new one after
-    /// [`cycle_id`](Self::cycle_id). `None` if there is no session.
+    /// The ID of this request's session: the first one its cookies named
+    /// that is live, or the one a write in this request created, or the new
+    /// one after [`cycle_id`](Self::cycle_id). `None` if there is no session.
+    ///
+    /// An ID created by a write in this request is not stored yet: it is
+    /// stored only if the end-of-request save succeeds, which it does not for
+    /// a 5xx response or a failed save (see
+    /// [What happens on a request](crate#what-happens-on-a-request)), and
+    /// until then no other request can find it. After `cycle_id` it is
+    /// stored already.
     ///
     /// Pass it as `current` to
     /// [`SessionStore::owner_sessions`] to mark this session in the listing,
@@ -653,41 +678,76 @@ impl Session {
     /// harmless; deleting it could delete a newer cookie that a concurrent
     /// sign-in sent.)
     ///
+    /// If the request carried several cookies of the session cookie's name,
+    /// the sessions named by those not yet looked up are destroyed too (the
+    /// first live one is the session; without this, a later live one would
+    /// become the session of the next request, which would still be signed
+    /// in). That costs one store call each; the usual single cookie costs
+    /// one. The removal cookie can only address the cookie the
+    /// [`CookieConfig`](session_cookie::CookieConfig) describes (its path
+    /// and domain): stale cookies of the same name for other paths or
+    /// domains stay in the browser, naming nothing, until they expire.
+    ///
     /// Writes after this start a new session (with a new ID), for example
     /// to carry a "you have signed out" message.
     ///
     /// # Errors
-    /// [`Error::Backend`] if the store fails (the session is then
-    /// unchanged); [`Error::InvalidInput`] after the request.
+    /// [`Error::Backend`] if the store fails. If nothing was removed by
+    /// then, the session is unchanged; otherwise (a later cookie's session
+    /// could not be removed) the handle has no session any more and the
+    /// removal cookie is sent, as after a success.
+    /// [`Error::InvalidInput`] after the request.
     pub async fn destroy(&self) -> Result<bool> {
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
         if inner.finished.load(Ordering::SeqCst) {
             return Err(finished_error());
         }
-        let stored_id = match &state.slot {
-            Slot::Unloaded => inner.cookie_id.clone(),
-            Slot::Active(active) if !active.current.is_new() => Some(active.current.id().clone()),
-            Slot::Active(_) | Slot::Absent => None,
+        // This request's stored session first, then every cookie ID not yet
+        // found dead (all of them if nothing was loaded).
+        let mut ids: Vec<&SessionId> = Vec::new();
+        if let Slot::Active(active) = &state.slot
+            && !active.current.is_new()
+        {
+            ids.push(active.current.id());
+        }
+        let unexamined = if matches!(state.slot, Slot::Unloaded) {
+            0
+        } else {
+            state.examined
         };
-        let removed = match stored_id {
-            Some(id) => {
-                inner
-                    .shared
-                    .store
-                    .destroy(&id)
-                    .instrument(span("destroy", id.storage_key()))
-                    .await?
+        ids.extend(inner.cookie_ids.iter().skip(unexamined));
+        let mut removed = false;
+        let mut failure = None;
+        for id in ids {
+            match inner
+                .shared
+                .store
+                .destroy(id)
+                .instrument(span("destroy", id.storage_key()))
+                .await
+            {
+                Ok(r) => removed |= r,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
-            None => false,
-        };
+        }
+        if !removed && let Some(e) = failure {
+            return Err(e);
+        }
         state.end();
+        state.examined = inner.cookie_ids.len();
         if removed {
             state.cookie = CookieAction::Remove;
         } else if state.cookie == CookieAction::Set {
             state.cookie = CookieAction::Nothing;
         }
-        Ok(removed)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     /// Mark the handle as belonging to a request that is over.
@@ -703,12 +763,14 @@ impl Session {
         Ok(value)
     }
 
-    /// Lock the state, loading the session first if no method has yet. The
-    /// load itself runs without the lock, so a slow or hung load (say in a
-    /// task that outlived the request) never holds up the end of the request.
+    /// Lock the state, loading the session first if no method has yet: the
+    /// cookie's IDs are looked up in order, and the first live one is the
+    /// session. The loads run without the lock, so a slow or hung load (say
+    /// in a task that outlived the request) never holds up the end of the
+    /// request.
     async fn loaded(&self) -> Result<MutexGuard<'_, State>> {
         let inner = &self.inner;
-        let id = {
+        {
             let mut state = inner.state.lock().await;
             if !matches!(state.slot, Slot::Unloaded) {
                 return Ok(state);
@@ -716,38 +778,43 @@ impl Session {
             if inner.finished.load(Ordering::SeqCst) {
                 return Err(finished_error());
             }
-            match &inner.cookie_id {
-                Some(id) => id.clone(),
-                None => {
-                    state.slot = Slot::Absent;
-                    return Ok(state);
-                }
+            if inner.cookie_ids.is_empty() {
+                state.slot = Slot::Absent;
+                return Ok(state);
             }
-        };
-        let loaded = inner
-            .shared
-            .store
-            .load(&id)
-            .instrument(span("load", id.storage_key()))
-            .await?;
+        }
+        let mut found = None;
+        let mut examined = 0;
+        for id in &inner.cookie_ids {
+            examined += 1;
+            let loaded = inner
+                .shared
+                .store
+                .load(id)
+                .instrument(span("load", id.storage_key()))
+                .await?;
+            if loaded.is_some() {
+                found = loaded;
+                break;
+            }
+            tracing::debug!(
+                key = %KeyPrefix(id.storage_key()),
+                "the cookie names no live session"
+            );
+        }
         let mut state = inner.state.lock().await;
         if matches!(state.slot, Slot::Unloaded) {
             // Nobody else loaded, wrote or destroyed meanwhile.
             if inner.finished.load(Ordering::SeqCst) {
                 return Err(finished_error());
             }
-            state.slot = match loaded {
+            state.examined = examined;
+            state.slot = match found {
                 Some(session) => Slot::Active(Box::new(Active {
                     base: session.clone(),
                     current: session,
                 })),
-                None => {
-                    tracing::debug!(
-                        key = %KeyPrefix(id.storage_key()),
-                        "the cookie names no live session"
-                    );
-                    Slot::Absent
-                }
+                None => Slot::Absent,
             };
         }
         Ok(state)
@@ -838,15 +905,21 @@ async fn store_changes(shared: &Shared, state: &mut State) -> Option<SessionFail
             }
             Err(PersistError::Gone) => {
                 // Logged out elsewhere, revoked, expired or rotated by a
-                // concurrent request: it stays gone. No cookie either way:
-                // the browser's one names nothing (harmless), and removing it
-                // could delete the newer cookie a concurrent rotation sent.
-                tracing::debug!("the session was ended during the request; not saved");
+                // concurrent request: it stays gone (deletion wins), and the
+                // handler's writes cannot be stored, so the request fails
+                // rather than answer as if they had been. No cookie either
+                // way: the browser's one names nothing (harmless), and
+                // removing it could delete the newer cookie a concurrent
+                // rotation sent.
+                tracing::warn!(
+                    "session not saved: it was ended or rotated by a concurrent request while \
+                     this one changed it; answering 409"
+                );
                 state.end();
                 if state.cookie == CookieAction::Set {
                     state.cookie = CookieAction::Nothing;
                 }
-                None
+                Some(SessionFailure::Ended)
             }
             Err(PersistError::StaleRead) => {
                 tracing::warn!(

@@ -413,7 +413,7 @@ async fn a_single_allowed_attempt_makes_a_real_conflict_a_409() {
 }
 
 #[tokio::test]
-async fn a_session_ended_mid_request_stays_ended_and_gets_no_cookie() {
+async fn a_write_racing_a_logout_is_refused_with_409_and_the_session_stays_ended() {
     let app = TestApp::new();
     let id = app.session_with("user", "ann").await;
 
@@ -428,16 +428,263 @@ async fn a_session_ended_mid_request_stays_ended_and_gets_no_cookie() {
     let reply = held.await.unwrap();
     assert_eq!(
         reply.status,
-        StatusCode::OK,
-        "the handler's response stands"
+        StatusCode::CONFLICT,
+        "the write was not stored, and the response says so: {reply:?}"
     );
-    assert_eq!(reply.body, "handler done");
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::Ended)
+    );
+    assert!(reply.body.is_empty());
     assert!(
         reply.set_cookies.is_empty(),
         "no cookie: a removal cookie could delete a newer one ({reply:?})"
     );
     assert!(app.stored(&id).await.is_none(), "not resurrected");
     assert_eq!(app.store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_write_racing_a_rotation_is_refused_with_409_not_silently_lost() {
+    let app = TestApp::new();
+    let id = app.session_with("cart", "3-books").await;
+
+    // A request changes the session; meanwhile another tab signs in on the
+    // same cookie, which rotates the ID.
+    let held = spawn_send(&app, "POST", "/load-wait-write/late", &id);
+    app.gate.wait_entered().await;
+    let login = app.send("POST", "/login/ann", Some(&id)).await;
+    assert_eq!(login.status, StatusCode::OK);
+    let rotated = login.session_id().expect("the new cookie");
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::Ended)
+    );
+    assert!(
+        reply.set_cookies.is_empty(),
+        "nothing that could replace or delete the browser's new cookie: {reply:?}"
+    );
+    assert!(app.stored(&id).await.is_none(), "the old ID stays dead");
+    let stored = app.stored(&rotated).await.unwrap();
+    assert_eq!(stored.get("late"), None, "not stored, and the client knows");
+    assert_eq!(stored.get("user"), Some("ann"));
+    assert_eq!(stored.get("cart"), Some("3-books"));
+
+    // The retry, with the browser's new cookie, goes through.
+    let retry = app.send("POST", "/put/late/write", Some(&rotated)).await;
+    assert_eq!(retry.status, StatusCode::OK);
+    assert_eq!(
+        app.stored(&rotated).await.unwrap().get("late"),
+        Some("write")
+    );
+}
+
+#[tokio::test]
+async fn a_read_racing_a_logout_answers_as_the_handler_chose() {
+    let app = TestApp::new();
+    let id = app.session_with("user", "ann").await;
+
+    let held = spawn_send(&app, "GET", "/read-wait/user", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/logout", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "nothing was lost");
+    assert_eq!(reply.body, "ann");
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    assert!(app.stored(&id).await.is_none());
+}
+
+/// A well-formed ID whose session has been logged out.
+async fn dead_id(app: &TestApp) -> String {
+    let id = app.session_with("user", "mallory").await;
+    let reply = app.send("POST", "/logout", Some(&id)).await;
+    assert_eq!(reply.body, "removed: true");
+    id
+}
+
+#[tokio::test]
+async fn a_dead_cookie_listed_first_does_not_hide_the_live_one() {
+    let app = TestApp::new();
+    let live = app.session_with("user", "ann").await;
+    let dead = dead_id(&app).await;
+
+    for cookies in [
+        vec![format!("{COOKIE}={dead}; {COOKIE}={live}")],
+        vec![format!("{COOKIE}={dead}"), format!("{COOKIE}={live}")],
+        vec![format!(
+            "{COOKIE}=junk; {COOKIE}={dead}; other=1; {COOKIE}={live}"
+        )],
+    ] {
+        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let loads = app.store.loads();
+        let reply = common::send_cookies(app.router.clone(), "GET", "/get/user", &cookies).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, "ann", "{cookies:?}");
+        assert_eq!(
+            app.store.loads() - loads,
+            2,
+            "the dead one, then the live one"
+        );
+        assert!(
+            reply.set_cookies.is_empty(),
+            "no removal cookie for the dead one: it would delete the live one ({reply:?})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_single_cookie_or_a_live_first_one_costs_one_load() {
+    let app = TestApp::new();
+    let live = app.session_with("user", "ann").await;
+    let dead = dead_id(&app).await;
+
+    for cookie in [
+        format!("{COOKIE}={live}"),
+        format!("{COOKIE}={live}; {COOKIE}={dead}"),
+    ] {
+        let loads = app.store.loads();
+        let reply = common::send_cookies(app.router.clone(), "GET", "/get/user", &[&cookie]).await;
+        assert_eq!(reply.body, "ann");
+        assert_eq!(app.store.loads() - loads, 1, "{cookie}");
+    }
+}
+
+#[tokio::test]
+async fn writes_behind_a_stale_cookie_go_to_the_live_session() {
+    let app = TestApp::new();
+    let live = app.session_with("user", "ann").await;
+    let dead = dead_id(&app).await;
+    let cookie = format!("{COOKIE}={dead}; {COOKIE}={live}");
+
+    let reply =
+        common::send_cookies(app.router.clone(), "POST", "/put/theme/dark", &[&cookie]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.session_id().as_deref(),
+        Some(live.as_str()),
+        "the Max-Age cookie is re-sent for the live session, and only for it"
+    );
+    assert_eq!(reply.set_cookies.len(), 1, "{reply:?}");
+    assert_eq!(app.store.len().await.unwrap(), 1, "no new session");
+    let stored = app.stored(&live).await.unwrap();
+    assert_eq!(stored.get("theme"), Some("dark"));
+    assert_eq!(stored.get("user"), Some("ann"));
+}
+
+#[tokio::test]
+async fn login_behind_a_stale_cookie_rotates_the_live_session() {
+    let app = TestApp::new();
+    let live = app.session_with("cart", "3-books").await;
+    let dead = dead_id(&app).await;
+    let cookie = format!("{COOKIE}={dead}; {COOKIE}={live}");
+
+    let reply = common::send_cookies(app.router.clone(), "POST", "/login/ann", &[&cookie]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let rotated = reply.session_id().expect("the new cookie");
+    assert!(app.stored(&live).await.is_none(), "the old ID is dead");
+    let stored = app.stored(&rotated).await.unwrap();
+    assert_eq!(stored.get("cart"), Some("3-books"), "the data kept");
+    assert_eq!(stored.owner(), Some("ann"));
+
+    // The browser still sends the stale cookie first, then the new one.
+    let cookie = format!("{COOKIE}={dead}; {COOKIE}={rotated}");
+    let reply = common::send_cookies(app.router.clone(), "GET", "/get/user", &[&cookie]).await;
+    assert_eq!(reply.body, "ann", "still signed in");
+}
+
+#[tokio::test]
+async fn when_every_cookie_is_dead_there_is_no_session_and_none_is_adopted() {
+    let app = TestApp::new();
+    let (one, two) = (dead_id(&app).await, dead_id(&app).await);
+    let cookie = format!("{COOKIE}={one}; {COOKIE}={two}");
+
+    let reply = common::send_cookies(app.router.clone(), "GET", "/get/user", &[&cookie]).await;
+    assert_eq!(reply.body, "<none>");
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+
+    let reply = common::send_cookies(app.router.clone(), "POST", "/put/k/v", &[&cookie]).await;
+    let fresh = reply.session_id().expect("a new session");
+    assert!(
+        fresh != one && fresh != two,
+        "a client's ID is never adopted"
+    );
+}
+
+#[tokio::test]
+async fn logout_ends_every_session_the_cookies_name() {
+    let app = TestApp::new();
+    let first = app.session_with("user", "ann").await;
+    let second = app.session_with("user", "ann-elsewhere").await;
+    let dead = dead_id(&app).await;
+    let cookie = format!("{COOKIE}={dead}; {COOKIE}={first}; {COOKIE}={second}");
+
+    // Without loading first, and after loading.
+    for uri in ["/logout", "/cache/logout"] {
+        let reply = common::send_cookies(app.router.clone(), "POST", uri, &[&cookie]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        if uri == "/logout" {
+            assert_eq!(reply.body, "removed: true");
+            assert_eq!(
+                reply.set_cookies,
+                [app.cookie.removal_cookie()],
+                "one removal cookie, for the configured path and domain"
+            );
+        } else {
+            assert!(reply.set_cookies.is_empty(), "nothing left to remove");
+        }
+        assert!(app.stored(&first).await.is_none());
+        assert!(
+            app.stored(&second).await.is_none(),
+            "a later live cookie must not keep the browser signed in"
+        );
+        let after = common::send_cookies(app.router.clone(), "GET", "/get/user", &[&cookie]).await;
+        assert_eq!(after.body, "<none>");
+    }
+
+    // After loading: the loaded session and the cookies not yet looked up.
+    let first = app.session_with("user", "ann").await;
+    let second = app.session_with("user", "ann-elsewhere").await;
+    let cookie = format!("{COOKIE}={dead}; {COOKIE}={first}; {COOKIE}={second}");
+    let reply = common::send_cookies(app.router.clone(), "GET", "/get/user", &[&cookie]).await;
+    assert_eq!(reply.body, "ann");
+    let destroys = app.store.destroys();
+    let reply = common::send_cookies(app.router.clone(), "POST", "/read-logout", &[&cookie]).await;
+    assert_eq!(reply.body, "ann, removed: true");
+    assert_eq!(
+        app.store.destroys() - destroys,
+        2,
+        "the dead cookie, already looked up, is not destroyed again"
+    );
+    assert!(app.stored(&first).await.is_none());
+    assert!(app.stored(&second).await.is_none());
+    assert_eq!(app.store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn at_most_max_candidates_cookies_are_looked_up() {
+    let app = TestApp::new();
+    let live = app.session_with("user", "ann").await;
+    let dead = dead_id(&app).await;
+    let mut cookies = vec![format!("{COOKIE}={dead}"); session_cookie::MAX_CANDIDATES];
+    cookies.push(format!("{COOKIE}={live}"));
+    // Distinct dead IDs, so that none is skipped as a repeat.
+    for cookie in &mut cookies[1..session_cookie::MAX_CANDIDATES] {
+        *cookie = format!("{COOKIE}={}", SessionId::generate().unwrap().as_str());
+    }
+    let cookie = cookies.join("; ");
+    let loads = app.store.loads();
+    let reply = common::send_cookies(app.router.clone(), "GET", "/get/user", &[&cookie]).await;
+    assert_eq!(reply.body, "<none>", "the live one is beyond the bound");
+    assert_eq!(
+        app.store.loads() - loads,
+        u64::try_from(session_cookie::MAX_CANDIDATES).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -915,8 +1162,32 @@ async fn a_response_that_sets_the_session_cookie_is_not_stored_by_shared_caches(
     assert!(reply.headers.contains_key("set-cookie"));
     assert_eq!(
         reply.headers["cache-control"], "private, max-age=60",
-        "the handler's own choice stands"
+        "the handler's own private choice stands"
     );
+
+    for (mode, expected) in [
+        ("no-store", "no-store"),
+        ("public", "private, max-age=600"),
+        ("s-maxage", "private, max-age=60"),
+        (
+            "no-cache",
+            "private, no-cache=\"Set-Cookie, X-Y\", max-age=0",
+        ),
+        ("qualified-private", "private, max-age=60"),
+        ("two-headers", "private, max-age=600, immutable"),
+    ] {
+        let reply =
+            common::send_full(app.router.clone(), "POST", &format!("/cache/{mode}"), None).await;
+        assert!(reply.headers.contains_key("set-cookie"), "{mode}");
+        let values: Vec<_> = reply.headers.get_all("cache-control").iter().collect();
+        assert_eq!(values, [expected], "{mode}: no shared cache may store it");
+    }
+
+    // The removal cookie too: a cached one would sign out whoever got it.
+    let id = app.session_with("k", "v").await;
+    let reply = common::send_full(app.router.clone(), "POST", "/cache/logout", Some(&id)).await;
+    assert!(reply.headers.contains_key("set-cookie"));
+    assert_eq!(reply.headers["cache-control"], "private, max-age=600");
 
     let reply = common::send_full(app.router.clone(), "GET", "/noop", None).await;
     assert!(!reply.headers.contains_key("cache-control"));

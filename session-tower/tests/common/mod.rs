@@ -33,6 +33,7 @@ pub struct TestStore {
     pub loads: AtomicU64,
     pub saves: AtomicU64,
     pub touches: AtomicU64,
+    pub destroys: AtomicU64,
     /// Every operation fails with `Error::Backend`.
     pub down: AtomicBool,
     /// Saves (and rotations) fail with `Error::Backend`.
@@ -58,6 +59,7 @@ impl TestStore {
             loads: AtomicU64::new(0),
             saves: AtomicU64::new(0),
             touches: AtomicU64::new(0),
+            destroys: AtomicU64::new(0),
             down: AtomicBool::new(false),
             saves_down: AtomicBool::new(false),
             always_conflict: AtomicBool::new(false),
@@ -94,6 +96,10 @@ impl TestStore {
 
     pub fn touches(&self) -> u64 {
         self.touches.load(Ordering::SeqCst)
+    }
+
+    pub fn destroys(&self) -> u64 {
+        self.destroys.load(Ordering::SeqCst)
     }
 
     pub fn touch_attempts(&self) -> u64 {
@@ -140,6 +146,7 @@ impl SessionStore for TestStore {
 
     async fn destroy(&self, id: &SessionId) -> Result<bool> {
         self.check()?;
+        self.destroys.fetch_add(1, Ordering::SeqCst);
         self.inner.destroy(id).await
     }
 
@@ -297,6 +304,7 @@ fn routes() -> Router<Arc<Gate>> {
         .route("/count", post(count))
         .route("/login/{user}", post(login))
         .route("/logout", post(logout))
+        .route("/read-logout", post(read_logout))
         .route("/fail", post(write_then_fail))
         .route("/rotate-then-fail", post(rotate_then_fail))
         .route("/read-wait-write/{read}/{write}", post(read_wait_write))
@@ -372,6 +380,13 @@ async fn logout(session: Session) -> impl IntoResponse {
         Ok(removed) => (StatusCode::OK, format!("removed: {removed}")),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// Reads `user`, then logs out.
+async fn read_logout(session: Session) -> String {
+    let user = session.get("user").await.expect("load").unwrap_or_default();
+    let removed = session.destroy().await.expect("destroy");
+    format!("{user}, removed: {removed}")
 }
 
 async fn write_then_fail(session: Session) -> StatusCode {
@@ -637,14 +652,29 @@ async fn read_rotate_meddle_charge(session: Session) -> String {
     format!("charged {price}")
 }
 
-/// Writes the session; `mode` "own" also sets its own `Cache-Control`.
+/// Writes the session (or, for `mode` "logout", destroys it) and answers
+/// with the `Cache-Control` header(s) `mode` names.
 async fn cache(session: Session, Path(mode): Path<String>) -> Response<Body> {
-    session.set("k", "v").await.expect("set");
+    if mode == "logout" {
+        session.destroy().await.expect("destroy");
+    } else {
+        session.set("k", "v").await.expect("set");
+    }
     let mut response = Response::new(Body::from("cached?"));
-    if mode == "own" {
-        response.headers_mut().insert(
+    let values: &[&'static str] = match mode.as_str() {
+        "own" => &["private, max-age=60"],
+        "public" | "logout" => &["public, max-age=600"],
+        "s-maxage" => &["max-age=60, s-maxage=600, proxy-revalidate"],
+        "no-store" => &["no-store"],
+        "no-cache" => &["no-cache=\"Set-Cookie, X-Y\", max-age=0"],
+        "qualified-private" => &["private=\"X-Y\", max-age=60"],
+        "two-headers" => &["PUBLIC", "max-age=600, S-MaxAge=900, immutable"],
+        _ => &[],
+    };
+    for value in values {
+        response.headers_mut().append(
             header::CACHE_CONTROL,
-            header::HeaderValue::from_static("private, max-age=60"),
+            header::HeaderValue::from_static(value),
         );
     }
     response
@@ -704,6 +734,17 @@ pub async fn reply(response: Response<Body>) -> Reply {
         body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
         response_extensions: parts.extensions,
     }
+}
+
+/// Sends a request with these `Cookie` headers, as they are.
+pub async fn send_cookies(router: Router, method: &str, uri: &str, cookies: &[&str]) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri);
+    for cookie in cookies {
+        request = request.header(header::COOKIE, *cookie);
+    }
+    let request = request.body(Body::empty()).expect("request");
+    let response = router.oneshot(request).await.expect("infallible");
+    reply(response).await
 }
 
 /// A response's status and all its headers.
