@@ -271,6 +271,9 @@ pub(crate) struct Statements {
     pub(crate) touch: Stmt,
     /// `?key, ?now` → count of live rows under the key (0 or 1).
     pub(crate) live_count: Stmt,
+    /// `?key, ?version, ?now` → 1 if the live row under the key has that
+    /// version.
+    pub(crate) version_live: Stmt,
     /// `?key, ?now`: delete the live session.
     pub(crate) destroy: Stmt,
     /// `?now`: delete up to [`PURGE_BATCH`] expired rows.
@@ -367,6 +370,9 @@ impl Statements {
             live_count: s(format!(
                 "SELECT COUNT(*) AS n FROM {t} WHERE id_hash = ? AND expires_ms > ?"
             )),
+            version_live: s(format!(
+                "SELECT COUNT(*) AS n FROM {t} WHERE id_hash = ? AND version = ? AND expires_ms > ?"
+            )),
             destroy: s(format!(
                 "DELETE FROM {t} WHERE id_hash = ? AND expires_ms > ?"
             )),
@@ -422,6 +428,7 @@ mod tests {
                 (&s.rotate_bound, 10),
                 (&s.touch, 4),
                 (&s.live_count, 2),
+                (&s.version_live, 3),
                 (&s.destroy, 2),
                 (&s.purge, 1),
                 (&s.len, 1),

@@ -248,3 +248,12 @@ async fn mysql_owner_locks_of_different_databases_do_not_contend() {
     drop((here, there));
     drop(other_db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_owner_limit_is_checked_after_the_session_itself() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::the_owner_limit_is_checked_after_the_session_itself(&url, &tables.fresh("order")).await;
+}

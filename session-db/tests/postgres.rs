@@ -409,3 +409,12 @@ async fn store_recovers_after_its_connections_are_killed_and_loses_no_acknowledg
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_owner_limit_is_checked_after_the_session_itself() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::the_owner_limit_is_checked_after_the_session_itself(&url, &tables.fresh("order")).await;
+}

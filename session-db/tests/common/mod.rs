@@ -797,3 +797,126 @@ mod server;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 #[allow(unused_imports)]
 pub(crate) use server::*;
+
+/// With an owner at its limit, a write that would bind a session to it is
+/// first a write of that session: one that is gone (expired, destroyed) is
+/// `NotFound` and a stale version a `Conflict`, never `TooManySessions`. A
+/// refused binding changes nothing, and a rotation that binds ends the
+/// owner's oldest other session, never the rotated one.
+pub(crate) async fn the_owner_limit_is_checked_after_the_session_itself(url: &str, table: &str) {
+    let (config, clock) = manual();
+    let refuse = store(
+        url,
+        table,
+        config
+            .clone()
+            .with_max_sessions_per_owner(2, OwnerLimitPolicy::RefuseNew),
+    )
+    .await;
+    // Saved now, expired once the clock moves past the idle timeout.
+    let mut expiring = refuse.create().await.unwrap();
+    refuse.save(&mut expiring).await.unwrap();
+    let expired = refuse.load(expiring.id()).await.unwrap().unwrap();
+    clock.advance(Duration::from_secs(1801));
+
+    let mut doomed = refuse.create().await.unwrap();
+    refuse.save(&mut doomed).await.unwrap();
+    let destroyed = refuse.load(doomed.id()).await.unwrap().unwrap();
+    assert!(refuse.destroy(doomed.id()).await.unwrap());
+
+    let mut moving = refuse.create().await.unwrap();
+    refuse.save(&mut moving).await.unwrap();
+    let stale = refuse.load(moving.id()).await.unwrap().unwrap();
+    moving.set("moved", "on");
+    refuse.save(&mut moving).await.unwrap();
+
+    for _ in 0..2 {
+        let mut s = refuse.create().await.unwrap();
+        s.set_owner("alice");
+        refuse.save(&mut s).await.unwrap();
+    }
+
+    for (what, loaded, expected) in [
+        ("an expired session", &expired, "NotFound"),
+        ("a destroyed session", &destroyed, "NotFound"),
+        ("a stale version", &stale, "Conflict"),
+    ] {
+        for rotate in [false, true] {
+            let mut s = loaded.clone();
+            s.set_owner("alice");
+            let result = if rotate {
+                refuse.cycle_id(&mut s).await
+            } else {
+                refuse.save(&mut s).await
+            };
+            let got = match &result {
+                Err(Error::NotFound) => "NotFound",
+                Err(Error::Conflict) => "Conflict",
+                _ => "other",
+            };
+            assert_eq!(
+                got, expected,
+                "binding {what} to an owner at the limit (rotate: {rotate}): {result:?}"
+            );
+        }
+    }
+    assert_eq!(refuse.count_owner_sessions("alice").await.unwrap(), 2);
+
+    // A live session of bob's refused by alice's limit keeps bob and its data.
+    let mut bobs = refuse.create().await.unwrap();
+    bobs.set_owner("bob");
+    bobs.set("k", "bob's");
+    refuse.save(&mut bobs).await.unwrap();
+    for rotate in [false, true] {
+        let mut s = refuse.load(bobs.id()).await.unwrap().unwrap();
+        s.set_owner("alice");
+        s.set("k", "alice's");
+        let result = if rotate {
+            refuse.cycle_id(&mut s).await
+        } else {
+            refuse.save(&mut s).await
+        };
+        assert!(
+            matches!(result, Err(Error::TooManySessions { limit: 2 })),
+            "rotate: {rotate}: {result:?}"
+        );
+        let kept = refuse.load(bobs.id()).await.unwrap().unwrap();
+        assert_eq!(
+            (kept.owner(), kept.get("k")),
+            (Some("bob"), Some("bob's")),
+            "the refused write was rolled back"
+        );
+    }
+    assert_eq!(refuse.count_owner_sessions("alice").await.unwrap(), 2);
+    assert_eq!(refuse.count_owner_sessions("bob").await.unwrap(), 1);
+
+    // EndOldest: the rotated session is the owner's oldest by creation, and
+    // still the one that stays.
+    let end = store(
+        url,
+        table,
+        config.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest),
+    )
+    .await;
+    let mut oldest = end.create().await.unwrap();
+    end.save(&mut oldest).await.unwrap();
+    let mut carols = Vec::new();
+    for _ in 0..2 {
+        clock.advance(Duration::from_secs(1));
+        let mut s = end.create().await.unwrap();
+        s.set_owner("carol");
+        end.save(&mut s).await.unwrap();
+        carols.push(s);
+    }
+    let mut login = end.load(oldest.id()).await.unwrap().unwrap();
+    login.set_owner("carol");
+    end.cycle_id(&mut login).await.unwrap();
+    assert_eq!(end.count_owner_sessions("carol").await.unwrap(), 2);
+    assert!(end.load(login.id()).await.unwrap().is_some(), "kept itself");
+    assert!(
+        end.load(oldest.id()).await.unwrap().is_none(),
+        "old ID dead"
+    );
+    assert!(end.load(carols[0].id()).await.unwrap().is_none(), "ended");
+    assert!(end.load(carols[1].id()).await.unwrap().is_some());
+}
