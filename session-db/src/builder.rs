@@ -308,11 +308,12 @@ impl DbSessionStoreBuilder {
         self
     }
 
-    /// The table sessions are stored in (default `sessions`). ASCII letters,
-    /// digits and `_`, not starting with a digit, at most 32 characters;
-    /// anything else makes [`build`](Self::build) fail with
-    /// [`DbError::InvalidTableName`]. Several stores may use different tables
-    /// of one database.
+    /// The table sessions are stored in (default `sessions`). Lower-case
+    /// ASCII letters, digits and `_`, not starting with a digit, at most 32
+    /// characters, not starting with `sqlite_` or `__diesel`; anything else
+    /// (also upper case, on which the databases disagree) makes
+    /// [`build`](Self::build) fail with [`DbError::InvalidTableName`].
+    /// Several stores may use different tables of one database.
     pub fn table_name(mut self, table: impl Into<String>) -> Self {
         self.table = table.into();
         self

@@ -447,21 +447,21 @@ mod tests {
 
     #[test]
     fn the_table_name_is_quoted_for_each_database() {
-        let table = TableName::parse("Select").unwrap();
+        let table = TableName::parse("select").unwrap();
         assert!(
             Statements::new(Database::Postgres, table.clone()).len.parts[0]
-                .contains("FROM \"Select\"")
+                .contains("FROM \"select\"")
         );
         assert!(
-            Statements::new(Database::Mysql, table.clone()).len.parts[0].contains("FROM `Select`")
+            Statements::new(Database::Mysql, table.clone()).len.parts[0].contains("FROM `select`")
         );
         assert!(
             create_table_sql(Database::Sqlite, &table)
-                .contains("\"Select_owner_idx\" ON \"Select\"")
+                .contains("\"select_owner_idx\" ON \"select\"")
         );
         assert_eq!(
             drop_table_sql(Database::Mysql, &table),
-            "DROP TABLE IF EXISTS `Select`"
+            "DROP TABLE IF EXISTS `select`"
         );
     }
 
