@@ -11,7 +11,7 @@ use session_core::{
 
 use crate::conn::{Conn, is_unique_violation};
 use crate::error::OpError;
-use crate::sql::{Arg, OwnerRow, PURGE_BATCH, Statements};
+use crate::sql::{Arg, OwnerRow, Statements};
 
 /// What a write needs besides the statements: the per-owner limit and how
 /// long to wait for an owner's lock.
@@ -381,17 +381,15 @@ pub(crate) fn destroy<C: Conn>(
     Ok(c.write(|c| Ok(c.exec(&sql.destroy, &args)?))? > 0)
 }
 
-/// Delete expired rows in batches of [`PURGE_BATCH`], each its own short
-/// statement (and, on SQLite, its own write transaction).
-pub(crate) fn purge<C: Conn>(c: &mut C, sql: &Statements, now: i64) -> Result<u64, OpError> {
-    let mut total = 0u64;
-    loop {
-        let removed = c.write(|c| Ok(c.exec(&sql.purge, &[Arg::Int(now)])?))?;
-        total += removed as u64;
-        if removed < PURGE_BATCH {
-            return Ok(total);
-        }
-    }
+/// Delete up to [`PURGE_BATCH`](crate::sql::PURGE_BATCH) expired rows in one short statement (on
+/// SQLite, its own write transaction); the caller loops while a batch is
+/// full.
+pub(crate) fn purge_batch<C: Conn>(
+    c: &mut C,
+    sql: &Statements,
+    now: i64,
+) -> Result<usize, OpError> {
+    c.write(|c| Ok(c.exec(&sql.purge, &[Arg::Int(now)])?))
 }
 
 fn count_to_u64(n: i64) -> u64 {

@@ -78,6 +78,40 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, DbError> {
     Ok(Target::SqliteFile(url.to_owned()))
 }
 
+/// `url` (a PostgreSQL URI) with each of `params` appended to its query
+/// unless the query sets that key already.
+pub(crate) fn with_default_params(url: &str, params: &[(&str, String)]) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (url, None),
+    };
+    let query = base.split_once('?').map_or("", |(_, query)| query);
+    let given: Vec<&str> = query
+        .split('&')
+        .filter_map(|param| param.split('=').next())
+        .collect();
+    let mut out = base.to_owned();
+    let mut separator = if base.contains('?') {
+        if base.ends_with(['?', '&']) { "" } else { "&" }
+    } else {
+        "?"
+    };
+    for (key, value) in params {
+        if !given.contains(key) {
+            out.push_str(separator);
+            out.push_str(key);
+            out.push('=');
+            out.push_str(value);
+            separator = "&";
+        }
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
 /// A SQLite URI filename (`file:…`): in memory if its path is `:memory:` or
 /// its query says `mode=memory`.
 fn sqlite_uri(uri: String) -> Target {
@@ -301,6 +335,21 @@ mod tests {
                 Target::SqliteFile(path.into()),
                 "{url}"
             );
+        }
+    }
+
+    #[test]
+    fn default_params_are_added_only_where_the_url_sets_none() {
+        let params = [("a", "1".to_owned()), ("b", "2".to_owned())];
+        for (url, expected) in [
+            ("postgres://h/db", "postgres://h/db?a=1&b=2"),
+            ("postgres://h/db?", "postgres://h/db?a=1&b=2"),
+            ("postgres://h/db?x=y", "postgres://h/db?x=y&a=1&b=2"),
+            ("postgres://h/db?b=9", "postgres://h/db?b=9&a=1"),
+            ("postgres://h/db?a=0&b=9", "postgres://h/db?a=0&b=9"),
+            ("postgres://h/db?ab=0", "postgres://h/db?ab=0&a=1&b=2"),
+        ] {
+            assert_eq!(with_default_params(url, &params), expected, "{url}");
         }
     }
 

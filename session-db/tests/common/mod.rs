@@ -920,3 +920,36 @@ pub(crate) async fn the_owner_limit_is_checked_after_the_session_itself(url: &st
     assert!(end.load(carols[0].id()).await.unwrap().is_none(), "ended");
     assert!(end.load(carols[1].id()).await.unwrap().is_some());
 }
+
+/// Builder values far out of range are clamped to the documented maxima
+/// instead of aborting or panicking in r2d2.
+pub(crate) async fn unreasonable_builder_values_are_clamped(url: &str, table: &str) {
+    let store = DbSessionStore::builder(url)
+        .table_name(table)
+        .pool_size(u32::MAX)
+        .connection_timeout(Duration::MAX)
+        .operation_timeout(Duration::MAX)
+        .build()
+        .await
+        .expect("build with huge values");
+    let (size, timeout) = match store.pool() {
+        #[cfg(feature = "sqlite")]
+        DbPool::Sqlite(p) => (p.max_size(), p.connection_timeout()),
+        #[cfg(feature = "postgres")]
+        DbPool::Postgres(p) => (p.max_size(), p.connection_timeout()),
+        #[cfg(feature = "mysql")]
+        DbPool::Mysql(p) => (p.max_size(), p.connection_timeout()),
+        _ => unreachable!("a database this build does not support"),
+    };
+    if !url.contains("memory") {
+        assert_eq!(size, session_db::MAX_POOL_SIZE);
+    }
+    assert_eq!(timeout, session_db::MAX_CONNECTION_TIMEOUT);
+    let mut s = store.create().await.unwrap();
+    s.set("k", "v");
+    store.save(&mut s).await.unwrap();
+    assert_eq!(
+        store.load(s.id()).await.unwrap().unwrap().get("k"),
+        Some("v")
+    );
+}
