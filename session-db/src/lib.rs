@@ -74,7 +74,11 @@
 //! | `postgres://user:password@host:5432/app` or `postgresql://…` | PostgreSQL; every libpq parameter works (`?sslmode=require&application_name=web`) |
 //! | `mysql://user:password@host:3306/app` or `mariadb://…` | MySQL or MariaDB |
 //!
-//! Schemes are case-insensitive. In a server URL, percent-encode an `@`,
+//! Schemes are case-insensitive. A server scheme without `//`
+//! (`postgresql:app`, `mysql:/root@db/app`) and a libpq `key=value`
+//! connection string (`host=db dbname=app`) are refused with
+//! [`DbError::InvalidUrl`] rather than taken for a SQLite file name. In a
+//! server URL, percent-encode an `@`,
 //! `/`, `?`, `#` or `%` in the user name or password (`%40`, `%2F`, `%3F`,
 //! `%23`, `%25`): otherwise the drivers would take part of the password for
 //! the host, port or database (and quote it in their error messages), so

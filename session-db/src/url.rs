@@ -60,6 +60,9 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, DbError> {
     if url.starts_with("file:") {
         return Ok(sqlite_uri(url.to_owned()));
     }
+    if !url.contains("://") {
+        refuse_server_url_without_slashes(url)?;
+    }
     if let Some((scheme, rest)) = url.split_once("://") {
         let target = match scheme.to_ascii_lowercase().as_str() {
             // libpq only knows the scheme in lower case.
@@ -110,6 +113,62 @@ pub(crate) fn with_default_params(url: &str, params: &[(&str, String)]) -> Strin
         out.push_str(fragment);
     }
     out
+}
+
+/// libpq connection-string keywords: text starting `keyword=` is a
+/// `key=value` connection string, not a file name.
+const LIBPQ_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "service",
+    "sslmode",
+    "options",
+    "application_name",
+    "connect_timeout",
+];
+
+/// Refuse what would otherwise be taken for a SQLite file name but is meant
+/// for a server: a known scheme without `//` (`postgresql:test`,
+/// `mysql:/root@host/db`), or a libpq `key=value` connection string. The
+/// errors never repeat the text, which may hold a password.
+fn refuse_server_url_without_slashes(url: &str) -> Result<(), DbError> {
+    if let Some((scheme, _)) = url.split_once(':') {
+        match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => {
+                return Err(DbError::InvalidUrl(
+                    "a PostgreSQL URL needs '//' after the scheme: \
+                     postgres://user:password@host:5432/database",
+                ));
+            }
+            "mysql" | "mariadb" => {
+                return Err(DbError::InvalidUrl(
+                    "a MySQL URL needs '//' after the scheme: \
+                     mysql://user:password@host:3306/database",
+                ));
+            }
+            "redis" | "rediss" | "mongodb" | "mssql" | "sqlserver" | "http" | "https" => {
+                return Err(DbError::UnsupportedUrl {
+                    scheme: scheme.to_owned(),
+                });
+            }
+            _ => {}
+        }
+    }
+    let first = url.split_whitespace().next().unwrap_or_default();
+    if let Some((key, _)) = first.split_once('=')
+        && LIBPQ_KEYWORDS.contains(&key.to_ascii_lowercase().as_str())
+    {
+        return Err(DbError::InvalidUrl(
+            "key=value connection strings are not supported; write the PostgreSQL \
+             connection as a URL: postgres://user:password@host:5432/database?sslmode=require",
+        ));
+    }
+    Ok(())
 }
 
 /// A SQLite URI filename (`file:…`): in memory if its path is `:memory:` or
@@ -334,6 +393,39 @@ mod tests {
                 parse_url(url).unwrap(),
                 Target::SqliteFile(path.into()),
                 "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_urls_without_slashes_are_refused_not_taken_for_files() {
+        for url in [
+            "postgresql:test",
+            "postgres:user:secret@host/db",
+            "PostgreSQL:db",
+            "mysql:/root@127.0.0.1/test",
+            "mariadb:root:secret@db/app",
+            "host=db user=app password=secret dbname=app",
+            "dbname=app",
+            "user=app password=secret",
+        ] {
+            match parse_url(url) {
+                Err(e @ DbError::InvalidUrl(_)) => {
+                    assert!(!e.to_string().contains("secret"), "{url}: {e}");
+                }
+                other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse_url("redis:host"),
+            Err(DbError::UnsupportedUrl { scheme }) if scheme == "redis"
+        ));
+        // Still files: names that merely contain ':' or '='.
+        for path in ["data/a=b.db", "sessions:2.db", "C:\\data\\s.db", "x=1.db"] {
+            assert_eq!(
+                parse_url(path).unwrap(),
+                Target::SqliteFile(path.into()),
+                "{path}"
             );
         }
     }
