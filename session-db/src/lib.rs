@@ -263,9 +263,13 @@
 //!   is gone ([`NotFound`](session_core::Error::NotFound)). MySQL counts
 //!   matched rather than changed rows (diesel connects with
 //!   `CLIENT_FOUND_ROWS`), so a touch that changes nothing is still found.
-//! * **A stored version of 0 or less** (never written by this crate) loads
-//!   as [`Error::Codec`](session_core::Error::Codec): version 0 means "never
-//!   stored" to session-core, and such a session could never be saved.
+//! * **A stored version of 0 or less, or of `i64::MAX`** (never written by
+//!   this crate) loads as [`Error::Codec`](session_core::Error::Codec):
+//!   version 0 means "never stored" to session-core, and the next version
+//!   after `i64::MAX` does not fit the column, so such a session could never
+//!   be saved. So does an owner that is not UTF-8 or not an owner
+//!   session-core accepts (the owner is read as bytes and checked, never
+//!   converted lossily).
 //! * **Touch** updates only `last_active_ms` and `expires_ms` of a live row.
 //! * **Rotation** is one `UPDATE` of the key column itself, compare-and-set
 //!   on the version: the old ID is dead in the same instant the new one is

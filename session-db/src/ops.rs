@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use session_core::{
     Error, OwnerLimit, OwnerLimitPolicy, RecordMeta, Rotation, SessionData, SessionHandle,
-    SessionId, SessionInfo, StorageKey, Touch, Write,
+    SessionId, SessionInfo, StorageKey, Touch, Write, is_valid_owner,
 };
 
 use crate::conn::{Conn, is_unique_violation};
@@ -40,22 +40,37 @@ pub(crate) fn load<C: Conn>(
     let data = SessionData::decode(&row.data)?;
     // Version 0 means "never stored" to session-core: a row with it would
     // load as a new session whose every save is a conflicting insert.
+    // i64::MAX: the next save's version would not fit the column.
     let version = u64::try_from(row.version)
         .ok()
-        .filter(|v| *v > 0)
+        .filter(|v| *v > 0 && row.version < i64::MAX)
         .ok_or_else(|| {
             Error::Codec(format!(
-                "stored session has version {}; versions start at 1",
+                "stored session has version {}; versions start at 1 and stay below 2^63 - 1",
                 row.version
             ))
         })?;
+    let owner = match row.owner {
+        None => None,
+        Some(bytes) => {
+            let owner = String::from_utf8(bytes)
+                .map_err(|_| Error::Codec("stored session owner is not UTF-8".to_owned()))?;
+            if !is_valid_owner(&owner) {
+                return Err(Error::Codec(
+                    "stored session owner is not a valid owner key".to_owned(),
+                )
+                .into());
+            }
+            Some(Arc::from(owner))
+        }
+    };
     let meta = RecordMeta {
         version,
         created_ms: row.created_ms,
         last_active_ms: row.last_active_ms,
         expires_ms: row.expires_ms,
         absolute_ms: row.absolute_ms,
-        owner: row.owner.map(Arc::from),
+        owner,
     };
     Ok(Some((meta, data)))
 }

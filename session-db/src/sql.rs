@@ -190,8 +190,10 @@ pub(crate) struct RecordRow {
     pub(crate) expires_ms: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub(crate) absolute_ms: Option<i64>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(crate) owner: Option<String>,
+    /// The owner's bytes, checked by `load` (a corrupt row may hold bytes
+    /// that are not UTF-8).
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub(crate) owner: Option<Vec<u8>>,
     #[diesel(sql_type = Binary)]
     pub(crate) data: Vec<u8>,
 }
@@ -302,11 +304,13 @@ const COLUMNS: &str =
 impl Statements {
     pub(crate) fn new(db: Database, table: TableName) -> Self {
         let t = db.quote(table.as_str());
+        // The owner is read as bytes and checked in Rust, so a corrupt one is
+        // a codec error for its session, never a lossy conversion (MySQL
+        // stores it as bytes already, so it compares exactly).
         let owner = match db {
-            // The owner is stored as bytes so it compares exactly (no
-            // trailing-space padding, no case folding); read it as text.
-            Database::Mysql => "CONVERT(owner USING utf8mb4)",
-            Database::Sqlite | Database::Postgres => "owner",
+            Database::Mysql => "owner",
+            Database::Sqlite => "CAST(owner AS BLOB)",
+            Database::Postgres => "convert_to(owner, 'UTF8')",
         };
         let insert = match db {
             Database::Sqlite | Database::Postgres => format!(

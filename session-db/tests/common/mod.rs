@@ -196,13 +196,15 @@ fn quoted(store: &DbSessionStore) -> String {
 
 /// Junk written straight into one row's data column makes that session a
 /// codec error, and so does a row with version 0 (which would otherwise load
-/// as a never-stored session whose every save conflicts); every other
-/// session still loads and the store keeps working.
+/// as a never-stored session whose every save conflicts), one with version
+/// `i64::MAX` (whose next save could not be stored) and an owner that is
+/// not UTF-8 (never converted lossily); every other session still loads
+/// and the store keeps working.
 pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str, table: &str) {
     let (config, _clock) = manual();
     let store = store(url, table, config).await;
     let mut sessions = Vec::new();
-    for n in 0..4 {
+    for n in 0..6 {
         let mut s = store.create().await.unwrap();
         s.set("n", n.to_string());
         s.set_owner("corrupt-test");
@@ -210,11 +212,21 @@ pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str
         sessions.push(s);
     }
     let db = store.database();
-    for (victim, set) in [
+    let mut corruptions = vec![
         (0, format!("data = {}", bytes_literal(db, b"\x00\xff"))),
         (1, format!("data = {}", bytes_literal(db, b"\x01{not json"))),
         (3, "version = 0".to_owned()),
-    ] {
+        // The next save's version would not fit the column.
+        (4, "version = 9223372036854775807".to_owned()),
+    ];
+    // An owner that is not UTF-8 (PostgreSQL's TEXT cannot hold one).
+    match db {
+        Database::Sqlite => corruptions.push((5, "owner = CAST(X'6f776eff' AS TEXT)".to_owned())),
+        Database::Mysql => corruptions.push((5, "owner = X'6f776eff'".to_owned())),
+        _ => {}
+    }
+    let owners_left = if db == Database::Postgres { 6 } else { 5 };
+    for (victim, set) in corruptions {
         let key = sessions[victim].id().storage_key().as_bytes();
         let changed = raw_exec(
             &store,
@@ -240,10 +252,10 @@ pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str
         .unwrap()
         .expect("the other session loads");
     assert_eq!(healthy.get("n"), Some("2"));
-    assert_eq!(store.len().await.unwrap(), 4);
+    assert_eq!(store.len().await.unwrap(), 6);
     assert_eq!(
         store.count_owner_sessions("corrupt-test").await.unwrap(),
-        4,
+        owners_left,
         "listing reads no data"
     );
     assert!(
