@@ -13,15 +13,45 @@ use crate::health::{Checkout, checkout};
 use crate::migrations::TableMigrations;
 use crate::sql::{Database, LockScope, Statements};
 use crate::table::{DEFAULT_TABLE_NAME, TableName};
-use crate::url::{Secrets, Target, parse_url};
+use crate::url::{Secrets, Target, parse_url, with_default_params};
 use crate::{DbError, DbSessionStore, Inner};
 
 /// Default maximum number of pooled connections.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
 
+/// Largest accepted pool size; [`DbSessionStoreBuilder::pool_size`] clamps
+/// larger values to it (r2d2 reserves room for the whole pool up front).
+pub const MAX_POOL_SIZE: u32 = 1024;
+
 /// Default time to wait for a pooled connection (and, on SQLite, for the
 /// write lock) before failing with a backend error.
 pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest accepted connection timeout; longer values are clamped to it
+/// (r2d2 adds the timeout to the current instant, which would overflow).
+pub const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The least default operation timeout: an operation whose database does not
+/// answer fails after this long, or after three times the connection timeout
+/// if that is longer (see [`DbSessionStoreBuilder::operation_timeout`]).
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest accepted operation timeout; longer values are clamped to it.
+pub const MAX_OPERATION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a starting store may wait for another process's migration
+/// (PostgreSQL and MySQL wait up to 60 s for its lock).
+const BUILD_MIGRATION_WAIT: Duration = Duration::from_secs(60);
+
+/// The operation timeout when none was set: [`DEFAULT_OPERATION_TIMEOUT`],
+/// or three times the connection timeout (a write may wait for the SQLite
+/// writer gate, a connection and a lock, each up to it) if that is longer.
+pub(crate) fn default_operation_timeout(connection_timeout: Duration) -> Duration {
+    connection_timeout
+        .saturating_mul(3)
+        .max(DEFAULT_OPERATION_TIMEOUT)
+        .min(MAX_OPERATION_TIMEOUT)
+}
 
 /// An r2d2 pool of SQLite connections.
 #[cfg(feature = "sqlite")]
@@ -259,6 +289,7 @@ pub struct DbSessionStoreBuilder {
     table: String,
     pool_size: u32,
     connection_timeout: Duration,
+    operation_timeout: Option<Duration>,
     run_migrations: bool,
 }
 
@@ -275,6 +306,7 @@ impl fmt::Debug for DbSessionStoreBuilder {
             .field("table", &self.table)
             .field("pool_size", &self.pool_size)
             .field("connection_timeout", &self.connection_timeout)
+            .field("operation_timeout", &self.operation_timeout)
             .field("run_migrations", &self.run_migrations)
             .finish()
     }
@@ -288,6 +320,7 @@ impl DbSessionStoreBuilder {
             table: DEFAULT_TABLE_NAME.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            operation_timeout: None,
             run_migrations: true,
         }
     }
@@ -308,21 +341,22 @@ impl DbSessionStoreBuilder {
         self
     }
 
-    /// The table sessions are stored in (default `sessions`). ASCII letters,
-    /// digits and `_`, not starting with a digit, at most 32 characters;
-    /// anything else makes [`build`](Self::build) fail with
-    /// [`DbError::InvalidTableName`]. Several stores may use different tables
-    /// of one database.
+    /// The table sessions are stored in (default `sessions`). Lower-case
+    /// ASCII letters, digits and `_`, not starting with a digit, at most 32
+    /// characters, not starting with `sqlite_` or `__diesel`; anything else
+    /// (also upper case, on which the databases disagree) makes
+    /// [`build`](Self::build) fail with [`DbError::InvalidTableName`].
+    /// Several stores may use different tables of one database.
     pub fn table_name(mut self, table: impl Into<String>) -> Self {
         self.table = table.into();
         self
     }
 
-    /// Maximum number of pooled connections (default 10; at least 1). Only
-    /// for a pool built from a URL; an in-memory SQLite database always uses
-    /// one.
+    /// Maximum number of pooled connections (default 10; at least 1, at
+    /// most [`MAX_POOL_SIZE`], values outside are clamped). Only for a pool
+    /// built from a URL; an in-memory SQLite database always uses one.
     pub fn pool_size(mut self, size: u32) -> Self {
-        self.pool_size = size.max(1);
+        self.pool_size = size.clamp(1, MAX_POOL_SIZE);
         self
     }
 
@@ -332,9 +366,39 @@ impl DbSessionStoreBuilder {
     /// SQLite it is also the `busy_timeout`: how long a writer waits for the
     /// write lock, after it got a connection (so a write may wait up to
     /// twice this). Only for a pool built from a URL; an existing pool keeps
-    /// its own (its connection timeout is then the lock wait).
+    /// its own (its connection timeout is then the lock wait). At least
+    /// 1 ms, at most [`MAX_CONNECTION_TIMEOUT`] (one hour); values outside
+    /// are clamped.
+    ///
+    /// For PostgreSQL it is also libpq's `connect_timeout` (in whole seconds,
+    /// at least 2), unless the URL sets one.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = timeout.max(Duration::from_millis(1));
+        self.connection_timeout = timeout.clamp(Duration::from_millis(1), MAX_CONNECTION_TIMEOUT);
+        self
+    }
+
+    /// The longest an operation waits for the database, all waits included
+    /// (writer gate, connection, locks, the statements themselves). After it
+    /// the operation fails with [`DbError::Timeout`] inside
+    /// [`session_core::Error::Backend`], also when the database stopped
+    /// answering without closing the connection (a network partition).
+    ///
+    /// Default: [`DEFAULT_OPERATION_TIMEOUT`] (15 s), or three times the
+    /// connection timeout if that is longer. At least 1 ms, at most
+    /// [`MAX_OPERATION_TIMEOUT`] (one day); values outside are clamped.
+    /// `purge_expired` applies it to each batch of deletions, not to the
+    /// whole purge. Building the store may take up to the connection
+    /// timeout, 60 s (another process's migration) and this timeout.
+    ///
+    /// A timed-out operation's outcome is unknown: a write may still commit.
+    /// Its blocking thread, and the pooled connection it uses, stay busy
+    /// until the database driver returns; see the
+    /// [crate documentation](crate#when-the-database-stops-answering) for
+    /// what bounds that on each database. For PostgreSQL this timeout is
+    /// also libpq's `tcp_user_timeout`, unless the URL sets one.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout =
+            Some(timeout.clamp(Duration::from_millis(1), MAX_OPERATION_TIMEOUT));
         self
     }
 
@@ -356,13 +420,30 @@ impl DbSessionStoreBuilder {
     /// connection can be opened within the connection timeout,
     /// [`DbError::Migration`] or [`DbError::LockTimeout`] if the table cannot
     /// be created.
+    /// [`DbError::Timeout`] if all that took longer than the connection
+    /// timeout, 60 s and the operation timeout together.
     pub async fn build(self) -> Result<DbSessionStore, DbError> {
         let table = TableName::parse(&self.table)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| DbError::NoRuntime)?;
-        runtime
-            .spawn_blocking(move || self.build_blocking(table))
-            .await
-            .map_err(|e| DbError::TaskFailed(e.to_string()))?
+        let connection_timeout = match &self.source {
+            Source::Url(_) => self.connection_timeout,
+            Source::Pool(pool) => pool.connection_timeout(),
+        };
+        let limit = connection_timeout
+            .saturating_add(BUILD_MIGRATION_WAIT)
+            .saturating_add(self.effective_operation_timeout(connection_timeout))
+            .min(MAX_OPERATION_TIMEOUT);
+        let task = runtime.spawn_blocking(move || self.build_blocking(table));
+        match tokio::time::timeout(limit, task).await {
+            Ok(joined) => joined.map_err(|e| DbError::TaskFailed(e.to_string()))?,
+            Err(_) => Err(DbError::Timeout(limit)),
+        }
+    }
+
+    /// The operation timeout, given the pool's connection timeout.
+    fn effective_operation_timeout(&self, connection_timeout: Duration) -> Duration {
+        self.operation_timeout
+            .unwrap_or_else(|| default_operation_timeout(connection_timeout))
     }
 
     fn build_blocking(self, table: TableName) -> Result<DbSessionStore, DbError> {
@@ -392,6 +473,7 @@ impl DbSessionStoreBuilder {
         Ok(DbSessionStore {
             inner: Arc::new(Inner {
                 lock_wait: pool.connection_timeout(),
+                operation_timeout: self.effective_operation_timeout(pool.connection_timeout()),
                 writer: (database == Database::Sqlite).then(|| Mutex::new(())),
                 sql,
                 pool,
@@ -403,7 +485,16 @@ impl DbSessionStoreBuilder {
     }
 
     fn open(&self, url: &str) -> Result<Opened, DbError> {
-        let target = parse_url(url)?;
+        let target = match parse_url(url)? {
+            Target::Postgres(url) => Target::Postgres(with_default_params(
+                &url,
+                &libpq_defaults(
+                    self.connection_timeout,
+                    self.effective_operation_timeout(self.connection_timeout),
+                ),
+            )),
+            other => other,
+        };
         // A SQLite path is no secret, and SQLite's errors are clearer with it.
         let secrets = match &target {
             Target::Postgres(normalized) | Target::Mysql(normalized) => {
@@ -458,6 +549,28 @@ impl DbSessionStoreBuilder {
             secrets,
         })
     }
+}
+
+/// The libpq parameters a PostgreSQL URL gets unless it sets them, so that a
+/// dead network fails the socket instead of blocking a thread forever:
+/// `connect_timeout` (the connection timeout, whole seconds, at least 2 as
+/// libpq counts), TCP keepalives (a probe after 10 s of silence, every 5 s,
+/// 3 unanswered end the connection) and `tcp_user_timeout` (sent data
+/// unacknowledged for the operation timeout ends the connection).
+fn libpq_defaults(
+    connection_timeout: Duration,
+    operation_timeout: Duration,
+) -> Vec<(&'static str, String)> {
+    let connect = connection_timeout.as_secs() + u64::from(connection_timeout.subsec_nanos() > 0);
+    let user_timeout = operation_timeout.as_millis().clamp(1, i32::MAX as u128);
+    vec![
+        ("connect_timeout", connect.max(2).to_string()),
+        ("keepalives", "1".to_owned()),
+        ("keepalives_idle", "10".to_owned()),
+        ("keepalives_interval", "5".to_owned()),
+        ("keepalives_count", "3".to_owned()),
+        ("tcp_user_timeout", user_timeout.to_string()),
+    ]
 }
 
 /// Pool settings shared by every database: `min_idle` 1 so building checks

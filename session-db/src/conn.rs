@@ -259,21 +259,41 @@ mod postgres {
         )
     }
 
-    /// `pg_advisory_xact_lock(key)`, released when the transaction ends. The
-    /// lock is all this statement waits for, so its failure with a server
-    /// error (SQLSTATE 55P03, which diesel reports as `Unknown`) is the
-    /// transaction's `lock_timeout`.
+    /// `pg_advisory_xact_lock(key)`, released when the transaction ends,
+    /// waiting at most `wait` (the transaction's `lock_timeout`): its
+    /// failure is [`DbError::LockTimeout`] if [`is_lock_timeout`] says so,
+    /// else the statement's error (a `statement_timeout` or an
+    /// administrator's cancel is not a lock timeout).
     fn xact_lock(c: &mut PgConnection, key: i64, wait: Duration) -> Result<(), DbError> {
+        let started = std::time::Instant::now();
         match c.exec(
             &Stmt::new("SELECT pg_advisory_xact_lock(?)"),
             &[Arg::Int(key)],
         ) {
             Ok(_) => Ok(()),
-            Err(DieselError::DatabaseError(DatabaseErrorKind::Unknown, _)) => {
+            Err(DieselError::DatabaseError(DatabaseErrorKind::Unknown, ref info))
+                if is_lock_timeout(info.message(), started.elapsed(), wait) =>
+            {
                 Err(DbError::LockTimeout(wait))
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether a failed lock statement hit `lock_timeout` (SQLSTATE 55P03).
+    /// diesel reports neither the SQLSTATE nor a kind for it, so: by the
+    /// server's English message ("canceling statement due to lock
+    /// timeout"), and for a translated one (`lc_messages`) by whether the
+    /// statement waited about as long as the lock timeout, which a shorter
+    /// `statement_timeout` cancel does not.
+    pub(super) fn is_lock_timeout(message: &str, waited: Duration, wait: Duration) -> bool {
+        if message.contains("lock timeout") {
+            return true;
+        }
+        if message.contains("statement timeout") || message.contains("user request") {
+            return false;
+        }
+        waited + Duration::from_millis(20) >= wait
     }
 
     impl Conn for PgConnection {
@@ -528,4 +548,37 @@ pub(crate) fn is_unique_violation(e: &diesel::result::Error) -> bool {
         e,
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod postgres_tests {
+    use std::time::Duration;
+
+    use super::postgres::is_lock_timeout;
+
+    #[test]
+    fn only_a_lock_timeout_is_a_lock_timeout() {
+        let wait = Duration::from_secs(5);
+        let early = Duration::from_millis(300);
+        for (message, waited, expected) in [
+            ("canceling statement due to lock timeout", early, true),
+            ("canceling statement due to lock timeout", wait, true),
+            ("canceling statement due to statement timeout", wait, false),
+            ("canceling statement due to statement timeout", early, false),
+            ("canceling statement due to user request", wait, false),
+            // A translated message: by how long the statement waited.
+            ("Abbruch der Anweisung wegen Zeitüberschreitung", wait, true),
+            (
+                "Abbruch der Anweisung wegen Zeitüberschreitung",
+                early,
+                false,
+            ),
+        ] {
+            assert_eq!(
+                is_lock_timeout(message, waited, wait),
+                expected,
+                "{message} after {waited:?}"
+            );
+        }
+    }
 }

@@ -76,8 +76,22 @@ pub enum DbError {
     )]
     LockTimeout(Duration),
 
+    /// The database did not answer within the store's operation timeout
+    /// ([`DbSessionStoreBuilder::operation_timeout`](crate::DbSessionStoreBuilder::operation_timeout)):
+    /// it is unreachable (for example a network partition that keeps the
+    /// connection open) or overloaded. The outcome of the operation is
+    /// unknown (a write may still commit), and its blocking thread stays busy
+    /// until the database driver gives up.
+    #[error(
+        "the database did not answer within {0:?} (the store's operation timeout); the operation \
+         may still complete in the background"
+    )]
+    Timeout(Duration),
+
     /// The store was used outside a tokio runtime; its blocking database work
-    /// runs on tokio's blocking thread pool.
+    /// runs on tokio's blocking thread pool (and its operation timeout on
+    /// tokio's timer, so the runtime needs timers enabled, as
+    /// `#[tokio::main]` and `Builder::enable_all` do).
     #[error(
         "session-db must be used inside a tokio runtime (it runs database calls with spawn_blocking)"
     )]

@@ -64,7 +64,7 @@
 //!
 //! [`DbSessionStore::connect`] takes a URL and a [`SessionConfig`] (idle and
 //! absolute timeouts, limits); [`DbSessionStore::builder`] also sets the table
-//! name, the pool size and the connection timeout.
+//! name, the pool size, the connection timeout and the operation timeout.
 //!
 //! | URL | database |
 //! |---|---|
@@ -74,7 +74,11 @@
 //! | `postgres://user:password@host:5432/app` or `postgresql://…` | PostgreSQL; every libpq parameter works (`?sslmode=require&application_name=web`) |
 //! | `mysql://user:password@host:3306/app` or `mariadb://…` | MySQL or MariaDB |
 //!
-//! Schemes are case-insensitive. In a server URL, percent-encode an `@`,
+//! Schemes are case-insensitive. A server scheme without `//`
+//! (`postgresql:app`, `mysql:/root@db/app`) and a libpq `key=value`
+//! connection string (`host=db dbname=app`) are refused with
+//! [`DbError::InvalidUrl`] rather than taken for a SQLite file name. In a
+//! server URL, percent-encode an `@`,
 //! `/`, `?`, `#` or `%` in the user name or password (`%40`, `%2F`, `%3F`,
 //! `%23`, `%25`): otherwise the drivers would take part of the password for
 //! the host, port or database (and quote it in their error messages), so
@@ -259,21 +263,28 @@
 //!   is gone ([`NotFound`](session_core::Error::NotFound)). MySQL counts
 //!   matched rather than changed rows (diesel connects with
 //!   `CLIENT_FOUND_ROWS`), so a touch that changes nothing is still found.
-//! * **A stored version of 0 or less** (never written by this crate) loads
-//!   as [`Error::Codec`](session_core::Error::Codec): version 0 means "never
-//!   stored" to session-core, and such a session could never be saved.
+//! * **A stored version of 0 or less, or of `i64::MAX`** (never written by
+//!   this crate) loads as [`Error::Codec`](session_core::Error::Codec):
+//!   version 0 means "never stored" to session-core, and the next version
+//!   after `i64::MAX` does not fit the column, so such a session could never
+//!   be saved. So does an owner that is not UTF-8 or not an owner
+//!   session-core accepts (the owner is read as bytes and checked, never
+//!   converted lossily).
 //! * **Touch** updates only `last_active_ms` and `expires_ms` of a live row.
 //! * **Rotation** is one `UPDATE` of the key column itself, compare-and-set
 //!   on the version: the old ID is dead in the same instant the new one is
 //!   live.
 //! * **`len`** counts `WHERE expires_ms > now`; **`purge_expired`** deletes
 //!   expired rows at most 1000 per statement, looping, so it never holds
-//!   long locks.
+//!   long locks (each batch is its own blocking task, bounded by the
+//!   operation timeout).
 //! * **Blocking work stays off the async executor**: every database call runs
 //!   on tokio's blocking pool (`spawn_blocking`), with one pooled connection.
 //!   When every connection is busy for longer than the connection timeout,
 //!   the operation fails promptly with
-//!   [`Error::Backend`](session_core::Error::Backend) instead of hanging.
+//!   [`Error::Backend`](session_core::Error::Backend) instead of hanging,
+//!   and no operation waits longer than the operation timeout (see
+//!   [When the database stops answering](#when-the-database-stops-answering)).
 //! * **A corrupt row** fails to decode with
 //!   [`Error::Codec`](session_core::Error::Codec) for that session only.
 //!
@@ -337,6 +348,50 @@
 //!
 //! A pool given to [`DbSessionStore::from_pool`] keeps its own settings
 //! (r2d2's default is to test on checkout).
+//!
+//! # When the database stops answering
+//!
+//! A network partition may leave a connection open but silent: the driver
+//! then waits for an answer that never comes, and the connection checks
+//! above wait with it. Every operation is therefore bounded by the
+//! **operation timeout** ([`DbSessionStoreBuilder::operation_timeout`];
+//! default 15 s, or three times the connection timeout if that is longer):
+//! after it the operation fails with [`DbError::Timeout`] (inside
+//! [`Error::Backend`](session_core::Error::Backend)). `purge_expired`
+//! applies it to each batch. The timeout runs on tokio's timer, so the
+//! runtime needs timers enabled (`#[tokio::main]` and
+//! `Builder::enable_all` do).
+//!
+//! The outcome of a timed-out operation is unknown (a write may still
+//! commit), and the blocking thread that runs it, and its pooled connection,
+//! stay busy until the driver returns. What makes the driver return:
+//!
+//! * PostgreSQL: a pool built from a URL adds these libpq parameters unless
+//!   the URL sets them: `connect_timeout` (the connection timeout in whole
+//!   seconds, at least 2), `keepalives=1`, `keepalives_idle=10`,
+//!   `keepalives_interval=5`, `keepalives_count=3` and `tcp_user_timeout`
+//!   (the operation timeout in milliseconds). So a dead peer fails the
+//!   socket within about the operation timeout (or 25 s of silence), and the
+//!   thread is freed. `tcp_user_timeout` needs libpq 12 or later; these
+//!   parameters apply to TCP only, not to Unix sockets. A pool given to
+//!   [`DbSessionStore::from_pool`] uses its own connection string: add them
+//!   there.
+//! * MySQL/MariaDB: diesel exposes none of libmysqlclient's timeouts
+//!   (`MYSQL_OPT_READ_TIMEOUT`, `MYSQL_OPT_WRITE_TIMEOUT`,
+//!   `MYSQL_OPT_CONNECT_TIMEOUT`), so a thread waiting on a silent server is
+//!   freed only when the operating system gives up on the socket: for unsent
+//!   data after TCP's retransmissions (`net.ipv4.tcp_retries2`, about 15
+//!   minutes by default on Linux), for an answer through TCP keepalive, which
+//!   libmysqlclient turns on (`net.ipv4.tcp_keepalive_time`, two hours by
+//!   default). Lower those settings on the application's hosts if threads
+//!   must be freed sooner; the operation timeout bounds what callers wait
+//!   either way.
+//! * SQLite: the database is local; only a stuck file system can stall it.
+//!
+//! Each stalled operation holds one thread of tokio's blocking pool (512 by
+//! default) and one pooled connection. Once every connection is stalled,
+//! further operations fail after the connection timeout without taking a
+//! thread for long.
 //!
 //! # SQLite tuning
 //!
@@ -421,7 +476,10 @@ use session_core::{
 pub use builder::MysqlPool;
 #[cfg(feature = "postgres")]
 pub use builder::PgPool;
-pub use builder::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_POOL_SIZE, DbPool, DbSessionStoreBuilder};
+pub use builder::{
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_POOL_SIZE, DbPool,
+    DbSessionStoreBuilder, MAX_CONNECTION_TIMEOUT, MAX_OPERATION_TIMEOUT, MAX_POOL_SIZE,
+};
 #[cfg(feature = "sqlite")]
 pub use builder::{SqlitePool, SqliteTuning};
 /// The diesel this crate is built on, for naming pool and connection types
@@ -454,6 +512,8 @@ pub(crate) struct Inner {
     config: SessionConfig,
     /// How long to wait for a per-owner lock (the pool's connection timeout).
     lock_wait: Duration,
+    /// How long an operation may wait for its blocking task.
+    operation_timeout: Duration,
     /// SQLite only: held by this store's one writer at a time. SQLite
     /// admits one writer per database; without the gate, concurrent writes
     /// of one process all take connections and meet in SQLite's busy
@@ -557,7 +617,9 @@ impl DbSessionStore {
         .await
     }
 
-    /// Run `f` on a blocking thread inside a `session_db` span.
+    /// Run `f` on a blocking thread inside a `session_db` span, waiting for
+    /// it at most the operation timeout ([`DbError::Timeout`] after that; the
+    /// thread finishes on its own).
     async fn run<T, F>(&self, op: &'static str, key: Option<&StorageKey>, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -570,15 +632,15 @@ impl DbSessionStore {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| DbError::NoRuntime)?;
         let inner = Arc::clone(&self.inner);
         let task_span = span.clone();
-        let joined = runtime
-            .spawn_blocking(move || {
-                let _entered = task_span.enter();
-                f(&inner)
-            })
-            .await;
-        let result = match joined {
-            Ok(result) => result.map_err(session_core::Error::from),
-            Err(e) => Err(DbError::TaskFailed(e.to_string()).into()),
+        let task = runtime.spawn_blocking(move || {
+            let _entered = task_span.enter();
+            f(&inner)
+        });
+        let timeout = self.inner.operation_timeout;
+        let result = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result.map_err(session_core::Error::from),
+            Ok(Err(e)) => Err(DbError::TaskFailed(e.to_string()).into()),
+            Err(_) => Err(DbError::Timeout(timeout).into()),
         };
         if let Err(session_core::Error::Backend(e)) = &result {
             span.in_scope(|| tracing::warn!(error = %e, "session storage failed"));
@@ -719,11 +781,20 @@ impl SessionStore for DbSessionStore {
 
     async fn purge_expired(&self) -> Result<u64> {
         let now = self.now();
-        let purged = self
-            .run("purge_expired", None, move |inner| {
-                with_conn!(inner, |c, sql| ops::purge(c, sql, now))
-            })
-            .await?;
+        // One blocking task per batch, so the operation timeout bounds each
+        // batch rather than the whole purge.
+        let mut purged = 0u64;
+        loop {
+            let removed = self
+                .run("purge_expired", None, move |inner| {
+                    with_conn!(inner, |c, sql| ops::purge_batch(c, sql, now))
+                })
+                .await?;
+            purged += removed as u64;
+            if removed < sql::PURGE_BATCH {
+                break;
+            }
+        }
         if purged > 0 {
             tracing::debug!(purged, "purged expired sessions");
         }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use session_core::{
     Error, OwnerLimit, OwnerLimitPolicy, RecordMeta, Rotation, SessionData, SessionHandle,
-    SessionId, SessionInfo, StorageKey, Touch, Write,
+    SessionId, SessionInfo, StorageKey, Touch, Write, is_valid_owner,
 };
 
 use crate::conn::{Conn, is_unique_violation};
 use crate::error::OpError;
-use crate::sql::{Arg, OwnerRow, PURGE_BATCH, Statements};
+use crate::sql::{Arg, OwnerRow, Statements};
 
 /// What a write needs besides the statements: the per-owner limit and how
 /// long to wait for an owner's lock.
@@ -40,22 +40,37 @@ pub(crate) fn load<C: Conn>(
     let data = SessionData::decode(&row.data)?;
     // Version 0 means "never stored" to session-core: a row with it would
     // load as a new session whose every save is a conflicting insert.
+    // i64::MAX: the next save's version would not fit the column.
     let version = u64::try_from(row.version)
         .ok()
-        .filter(|v| *v > 0)
+        .filter(|v| *v > 0 && row.version < i64::MAX)
         .ok_or_else(|| {
             Error::Codec(format!(
-                "stored session has version {}; versions start at 1",
+                "stored session has version {}; versions start at 1 and stay below 2^63 - 1",
                 row.version
             ))
         })?;
+    let owner = match row.owner {
+        None => None,
+        Some(bytes) => {
+            let owner = String::from_utf8(bytes)
+                .map_err(|_| Error::Codec("stored session owner is not UTF-8".to_owned()))?;
+            if !is_valid_owner(&owner) {
+                return Err(Error::Codec(
+                    "stored session owner is not a valid owner key".to_owned(),
+                )
+                .into());
+            }
+            Some(Arc::from(owner))
+        }
+    };
     let meta = RecordMeta {
         version,
         created_ms: row.created_ms,
         last_active_ms: row.last_active_ms,
         expires_ms: row.expires_ms,
         absolute_ms: row.absolute_ms,
-        owner: row.owner.map(Arc::from),
+        owner,
     };
     Ok(Some((meta, data)))
 }
@@ -116,25 +131,20 @@ fn limited(limits: Limits, w: &Write) -> Option<(OwnerLimit, &str)> {
 }
 
 /// Enforce the per-owner limit for a write binding a session to `owner`,
-/// under the owner's lock. A session already bound to `owner` is not a new
-/// one; the session being written is never counted twice.
+/// under the owner's lock. `written`: the key the session being written is
+/// stored under, which is never counted among the owner's other sessions.
 fn admit<C: Conn>(
     c: &mut C,
     sql: &Statements,
     limit: OwnerLimit,
     owner: &str,
-    current: Option<&StorageKey>,
+    written: Option<&StorageKey>,
     now: i64,
 ) -> Result<(), OpError> {
-    if let Some(key) = current
-        && is_bound(c, sql, key, owner, now)?
-    {
-        return Ok(());
-    }
     let others: Vec<OwnerRow> = c
         .owner_rows(&sql.owner_list, &[Arg::Text(owner), Arg::Int(now)])?
         .into_iter()
-        .filter(|row| current.is_none_or(|key| row.id_hash.as_slice() != key.as_bytes()))
+        .filter(|row| written.is_none_or(|key| row.id_hash.as_slice() != key.as_bytes()))
         .collect();
     let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
     let excess = (others.len() + 1).saturating_sub(max);
@@ -191,9 +201,11 @@ fn insert_new<C: Conn>(
     };
     match limited(limits, w) {
         None => c.write(|c| insert(c, false)),
+        // Insert first: a taken key is a Conflict whatever the owner's count;
+        // a refusal by the limit rolls the insert back.
         Some((limit, owner)) => c.owner_locked(sql, owner, limits.lock_wait, |c| {
-            admit(c, sql, limit, owner, None, w.now_ms)?;
-            insert(c, true)
+            insert(c, true)?;
+            admit(c, sql, limit, owner, Some(&w.key), w.now_ms)
         }),
     }
 }
@@ -208,13 +220,22 @@ fn insert_new<C: Conn>(
 /// of a signed-in user's session succeed there, without the lock. If it
 /// misses and the session is live and bound to that owner, the version moved
 /// (a conflict); otherwise it is a new binding (or a session that is gone),
-/// written under the lock.
+/// written under the lock. There the session itself is checked first (live,
+/// at the expected version), so a session that is gone is
+/// [`NotFound`](Error::NotFound) and a stale version a
+/// [`Conflict`](Error::Conflict) whatever the owner's count; only then is
+/// the binding admitted, and the compare-and-set still decides (the session
+/// may be destroyed while the admission waits for a row): if it misses, or
+/// the limit refuses, the transaction rolls back whatever the admission did.
+/// Checking with a read rather than writing first means the write holds no
+/// row lock of its own session while the admission waits for other rows.
 fn compare_and_set<C: Conn>(
     c: &mut C,
     sql: &Statements,
     limits: Limits,
     w: &Write,
     current: &StorageKey,
+    expected: i64,
     cas: impl Fn(&mut C, Option<&str>) -> Result<usize, OpError>,
 ) -> Result<(), OpError> {
     let now = w.now_ms;
@@ -231,6 +252,17 @@ fn compare_and_set<C: Conn>(
         return Err(Error::Conflict.into());
     }
     c.owner_locked(sql, owner, limits.lock_wait, |c| {
+        let unchanged = c.count(
+            &sql.version_live,
+            &[
+                Arg::Bytes(current.as_bytes()),
+                Arg::Int(expected),
+                Arg::Int(now),
+            ],
+        )?;
+        if unchanged == 0 {
+            return Err(missed(c, sql, current, now)?);
+        }
         admit(c, sql, limit, owner, Some(current), now)?;
         let rows = cas(c, None)?;
         hit_or_miss(c, sql, current, now, rows)
@@ -269,7 +301,7 @@ pub(crate) fn save<C: Conn>(
         // Only bound by `update_bound`.
         Arg::OptText(w.meta.owner.as_deref()),
     ];
-    compare_and_set(c, sql, limits, w, &w.key, |c, bound| {
+    compare_and_set(c, sql, limits, w, &w.key, to_i64(expected)?, |c, bound| {
         Ok(match bound {
             None => c.exec(&sql.update, &args[..8])?,
             Some(_) => c.exec(&sql.update_bound, &args)?,
@@ -314,19 +346,27 @@ pub(crate) fn rotate<C: Conn>(
         // Only bound by `rotate_bound`.
         Arg::OptText(w.meta.owner.as_deref()),
     ];
-    compare_and_set(c, sql, limits, w, &r.old_key, |c, bound| {
-        let result = match bound {
-            None => c.exec(&sql.rotate, &args[..9]),
-            Some(_) => c.exec(&sql.rotate_bound, &args),
-        };
-        match result {
-            Ok(rows) => Ok(rows),
-            // A fresh 256-bit ID that is taken: never in practice; retrying
-            // draws another.
-            Err(e) if is_unique_violation(&e) => Err(Error::Conflict.into()),
-            Err(e) => Err(e.into()),
-        }
-    })
+    compare_and_set(
+        c,
+        sql,
+        limits,
+        w,
+        &r.old_key,
+        to_i64(expected)?,
+        |c, bound| {
+            let result = match bound {
+                None => c.exec(&sql.rotate, &args[..9]),
+                Some(_) => c.exec(&sql.rotate_bound, &args),
+            };
+            match result {
+                Ok(rows) => Ok(rows),
+                // A fresh 256-bit ID that is taken: never in practice; retrying
+                // draws another.
+                Err(e) if is_unique_violation(&e) => Err(Error::Conflict.into()),
+                Err(e) => Err(e.into()),
+            }
+        },
+    )
 }
 
 /// Slide the deadlines of the live session; data and version stay.
@@ -356,17 +396,15 @@ pub(crate) fn destroy<C: Conn>(
     Ok(c.write(|c| Ok(c.exec(&sql.destroy, &args)?))? > 0)
 }
 
-/// Delete expired rows in batches of [`PURGE_BATCH`], each its own short
-/// statement (and, on SQLite, its own write transaction).
-pub(crate) fn purge<C: Conn>(c: &mut C, sql: &Statements, now: i64) -> Result<u64, OpError> {
-    let mut total = 0u64;
-    loop {
-        let removed = c.write(|c| Ok(c.exec(&sql.purge, &[Arg::Int(now)])?))?;
-        total += removed as u64;
-        if removed < PURGE_BATCH {
-            return Ok(total);
-        }
-    }
+/// Delete up to [`PURGE_BATCH`](crate::sql::PURGE_BATCH) expired rows in one short statement (on
+/// SQLite, its own write transaction); the caller loops while a batch is
+/// full.
+pub(crate) fn purge_batch<C: Conn>(
+    c: &mut C,
+    sql: &Statements,
+    now: i64,
+) -> Result<usize, OpError> {
+    c.write(|c| Ok(c.exec(&sql.purge, &[Arg::Int(now)])?))
 }
 
 fn count_to_u64(n: i64) -> u64 {

@@ -190,8 +190,10 @@ pub(crate) struct RecordRow {
     pub(crate) expires_ms: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub(crate) absolute_ms: Option<i64>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(crate) owner: Option<String>,
+    /// The owner's bytes, checked by `load` (a corrupt row may hold bytes
+    /// that are not UTF-8).
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub(crate) owner: Option<Vec<u8>>,
     #[diesel(sql_type = Binary)]
     pub(crate) data: Vec<u8>,
 }
@@ -271,6 +273,9 @@ pub(crate) struct Statements {
     pub(crate) touch: Stmt,
     /// `?key, ?now` → count of live rows under the key (0 or 1).
     pub(crate) live_count: Stmt,
+    /// `?key, ?version, ?now` → 1 if the live row under the key has that
+    /// version.
+    pub(crate) version_live: Stmt,
     /// `?key, ?now`: delete the live session.
     pub(crate) destroy: Stmt,
     /// `?now`: delete up to [`PURGE_BATCH`] expired rows.
@@ -299,11 +304,13 @@ const COLUMNS: &str =
 impl Statements {
     pub(crate) fn new(db: Database, table: TableName) -> Self {
         let t = db.quote(table.as_str());
+        // The owner is read as bytes and checked in Rust, so a corrupt one is
+        // a codec error for its session, never a lossy conversion (MySQL
+        // stores it as bytes already, so it compares exactly).
         let owner = match db {
-            // The owner is stored as bytes so it compares exactly (no
-            // trailing-space padding, no case folding); read it as text.
-            Database::Mysql => "CONVERT(owner USING utf8mb4)",
-            Database::Sqlite | Database::Postgres => "owner",
+            Database::Mysql => "owner",
+            Database::Sqlite => "CAST(owner AS BLOB)",
+            Database::Postgres => "convert_to(owner, 'UTF8')",
         };
         let insert = match db {
             Database::Sqlite | Database::Postgres => format!(
@@ -367,6 +374,9 @@ impl Statements {
             live_count: s(format!(
                 "SELECT COUNT(*) AS n FROM {t} WHERE id_hash = ? AND expires_ms > ?"
             )),
+            version_live: s(format!(
+                "SELECT COUNT(*) AS n FROM {t} WHERE id_hash = ? AND version = ? AND expires_ms > ?"
+            )),
             destroy: s(format!(
                 "DELETE FROM {t} WHERE id_hash = ? AND expires_ms > ?"
             )),
@@ -422,6 +432,7 @@ mod tests {
                 (&s.rotate_bound, 10),
                 (&s.touch, 4),
                 (&s.live_count, 2),
+                (&s.version_live, 3),
                 (&s.destroy, 2),
                 (&s.purge, 1),
                 (&s.len, 1),
@@ -440,21 +451,21 @@ mod tests {
 
     #[test]
     fn the_table_name_is_quoted_for_each_database() {
-        let table = TableName::parse("Select").unwrap();
+        let table = TableName::parse("select").unwrap();
         assert!(
             Statements::new(Database::Postgres, table.clone()).len.parts[0]
-                .contains("FROM \"Select\"")
+                .contains("FROM \"select\"")
         );
         assert!(
-            Statements::new(Database::Mysql, table.clone()).len.parts[0].contains("FROM `Select`")
+            Statements::new(Database::Mysql, table.clone()).len.parts[0].contains("FROM `select`")
         );
         assert!(
             create_table_sql(Database::Sqlite, &table)
-                .contains("\"Select_owner_idx\" ON \"Select\"")
+                .contains("\"select_owner_idx\" ON \"select\"")
         );
         assert_eq!(
             drop_table_sql(Database::Mysql, &table),
-            "DROP TABLE IF EXISTS `Select`"
+            "DROP TABLE IF EXISTS `select`"
         );
     }
 

@@ -13,10 +13,16 @@ pub const DEFAULT_TABLE_NAME: &str = "sessions";
 /// and index names (`<table>_owner_idx`) PostgreSQL's 63-byte identifiers.
 pub const MAX_TABLE_NAME_LEN: usize = 32;
 
-/// A table name that is safe to put into SQL: ASCII letters, digits and `_`,
-/// not starting with a digit, at most [`MAX_TABLE_NAME_LEN`] characters. It
-/// is always quoted in statements, so SQL keywords are fine, and case is kept
-/// exactly.
+/// A table name that is safe to put into SQL: lower-case ASCII letters,
+/// digits and `_`, not starting with a digit, at most [`MAX_TABLE_NAME_LEN`]
+/// characters. It is always quoted in statements, so SQL keywords are fine.
+///
+/// Upper case is refused because the databases disagree about it: SQLite
+/// (and MySQL on some platforms, and the case-insensitive `version` column
+/// of MySQL's `__diesel_schema_migrations`) treat `Sessions` and `sessions`
+/// as one name, PostgreSQL as two. Accepting both would let two stores
+/// share one table on one database, or find each other's migration record
+/// on another and never create their table.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct TableName(String);
 
@@ -35,12 +41,28 @@ impl TableName {
         if !(first.is_ascii_alphabetic() || first == '_') {
             return Err(invalid("it must start with an ASCII letter or '_'"));
         }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(invalid("only ASCII letters, digits and '_' are allowed"));
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(invalid(
+                "upper-case letters are not allowed (databases disagree on whether case \
+                 matters in table names); use lower case, e.g. \"user_sessions\"",
+            ));
         }
-        if name.len() >= 7 && name[..7].eq_ignore_ascii_case("sqlite_") {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(invalid(
+                "only lower-case ASCII letters, digits and '_' are allowed",
+            ));
+        }
+        if name.starts_with("sqlite_") {
             return Err(invalid(
                 "names starting with 'sqlite_' are reserved by SQLite",
+            ));
+        }
+        if name.starts_with("__diesel") {
+            return Err(invalid(
+                "names starting with '__diesel' are reserved for diesel's migration records",
             ));
         }
         Ok(Self(name.to_owned()))
@@ -72,7 +94,7 @@ mod tests {
         for ok in [
             "sessions",
             "_s",
-            "Sessions2",
+            "sessions2",
             "app_user_sessions",
             "select",
             &"a".repeat(32),
@@ -97,6 +119,10 @@ mod tests {
             "sessiöns",
             "sqlite_master",
             "SQLITE_x",
+            "Sessions",
+            "sessionS",
+            "__diesel_schema_migrations",
+            "__diesel_x",
             &"a".repeat(33),
         ] {
             assert!(
@@ -113,5 +139,11 @@ mod tests {
             err.contains("\"a-b\"") && err.contains("letters, digits"),
             "{err}"
         );
+        let err = TableName::parse("Sessions").unwrap_err().to_string();
+        assert!(err.contains("upper-case"), "{err}");
+        let err = TableName::parse("__diesel_schema_migrations")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reserved"), "{err}");
     }
 }

@@ -60,6 +60,9 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, DbError> {
     if url.starts_with("file:") {
         return Ok(sqlite_uri(url.to_owned()));
     }
+    if !url.contains("://") {
+        refuse_server_url_without_slashes(url)?;
+    }
     if let Some((scheme, rest)) = url.split_once("://") {
         let target = match scheme.to_ascii_lowercase().as_str() {
             // libpq only knows the scheme in lower case.
@@ -76,6 +79,96 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, DbError> {
         return Ok(target);
     }
     Ok(Target::SqliteFile(url.to_owned()))
+}
+
+/// `url` (a PostgreSQL URI) with each of `params` appended to its query
+/// unless the query sets that key already.
+pub(crate) fn with_default_params(url: &str, params: &[(&str, String)]) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (url, None),
+    };
+    let query = base.split_once('?').map_or("", |(_, query)| query);
+    let given: Vec<&str> = query
+        .split('&')
+        .filter_map(|param| param.split('=').next())
+        .collect();
+    let mut out = base.to_owned();
+    let mut separator = if base.contains('?') {
+        if base.ends_with(['?', '&']) { "" } else { "&" }
+    } else {
+        "?"
+    };
+    for (key, value) in params {
+        if !given.contains(key) {
+            out.push_str(separator);
+            out.push_str(key);
+            out.push('=');
+            out.push_str(value);
+            separator = "&";
+        }
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// libpq connection-string keywords: text starting `keyword=` is a
+/// `key=value` connection string, not a file name.
+const LIBPQ_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "service",
+    "sslmode",
+    "options",
+    "application_name",
+    "connect_timeout",
+];
+
+/// Refuse what would otherwise be taken for a SQLite file name but is meant
+/// for a server: a known scheme without `//` (`postgresql:test`,
+/// `mysql:/root@host/db`), or a libpq `key=value` connection string. The
+/// errors never repeat the text, which may hold a password.
+fn refuse_server_url_without_slashes(url: &str) -> Result<(), DbError> {
+    if let Some((scheme, _)) = url.split_once(':') {
+        match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => {
+                return Err(DbError::InvalidUrl(
+                    "a PostgreSQL URL needs '//' after the scheme: \
+                     postgres://user:password@host:5432/database",
+                ));
+            }
+            "mysql" | "mariadb" => {
+                return Err(DbError::InvalidUrl(
+                    "a MySQL URL needs '//' after the scheme: \
+                     mysql://user:password@host:3306/database",
+                ));
+            }
+            "redis" | "rediss" | "mongodb" | "mssql" | "sqlserver" | "http" | "https" => {
+                return Err(DbError::UnsupportedUrl {
+                    scheme: scheme.to_owned(),
+                });
+            }
+            _ => {}
+        }
+    }
+    let first = url.split_whitespace().next().unwrap_or_default();
+    if let Some((key, _)) = first.split_once('=')
+        && LIBPQ_KEYWORDS.contains(&key.to_ascii_lowercase().as_str())
+    {
+        return Err(DbError::InvalidUrl(
+            "key=value connection strings are not supported; write the PostgreSQL \
+             connection as a URL: postgres://user:password@host:5432/database?sslmode=require",
+        ));
+    }
+    Ok(())
 }
 
 /// A SQLite URI filename (`file:…`): in memory if its path is `:memory:` or
@@ -301,6 +394,54 @@ mod tests {
                 Target::SqliteFile(path.into()),
                 "{url}"
             );
+        }
+    }
+
+    #[test]
+    fn server_urls_without_slashes_are_refused_not_taken_for_files() {
+        for url in [
+            "postgresql:test",
+            "postgres:user:secret@host/db",
+            "PostgreSQL:db",
+            "mysql:/root@127.0.0.1/test",
+            "mariadb:root:secret@db/app",
+            "host=db user=app password=secret dbname=app",
+            "dbname=app",
+            "user=app password=secret",
+        ] {
+            match parse_url(url) {
+                Err(e @ DbError::InvalidUrl(_)) => {
+                    assert!(!e.to_string().contains("secret"), "{url}: {e}");
+                }
+                other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse_url("redis:host"),
+            Err(DbError::UnsupportedUrl { scheme }) if scheme == "redis"
+        ));
+        // Still files: names that merely contain ':' or '='.
+        for path in ["data/a=b.db", "sessions:2.db", "C:\\data\\s.db", "x=1.db"] {
+            assert_eq!(
+                parse_url(path).unwrap(),
+                Target::SqliteFile(path.into()),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_params_are_added_only_where_the_url_sets_none() {
+        let params = [("a", "1".to_owned()), ("b", "2".to_owned())];
+        for (url, expected) in [
+            ("postgres://h/db", "postgres://h/db?a=1&b=2"),
+            ("postgres://h/db?", "postgres://h/db?a=1&b=2"),
+            ("postgres://h/db?x=y", "postgres://h/db?x=y&a=1&b=2"),
+            ("postgres://h/db?b=9", "postgres://h/db?b=9&a=1"),
+            ("postgres://h/db?a=0&b=9", "postgres://h/db?a=0&b=9"),
+            ("postgres://h/db?ab=0", "postgres://h/db?ab=0&a=1&b=2"),
+        ] {
+            assert_eq!(with_default_params(url, &params), expected, "{url}");
         }
     }
 

@@ -248,3 +248,35 @@ async fn mysql_owner_locks_of_different_databases_do_not_contend() {
     drop((here, there));
     drop(other_db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_owner_limit_is_checked_after_the_session_itself() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::the_owner_limit_is_checked_after_the_session_itself(&url, &tables.fresh("order")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_unreasonable_builder_values_are_clamped() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::unreasonable_builder_values_are_clamped(&url, &tables.fresh("clamp")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_mysql_fails_operations_after_the_operation_timeout() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::a_silent_database_fails_operations_after_the_operation_timeout(
+        &url,
+        3306,
+        &tables.fresh("silent"),
+    )
+    .await;
+}

@@ -409,3 +409,87 @@ async fn store_recovers_after_its_connections_are_killed_and_loses_no_acknowledg
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_owner_limit_is_checked_after_the_session_itself() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::the_owner_limit_is_checked_after_the_session_itself(&url, &tables.fresh("order")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreasonable_builder_values_are_clamped() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::unreasonable_builder_values_are_clamped(&url, &tables.fresh("clamp")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_postgres_fails_operations_after_the_operation_timeout() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    common::a_silent_database_fails_operations_after_the_operation_timeout(
+        &url,
+        5432,
+        &tables.fresh("silent"),
+    )
+    .await;
+}
+
+/// A `statement_timeout` that cancels the wait for an owner's lock before
+/// the lock timeout is reported as the statement's error, not as
+/// `DbError::LockTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_while_waiting_for_the_owners_lock_is_not_a_lock_timeout() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    let table = tables.fresh("stmt");
+    let (store, clock) = common::limited_store(&url, &table, 1, Duration::from_secs(5)).await;
+    let (hasty, _) = common::limited_store(
+        &with_param(&url, "options", "-c%20statement_timeout%3D300"),
+        &table,
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut oldest = store.create().await.unwrap();
+    oldest.set_owner("alice");
+    store.save(&mut oldest).await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    let mut login = store.create().await.unwrap();
+    login.set_owner("alice");
+    let blocked = common::blocked_login(&url, &store, login, oldest.id()).await;
+
+    let mut second = hasty.create().await.unwrap();
+    second.set_owner("alice");
+    let started = Instant::now();
+    let result = hasty.save(&mut second).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cancelled early"
+    );
+    match result {
+        Err(Error::Backend(e)) => assert!(
+            matches!(
+                e.downcast_ref::<session_db::DbError>(),
+                Some(session_db::DbError::Query(_))
+            ),
+            "expected the statement's own error, got {e}"
+        ),
+        other => panic!("expected a cancelled statement, got {other:?}"),
+    }
+    drop(blocked.lock);
+    blocked
+        .task
+        .await
+        .unwrap()
+        .expect("the first login completes");
+}

@@ -624,3 +624,20 @@ async fn in_memory_sqlite_keeps_sessions_while_the_store_lives() {
         assert!(r.await.unwrap());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_owner_limit_is_checked_after_the_session_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    common::the_owner_limit_is_checked_after_the_session_itself(
+        &file_url(&dir, "s.db"),
+        "sessions",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_unreasonable_builder_values_are_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    common::unreasonable_builder_values_are_clamped(&file_url(&dir, "s.db"), "sessions").await;
+    common::unreasonable_builder_values_are_clamped("sqlite::memory:", "sessions").await;
+}

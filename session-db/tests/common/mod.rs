@@ -196,13 +196,15 @@ fn quoted(store: &DbSessionStore) -> String {
 
 /// Junk written straight into one row's data column makes that session a
 /// codec error, and so does a row with version 0 (which would otherwise load
-/// as a never-stored session whose every save conflicts); every other
-/// session still loads and the store keeps working.
+/// as a never-stored session whose every save conflicts), one with version
+/// `i64::MAX` (whose next save could not be stored) and an owner that is
+/// not UTF-8 (never converted lossily); every other session still loads
+/// and the store keeps working.
 pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str, table: &str) {
     let (config, _clock) = manual();
     let store = store(url, table, config).await;
     let mut sessions = Vec::new();
-    for n in 0..4 {
+    for n in 0..6 {
         let mut s = store.create().await.unwrap();
         s.set("n", n.to_string());
         s.set_owner("corrupt-test");
@@ -210,11 +212,21 @@ pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str
         sessions.push(s);
     }
     let db = store.database();
-    for (victim, set) in [
+    let mut corruptions = vec![
         (0, format!("data = {}", bytes_literal(db, b"\x00\xff"))),
         (1, format!("data = {}", bytes_literal(db, b"\x01{not json"))),
         (3, "version = 0".to_owned()),
-    ] {
+        // The next save's version would not fit the column.
+        (4, "version = 9223372036854775807".to_owned()),
+    ];
+    // An owner that is not UTF-8 (PostgreSQL's TEXT cannot hold one).
+    match db {
+        Database::Sqlite => corruptions.push((5, "owner = CAST(X'6f776eff' AS TEXT)".to_owned())),
+        Database::Mysql => corruptions.push((5, "owner = X'6f776eff'".to_owned())),
+        _ => {}
+    }
+    let owners_left = if db == Database::Postgres { 6 } else { 5 };
+    for (victim, set) in corruptions {
         let key = sessions[victim].id().storage_key().as_bytes();
         let changed = raw_exec(
             &store,
@@ -240,10 +252,10 @@ pub(crate) async fn corrupt_row_is_a_codec_error_for_that_session_only(url: &str
         .unwrap()
         .expect("the other session loads");
     assert_eq!(healthy.get("n"), Some("2"));
-    assert_eq!(store.len().await.unwrap(), 4);
+    assert_eq!(store.len().await.unwrap(), 6);
     assert_eq!(
         store.count_owner_sessions("corrupt-test").await.unwrap(),
-        4,
+        owners_left,
         "listing reads no data"
     );
     assert!(
@@ -797,3 +809,159 @@ mod server;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 #[allow(unused_imports)]
 pub(crate) use server::*;
+
+/// With an owner at its limit, a write that would bind a session to it is
+/// first a write of that session: one that is gone (expired, destroyed) is
+/// `NotFound` and a stale version a `Conflict`, never `TooManySessions`. A
+/// refused binding changes nothing, and a rotation that binds ends the
+/// owner's oldest other session, never the rotated one.
+pub(crate) async fn the_owner_limit_is_checked_after_the_session_itself(url: &str, table: &str) {
+    let (config, clock) = manual();
+    let refuse = store(
+        url,
+        table,
+        config
+            .clone()
+            .with_max_sessions_per_owner(2, OwnerLimitPolicy::RefuseNew),
+    )
+    .await;
+    // Saved now, expired once the clock moves past the idle timeout.
+    let mut expiring = refuse.create().await.unwrap();
+    refuse.save(&mut expiring).await.unwrap();
+    let expired = refuse.load(expiring.id()).await.unwrap().unwrap();
+    clock.advance(Duration::from_secs(1801));
+
+    let mut doomed = refuse.create().await.unwrap();
+    refuse.save(&mut doomed).await.unwrap();
+    let destroyed = refuse.load(doomed.id()).await.unwrap().unwrap();
+    assert!(refuse.destroy(doomed.id()).await.unwrap());
+
+    let mut moving = refuse.create().await.unwrap();
+    refuse.save(&mut moving).await.unwrap();
+    let stale = refuse.load(moving.id()).await.unwrap().unwrap();
+    moving.set("moved", "on");
+    refuse.save(&mut moving).await.unwrap();
+
+    for _ in 0..2 {
+        let mut s = refuse.create().await.unwrap();
+        s.set_owner("alice");
+        refuse.save(&mut s).await.unwrap();
+    }
+
+    for (what, loaded, expected) in [
+        ("an expired session", &expired, "NotFound"),
+        ("a destroyed session", &destroyed, "NotFound"),
+        ("a stale version", &stale, "Conflict"),
+    ] {
+        for rotate in [false, true] {
+            let mut s = loaded.clone();
+            s.set_owner("alice");
+            let result = if rotate {
+                refuse.cycle_id(&mut s).await
+            } else {
+                refuse.save(&mut s).await
+            };
+            let got = match &result {
+                Err(Error::NotFound) => "NotFound",
+                Err(Error::Conflict) => "Conflict",
+                _ => "other",
+            };
+            assert_eq!(
+                got, expected,
+                "binding {what} to an owner at the limit (rotate: {rotate}): {result:?}"
+            );
+        }
+    }
+    assert_eq!(refuse.count_owner_sessions("alice").await.unwrap(), 2);
+
+    // A live session of bob's refused by alice's limit keeps bob and its data.
+    let mut bobs = refuse.create().await.unwrap();
+    bobs.set_owner("bob");
+    bobs.set("k", "bob's");
+    refuse.save(&mut bobs).await.unwrap();
+    for rotate in [false, true] {
+        let mut s = refuse.load(bobs.id()).await.unwrap().unwrap();
+        s.set_owner("alice");
+        s.set("k", "alice's");
+        let result = if rotate {
+            refuse.cycle_id(&mut s).await
+        } else {
+            refuse.save(&mut s).await
+        };
+        assert!(
+            matches!(result, Err(Error::TooManySessions { limit: 2 })),
+            "rotate: {rotate}: {result:?}"
+        );
+        let kept = refuse.load(bobs.id()).await.unwrap().unwrap();
+        assert_eq!(
+            (kept.owner(), kept.get("k")),
+            (Some("bob"), Some("bob's")),
+            "the refused write was rolled back"
+        );
+    }
+    assert_eq!(refuse.count_owner_sessions("alice").await.unwrap(), 2);
+    assert_eq!(refuse.count_owner_sessions("bob").await.unwrap(), 1);
+
+    // EndOldest: the rotated session is the owner's oldest by creation, and
+    // still the one that stays.
+    let end = store(
+        url,
+        table,
+        config.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest),
+    )
+    .await;
+    let mut oldest = end.create().await.unwrap();
+    end.save(&mut oldest).await.unwrap();
+    let mut carols = Vec::new();
+    for _ in 0..2 {
+        clock.advance(Duration::from_secs(1));
+        let mut s = end.create().await.unwrap();
+        s.set_owner("carol");
+        end.save(&mut s).await.unwrap();
+        carols.push(s);
+    }
+    let mut login = end.load(oldest.id()).await.unwrap().unwrap();
+    login.set_owner("carol");
+    end.cycle_id(&mut login).await.unwrap();
+    assert_eq!(end.count_owner_sessions("carol").await.unwrap(), 2);
+    assert!(end.load(login.id()).await.unwrap().is_some(), "kept itself");
+    assert!(
+        end.load(oldest.id()).await.unwrap().is_none(),
+        "old ID dead"
+    );
+    assert!(end.load(carols[0].id()).await.unwrap().is_none(), "ended");
+    assert!(end.load(carols[1].id()).await.unwrap().is_some());
+}
+
+/// Builder values far out of range are clamped to the documented maxima
+/// instead of aborting or panicking in r2d2.
+pub(crate) async fn unreasonable_builder_values_are_clamped(url: &str, table: &str) {
+    let store = DbSessionStore::builder(url)
+        .table_name(table)
+        .pool_size(u32::MAX)
+        .connection_timeout(Duration::MAX)
+        .operation_timeout(Duration::MAX)
+        .build()
+        .await
+        .expect("build with huge values");
+    let (size, timeout) = match store.pool() {
+        #[cfg(feature = "sqlite")]
+        DbPool::Sqlite(p) => (p.max_size(), p.connection_timeout()),
+        #[cfg(feature = "postgres")]
+        DbPool::Postgres(p) => (p.max_size(), p.connection_timeout()),
+        #[cfg(feature = "mysql")]
+        DbPool::Mysql(p) => (p.max_size(), p.connection_timeout()),
+        _ => unreachable!("a database this build does not support"),
+    };
+    if !url.contains("memory") {
+        assert_eq!(size, session_db::MAX_POOL_SIZE);
+    }
+    assert_eq!(timeout, session_db::MAX_CONNECTION_TIMEOUT);
+    let mut s = store.create().await.unwrap();
+    s.set("k", "v");
+    store.save(&mut s).await.unwrap();
+    assert_eq!(
+        store.load(s.id()).await.unwrap().unwrap().get("k"),
+        Some("v")
+    );
+}

@@ -325,3 +325,164 @@ pub(crate) async fn a_login_that_cannot_get_the_owners_lock_in_time_fails_with_l
         .unwrap()
         .expect("the first login completes");
 }
+
+/// A TCP proxy in front of a database server that can go silent: while
+/// silent it keeps every connection open but forwards nothing (a network
+/// partition that closes no socket). Dropping it resumes forwarding, so
+/// operations stalled on it can finish (a tokio runtime waits for its
+/// blocking threads when it shuts down).
+pub(crate) struct SilentProxy {
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `url` with its host and port replaced by the proxy's.
+    pub(crate) url: String,
+}
+
+impl SilentProxy {
+    /// A proxy for the server of `url` (`scheme://[user@]host[:port]/…`,
+    /// `default_port` if it names none).
+    pub(crate) fn start(url: &str, default_port: u16) -> Self {
+        use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (format!("{userinfo}@"), hostport),
+            None => (String::new(), authority),
+        };
+        let hostport = if hostport.contains(':') {
+            hostport.to_owned()
+        } else {
+            format!("{hostport}:{default_port}")
+        };
+        let upstream = hostport.to_socket_addrs().unwrap().next().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = Arc::new(AtomicBool::new(false));
+
+        fn pump(mut from: TcpStream, mut to: TcpStream, silent: Arc<AtomicBool>) {
+            use std::io::{Read, Write};
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                while silent.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        }
+
+        let accepting = Arc::clone(&silent);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (a, b) = (Arc::clone(&accepting), Arc::clone(&accepting));
+                std::thread::spawn(move || pump(client, server, a));
+                std::thread::spawn(move || pump(s2, c2, b));
+            }
+        });
+        Self {
+            silent,
+            url: format!("{scheme}://{userinfo}127.0.0.1:{port}{path}"),
+        }
+    }
+
+    /// Stop (`true`) or resume (`false`) forwarding.
+    pub(crate) fn set_silent(&self, silent: bool) {
+        self.silent
+            .store(silent, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        self.set_silent(false);
+    }
+}
+
+/// Through a proxy that goes silent (connections stay open, nothing is
+/// forwarded), every operation fails with `DbError::Timeout` after about
+/// the operation timeout instead of hanging, `purge_expired` too; once the
+/// network is back, the same store works again.
+pub(crate) async fn a_silent_database_fails_operations_after_the_operation_timeout(
+    url: &str,
+    default_port: u16,
+    table: &str,
+) {
+    const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+    let proxy = SilentProxy::start(url, default_port);
+    let store = DbSessionStore::builder(proxy.url.clone())
+        .table_name(table)
+        .pool_size(3)
+        .connection_timeout(Duration::from_secs(1))
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+        .await
+        .expect("build through the proxy");
+    let mut saved = store.create().await.unwrap();
+    saved.set("k", "v");
+    store.save(&mut saved).await.unwrap();
+
+    proxy.set_silent(true);
+    // Past the 500 ms in which a PostgreSQL connection is used unchecked.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut fresh = store.create().await.unwrap();
+    fresh.set("k", "v");
+    for op in ["load", "save", "purge_expired", "len"] {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(15), async {
+            match op {
+                "load" => store.load(saved.id()).await.map(drop),
+                "save" => store.save(&mut fresh.clone()).await,
+                "purge_expired" => store.purge_expired().await.map(drop),
+                _ => store.len().await.map(drop),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{op} still hangs after 15 s"));
+        let took = started.elapsed();
+        match &result {
+            Err(Error::Backend(e)) => assert!(
+                matches!(
+                    e.downcast_ref::<DbError>(),
+                    Some(DbError::Timeout(t)) if *t == OPERATION_TIMEOUT
+                ) || matches!(e.downcast_ref::<DbError>(), Some(DbError::Pool(_))),
+                "{op}: expected a timeout, got {e}"
+            ),
+            other => panic!("{op} on a silent database: {other:?}"),
+        }
+        assert!(
+            took < OPERATION_TIMEOUT + Duration::from_millis(800),
+            "{op} failed promptly: {took:?}"
+        );
+        println!("{op}: {result:?} after {took:?}");
+    }
+
+    proxy.set_silent(false);
+    let started = std::time::Instant::now();
+    loop {
+        match store.load(saved.id()).await {
+            Ok(found) => {
+                assert_eq!(found.unwrap().get("k"), Some("v"));
+                break;
+            }
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the store did not recover: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
