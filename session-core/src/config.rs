@@ -52,7 +52,14 @@ impl ManualClock {
 
     /// Move the clock forward.
     pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(duration_ms(by), Ordering::SeqCst);
+        let by = duration_ms(by);
+        // Saturating: a huge step parks the clock at the end of time rather
+        // than wrapping it to a negative one.
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_add(by))
+            });
     }
 
     /// Set the clock to a point in time.

@@ -99,9 +99,13 @@ impl Error {
         Self::Backend(msg.into().into())
     }
 
-    /// Whether retrying the same operation later may succeed (a conflict or a
-    /// backend failure), as opposed to an answer that will not change.
+    /// Whether retrying the same operation later may succeed (a conflict, a
+    /// backend failure, or a full store, which makes room as sessions
+    /// expire), as opposed to an answer that will not change.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Conflict | Self::Backend(_))
+        matches!(
+            self,
+            Self::Conflict | Self::Backend(_) | Self::Capacity { .. }
+        )
     }
 }

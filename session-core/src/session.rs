@@ -269,7 +269,7 @@ impl Session {
     /// [`Error::TooLarge`] if the encoded data exceeds the configured limit;
     /// [`Error::InvalidInput`] if the owner key is empty or too long;
     /// [`Error::Codec`] if the loaded version is `u64::MAX` (only a corrupt
-    /// record holds one); [`Error::NotFound`] if a stored session's absolute
+    /// record holds one); [`Error::NotFound`] if the session's absolute
     /// deadline has passed.
     pub fn prepare_write(&self, config: &SessionConfig) -> Result<Write> {
         self.prepare_write_under(config, self.id.storage_key())
@@ -348,8 +348,9 @@ impl Session {
     /// their creation plus the timeout.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if a stored session's absolute deadline has
-    /// passed: it has expired, whatever its idle deadline says.
+    /// [`Error::NotFound`] if the session's absolute deadline has passed
+    /// (even before its first save): it has expired, whatever its idle
+    /// deadline says, and is neither stored nor extended.
     fn absolute_under(&self, config: &SessionConfig, now: i64) -> Result<Option<i64>> {
         let absolute = match (
             self.meta.absolute_ms,
@@ -358,7 +359,7 @@ impl Session {
             (Some(stored), Some(configured)) => Some(stored.min(configured)),
             (stored, configured) => stored.or(configured),
         };
-        if !self.is_new() && absolute.is_some_and(|at| !is_live(at, now)) {
+        if absolute.is_some_and(|at| !is_live(at, now)) {
             return Err(Error::NotFound);
         }
         Ok(absolute)
@@ -639,9 +640,13 @@ impl PartialEq for SessionData {
     }
 }
 
+/// Shows the keys only: values often hold secrets (CSRF and OAuth tokens),
+/// and a `Session` in a log line or a panic message must not spill them.
 impl fmt::Debug for SessionData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.map()).finish()
+        f.debug_map()
+            .entries(self.map().keys().map(|k| (k, format_args!("<redacted>"))))
+            .finish()
     }
 }
 
@@ -827,6 +832,15 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_shows_keys_but_no_values() {
+        let mut s = session();
+        s.set("csrf", "s3cret-token");
+        let shown = format!("{s:?}");
+        assert!(shown.contains("csrf"), "{shown}");
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+    }
+
+    #[test]
     fn clones_share_data_until_written() {
         let mut a = session();
         a.set("k", "v");
@@ -906,6 +920,12 @@ mod tests {
         clock.advance(Duration::from_secs(60));
         assert!(matches!(s.prepare_write(&after), Err(Error::NotFound)));
         assert!(matches!(s.prepare_touch(&after), Err(Error::NotFound)));
+
+        // Nor does a new one whose first save comes too late: it would be
+        // stored already dead.
+        let fresh = Session::new(SessionId::generate().unwrap(), &after);
+        clock.advance(Duration::from_secs(101));
+        assert!(matches!(fresh.prepare_write(&after), Err(Error::NotFound)));
     }
 
     #[test]

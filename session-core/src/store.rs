@@ -226,6 +226,9 @@ pub trait SessionStoreExt: SessionStore {
     /// nothing is written.
     ///
     /// `change` may run several times, so it must only change the session.
+    /// Whatever it changed is saved, even if what it returns is an error:
+    /// for a change that can fail part-way, use
+    /// [`try_update`](SessionStoreExt::try_update).
     ///
     /// ```
     /// # use session_core::{SessionStore, SessionStoreExt, SessionId};
@@ -247,35 +250,97 @@ pub trait SessionStoreExt: SessionStore {
     where
         F: FnMut(&mut Session) -> R + Send,
         R: Send;
+
+    /// As [`update`](SessionStoreExt::update), for a change that can fail:
+    /// when `change` returns `Err`, nothing is saved (whatever it changed
+    /// before failing is dropped with the loaded copy) and its error comes
+    /// back as `Ok(Err(e))`; the outer `Result` is the store's.
+    ///
+    /// ```
+    /// # use session_core::{SessionStore, SessionStoreExt, SessionId};
+    /// # async fn demo(store: &dyn SessionStore, id: &SessionId) -> session_core::Result<()> {
+    /// let paid = store
+    ///     .try_update(id, |s| {
+    ///         let balance: u64 = s.get_as("balance").ok().flatten().unwrap_or(0);
+    ///         s.insert("last_payment", "pending").map_err(|e| e.to_string())?;
+    ///         let left = balance.checked_sub(30).ok_or("insufficient balance")?;
+    ///         s.insert("balance", &left).map_err(|e| e.to_string())?;
+    ///         Ok::<_, String>(left)
+    ///     })
+    ///     .await?;
+    /// // On "insufficient balance", "last_payment" was not saved either.
+    /// # let _ = paid; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`update`](SessionStoreExt::update).
+    fn try_update<F, T, E>(
+        &self,
+        id: &SessionId,
+        change: F,
+    ) -> impl Future<Output = Result<std::result::Result<T, E>>> + Send
+    where
+        F: FnMut(&mut Session) -> std::result::Result<T, E> + Send,
+        T: Send,
+        E: Send;
 }
 
 impl<S: SessionStore + ?Sized> SessionStoreExt for S {
-    async fn update<F, R>(&self, id: &SessionId, mut change: F) -> Result<R>
+    async fn update<F, R>(&self, id: &SessionId, change: F) -> Result<R>
     where
         F: FnMut(&mut Session) -> R + Send,
         R: Send,
     {
-        for attempt in 0..UPDATE_ATTEMPTS {
-            let mut session = self.load(id).await?.ok_or(Error::NotFound)?;
-            let result = change(&mut session);
-            if !session.is_modified() {
-                return Ok(result);
-            }
-            match self.save(&mut session).await {
-                Ok(()) => return Ok(result),
-                Err(Error::Conflict) => {
-                    // Step aside so the writer that won can finish; more so
-                    // the longer this keeps losing, with jitter so losers do
-                    // not retry in lock-step.
-                    for _ in 0..backoff_yields(attempt) {
-                        YieldNow(false).await;
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::Conflict)
+        read_modify_write(self, id, change, |_| true).await
     }
+
+    async fn try_update<F, T, E>(
+        &self,
+        id: &SessionId,
+        change: F,
+    ) -> Result<std::result::Result<T, E>>
+    where
+        F: FnMut(&mut Session) -> std::result::Result<T, E> + Send,
+        T: Send,
+        E: Send,
+    {
+        read_modify_write(self, id, change, std::result::Result::is_ok).await
+    }
+}
+
+/// Load, apply `change`, and save if `keep` accepts what it returned and
+/// it modified the session; on a conflict, start over.
+async fn read_modify_write<S, F, R>(
+    store: &S,
+    id: &SessionId,
+    mut change: F,
+    keep: fn(&R) -> bool,
+) -> Result<R>
+where
+    S: SessionStore + ?Sized,
+    F: FnMut(&mut Session) -> R + Send,
+    R: Send,
+{
+    for attempt in 0..UPDATE_ATTEMPTS {
+        let mut session = store.load(id).await?.ok_or(Error::NotFound)?;
+        let result = change(&mut session);
+        if !keep(&result) || !session.is_modified() {
+            return Ok(result);
+        }
+        match store.save(&mut session).await {
+            Ok(()) => return Ok(result),
+            Err(Error::Conflict) => {
+                // Step aside so the writer that won can finish; more so the
+                // longer this keeps losing, with jitter so losers do not
+                // retry in lock-step.
+                for _ in 0..backoff_yields(attempt) {
+                    YieldNow(false).await;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict)
 }
 
 fn backoff_yields(attempt: u32) -> u32 {

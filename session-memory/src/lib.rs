@@ -893,6 +893,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn try_update_saves_nothing_when_the_change_fails() {
+        use session_core::SessionStoreExt as _;
+        let store = MemoryStore::new(60);
+        let mut s = store.create().await.unwrap();
+        s.set("balance", "10");
+        store.save(&mut s).await.unwrap();
+        let failed: std::result::Result<(), &str> = store
+            .try_update(s.id(), |s| {
+                s.set("balance", "0");
+                Err("step two failed")
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed, Err("step two failed"));
+        let stored = store.load(s.id()).await.unwrap().unwrap();
+        assert_eq!(stored.get("balance"), Some("10"));
+        assert_eq!(stored.version(), 1, "nothing was written");
+
+        let done: std::result::Result<u8, &str> = store
+            .try_update(s.id(), |s| {
+                s.set("balance", "7");
+                Ok(7)
+            })
+            .await
+            .unwrap();
+        assert_eq!(done, Ok(7));
+        let stored = store.load(s.id()).await.unwrap().unwrap();
+        assert_eq!(stored.get("balance"), Some("7"));
+    }
+
+    #[tokio::test]
     async fn a_save_into_a_full_store_purges_only_until_there_is_room() {
         let clock = ManualClock::new();
         let store = store_with(&clock, |b| b.max_sessions(2000, CapacityPolicy::RejectNew));
