@@ -36,7 +36,7 @@ const LONGEST_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 const LONGEST_OWNER_LOCK_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default bound on opening a connection (TCP, TLS, `AUTH`, cluster discovery).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default lifetime of a per-owner login lock (see
+/// Default lifetime of a per-owner lock (see
 /// [`RedisSessionStoreBuilder::owner_lock_ttl`]).
 pub const DEFAULT_OWNER_LOCK_TTL: Duration = Duration::from_secs(10);
 
@@ -240,22 +240,24 @@ impl RedisSessionStoreBuilder {
         self
     }
 
-    /// How long a per-owner login lock lives if its holder never releases it
-    /// (default 10 s). Only logins under a per-owner limit take the lock.
-    /// It is raised to at least four command timeouts, so a login's writes
-    /// fit in it; a login that finds less than two command timeouts of its
-    /// lease left before its write fails with `Error::Backend` instead of
-    /// writing outside the lease. At most a day.
+    /// How long a per-owner lock lives if its holder never releases it
+    /// (default 10 s). Logins under a per-owner limit, rotations of sessions
+    /// already bound to an owner, and
+    /// [`destroy_owner_sessions`](session_core::SessionStore::destroy_owner_sessions)
+    /// take the lock. It is raised to at least four command timeouts, so a
+    /// holder's writes fit in it; a holder that finds less than two command
+    /// timeouts of its lease left before its writes fails with
+    /// `Error::Backend` instead of writing outside the lease. At most a day.
     #[must_use]
     pub fn owner_lock_ttl(mut self, ttl: Duration) -> Self {
         self.lock_ttl = ttl.clamp(Duration::from_millis(10), LONGEST_OWNER_LOCK_TTL);
         self
     }
 
-    /// How long a login under a per-owner limit waits for another login of
-    /// the same owner to finish before failing with `Error::Backend`
-    /// (default: the lock TTL, so a crashed holder never blocks logins for
-    /// good).
+    /// How long an operation that takes an owner's lock (see
+    /// [`owner_lock_ttl`](Self::owner_lock_ttl)) waits for another holder to
+    /// finish before failing with `Error::Backend` (default: the lock TTL,
+    /// so a crashed holder never blocks the owner for good).
     #[must_use]
     pub fn owner_lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = Some(wait);

@@ -789,7 +789,7 @@ impl Inner {
                     None => {
                         lock.client = None; // every attempt was answered: nothing to release
                         Error::backend_msg(format!(
-                            "session-redis: another login of this owner held its lock for over {:?}; try again",
+                            "session-redis: another login, rotation or revocation of this owner's sessions held its lock for over {:?}; try again",
                             self.lock_wait
                         ))
                     }
@@ -819,7 +819,7 @@ impl Inner {
         }
     }
 
-    /// Refuse to send a write under `lock` unless it reaches Redis within
+    /// Refuse to send writes under `lock` unless they reach Redis within
     /// the lease: a script call takes at most two command timeouts
     /// (`EVALSHA`, then `EVAL`), and fred never sends a command after its
     /// timeout.
@@ -829,7 +829,7 @@ impl Inner {
             Ok(())
         } else {
             Err(Error::backend_msg(
-                "session-redis: Redis is too slow to finish this login within the owner lock's lease; try again",
+                "session-redis: Redis is too slow to finish this within the owner lock's lease; try again",
             ))
         }
     }
@@ -860,6 +860,16 @@ impl Inner {
 
     /// Store `session` bound to `owner` with a write that may bind it newly
     /// (a login): a save, or with `new_id` a rotation.
+    ///
+    /// Two kinds of write take the owner's lock: a new binding under a
+    /// per-owner limit (the count and the write must be one step), and a
+    /// rotation of a session already bound to the owner. A rotation moves
+    /// the session to a key claimed in the owner's index only now, which a
+    /// revocation or a count that read the index a moment earlier would
+    /// miss, while the old key it did read is gone by the time it acts on
+    /// it; under the lock, revocations and counts (which take it too) see
+    /// the session under one key or the other. Saves and touches keep their
+    /// key, so they need no lock.
     async fn bind(
         &self,
         owner: &str,
@@ -874,18 +884,21 @@ impl Inner {
         };
         let op = prepare(session)?;
         let stored = self.precheck(&op).await?;
+        let already_bound = stored.as_deref() == Some(owner);
         let limit = self.config.max_sessions_per_owner();
-        let Some(limit) = limit.filter(|_| stored.as_deref() != Some(owner)) else {
-            // No limit to keep, or the session already belongs to `owner`.
+        let moves_owned = already_bound && matches!(op, Op::Rotate(_));
+        if !moves_owned && (already_bound || limit.is_none()) {
+            // No limit to keep (or the session already belongs to `owner`),
+            // and no key of the owner's moves.
             self.claim_and_write(owner, &op).await?;
             op.commit(session);
             return Ok(());
-        };
+        }
         let lock = self.lock(owner).await?;
         let result = async {
             // Dated now, after the lock wait, and checked again under the lock.
             let op = prepare(session)?;
-            self.bind_limited(owner, op, limit, &lock).await
+            self.bind_locked(owner, op, limit, &lock).await
         }
         .await;
         self.unlock(lock).await;
@@ -893,21 +906,21 @@ impl Inner {
         Ok(())
     }
 
-    /// The part of [`bind`](Self::bind) under the owner's lock.
-    async fn bind_limited(
+    /// The part of [`bind`](Self::bind) under the owner's lock: the limit
+    /// (if any) applies only if the write binds the session newly.
+    async fn bind_locked(
         &self,
         owner: &str,
         op: Op,
-        limit: OwnerLimit,
+        limit: Option<OwnerLimit>,
         lock: &OwnerLock,
     ) -> Result<Op> {
         let stored = self.precheck(&op).await?;
-        let newly_bound = stored.as_deref() != Some(owner);
-        let end_oldest = limit.policy == OwnerLimitPolicy::EndOldest;
-        let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
-        if newly_bound && !end_oldest {
+        let limit = limit.filter(|_| stored.as_deref() != Some(owner));
+        let max = |limit: OwnerLimit| usize::try_from(limit.max).unwrap_or(usize::MAX);
+        if let Some(limit) = limit.filter(|l| l.policy == OwnerLimitPolicy::RefuseNew) {
             let others = self.owner_others(owner, &op, op.write().now_ms).await?;
-            if others.len() >= max {
+            if others.len() >= max(limit) {
                 return Err(Error::TooManySessions { limit: limit.max });
             }
         }
@@ -919,9 +932,8 @@ impl Inner {
         // Only now that the write is stored: end the oldest sessions over
         // the limit. The write stands even if this fails (the next login
         // of the owner tries again).
-        if newly_bound
-            && end_oldest
-            && let Err(e) = self.end_oldest(owner, &op, max).await
+        if let Some(limit) = limit.filter(|l| l.policy == OwnerLimitPolicy::EndOldest)
+            && let Err(e) = self.end_oldest(owner, &op, max(limit), lock).await
         {
             tracing::warn!(error = %e, "could not end an owner's oldest sessions over the limit");
         }
@@ -937,12 +949,16 @@ impl Inner {
     }
 
     /// End `owner`'s oldest sessions other than the one `op` just wrote,
-    /// until `max` are left.
-    async fn end_oldest(&self, owner: &str, op: &Op, max: usize) -> Result<()> {
+    /// until `max` are left (under the owner's `lock`, so none of them is
+    /// moving to a key the listing did not see).
+    async fn end_oldest(&self, owner: &str, op: &Op, max: usize, lock: &OwnerLock) -> Result<()> {
         let now = self.now();
         let others = self.owner_others(owner, op, now).await?;
         let excess = (others.len() + 1).saturating_sub(max);
         let oldest = &others[..excess.min(others.len())];
+        if !oldest.is_empty() {
+            self.ensure_lease(lock)?;
+        }
         for result in join_all(
             oldest
                 .iter()
@@ -1194,17 +1210,35 @@ impl Inner {
     }
 
     async fn destroy_owner_sessions(&self, owner: &str, keep: Option<&SessionId>) -> Result<u64> {
+        // Every session bound to `owner` is in the index (claimed before its
+        // record named the owner, and kept there while its deadline lasts).
+        // The lock keeps the owner's sessions where the index read finds
+        // them: a rotation of one takes it too. See "Owners" in the crate
+        // docs.
+        let lock = self.lock(owner).await?;
+        let result = self.destroy_owner_sessions_locked(owner, keep, &lock).await;
+        self.unlock(lock).await;
+        result
+    }
+
+    async fn destroy_owner_sessions_locked(
+        &self,
+        owner: &str,
+        keep: Option<&SessionId>,
+        lock: &OwnerLock,
+    ) -> Result<u64> {
         let now = self.now();
         let keep = keep.map(SessionId::storage_key);
-        // Every session bound to `owner` is in the index (claimed before its
-        // record named the owner, and kept there while its deadline lasts),
-        // so this needs no lock; see "Owners" in the crate docs.
         let members: Vec<StorageKey> = self
             .owner_members(owner, now)
             .await?
             .into_iter()
             .filter(|k| Some(k) != keep)
             .collect();
+        if members.is_empty() {
+            return Ok(0);
+        }
+        self.ensure_lease(lock)?;
         let mut ended = 0;
         for result in join_all(
             members
