@@ -168,7 +168,12 @@
 //! the key expires at the end of 9999. Each index key
 //! expires no earlier than its latest entry (writes only ever raise its
 //! expiry; a purge sets it to its latest entry's), and receipts after 15
-//! seconds. Nothing is left behind without a purge.
+//! seconds. An index entry outlives its record until something removes
+//! it: every write that adds an entry to a bucket index (a first save, a
+//! rotation) also removes up to two entries whose deadline has passed and
+//! whose record Redis has already expired, so while traffic keeps an index
+//! alive it holds about its live sessions, not every session it ever
+//! held. Nothing is left behind without a purge.
 //! [`len`](session_core::SessionStore::len) is one `ZCOUNT` per bucket,
 //! pipelined: its cost depends on the bucket count, not on how many keys
 //! the database holds.

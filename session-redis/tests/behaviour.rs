@@ -479,6 +479,53 @@ async fn purge_removes_expired_records_and_leaves_no_key_behind(url: &str) {
     env.cleanup().await;
 }
 
+/// Entries in a bucket's index, whatever their deadline.
+async fn index_entries(env: &Env) -> usize {
+    let index = env.key_ending(":idx").await;
+    let n = common::raw(&env.pool, "ZCARD", vec![index.as_str().into()]).await;
+    usize::try_from(n.as_i64().unwrap()).unwrap()
+}
+
+async fn bucket_indexes_stay_bounded_without_a_purge(url: &str) {
+    // The real clock, so Redis expires the records by itself; one bucket,
+    // so every session lands in the same index.
+    const SESSIONS: usize = 400;
+    let env = Env::with_config(
+        url,
+        |_| SessionConfig::new(Duration::from_millis(150)),
+        |b| b.buckets(1),
+    )
+    .await;
+    for _ in 0..SESSIONS {
+        env.saved(None).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let entries = index_entries(&env).await;
+    let live = usize::try_from(env.store.len().await.unwrap()).unwrap();
+    // Each session lives 150 ms, so a few dozen are live at a time; every
+    // first save drops up to two entries of sessions Redis has expired, so
+    // the rest is a small backlog, not the hundreds of sessions gone by.
+    assert!(
+        entries <= live + SESSIONS / 8 && entries < SESSIONS / 2,
+        "{entries} index entries for {live} live sessions after {SESSIONS} short ones"
+    );
+    env.cleanup().await;
+}
+
+async fn an_entry_whose_record_redis_still_holds_is_left_for_purge(url: &str) {
+    let env = Env::with(url, |c| c, |b| b.buckets(1)).await;
+    let _old = env.saved(None).await;
+    env.clock.advance(31 * MINUTE);
+    // Expired by the store's clock, still held by Redis (whose clock is
+    // half an hour behind here): a new session's save must not drop the
+    // old entry, which purge deletes and counts.
+    env.saved(None).await;
+    env.saved(None).await;
+    assert_eq!(env.store.purge_expired().await.unwrap(), 1);
+    assert_eq!(env.store.len().await.unwrap(), 2);
+    env.cleanup().await;
+}
+
 async fn len_counts_only_this_stores_live_sessions(url: &str) {
     let env = Env::new(url, |c| c).await;
     let other = Env::new(url, |c| c).await;
@@ -1126,6 +1173,8 @@ against!(
         a_stale_login_at_the_limit_is_refused_as_stale,
         purge_removes_expired_records_and_leaves_no_key_behind,
         purge_repairs_an_index_entry_and_the_index_expiry,
+        bucket_indexes_stay_bounded_without_a_purge,
+        an_entry_whose_record_redis_still_holds_is_left_for_purge,
         len_counts_only_this_stores_live_sessions,
         a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
         a_corrupt_or_missing_expiry_harms_no_other_session,
@@ -1151,6 +1200,8 @@ against!(
         a_stale_login_at_the_limit_is_refused_as_stale,
         purge_removes_expired_records_and_leaves_no_key_behind,
         purge_repairs_an_index_entry_and_the_index_expiry,
+        bucket_indexes_stay_bounded_without_a_purge,
+        an_entry_whose_record_redis_still_holds_is_left_for_purge,
         len_counts_only_this_stores_live_sessions,
         a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
         a_corrupt_or_missing_expiry_harms_no_other_session,
