@@ -253,6 +253,12 @@ fn token() -> Result<Bytes> {
     Ok(Bytes::copy_from_slice(&out))
 }
 
+/// The storage key an index member names, if it is one: 64 hex digits.
+fn key_of_member(member: &[u8]) -> Option<StorageKey> {
+    let text = std::str::from_utf8(member).ok()?;
+    StorageKey::from_hex(text).ok()
+}
+
 /// The first hex digits of a storage key: enough to follow one session in
 /// logs, useless as a credential.
 fn key_hint(key: &StorageKey) -> String {
@@ -697,7 +703,9 @@ impl Inner {
             kind: ZRangeKind::Exclusive,
             range: ZRangeBound::Score(now as f64),
         };
-        let members: Vec<String> = self
+        // Bytes, not strings: a member that is not a storage key (not even
+        // UTF-8) is skipped, never a reason to fail.
+        let members: Vec<Bytes> = self
             .call(self.client().zrangebyscore(
                 self.layout.owner_index(owner),
                 after_now,
@@ -706,10 +714,7 @@ impl Inner {
                 None,
             ))
             .await?;
-        Ok(members
-            .iter()
-            .filter_map(|m| StorageKey::from_hex(m).ok())
-            .collect())
+        Ok(members.iter().filter_map(|m| key_of_member(m)).collect())
     }
 
     /// `owner`'s live sessions, verified against their records, oldest first.
@@ -1093,7 +1098,7 @@ impl Inner {
         let mut removed = 0u64;
         let mut owners = Vec::new();
         loop {
-            let members: Vec<String> = self
+            let fetched: Vec<Bytes> = self
                 .call(self.client().zrangebyscore(
                     index.clone(),
                     "-inf",
@@ -1105,29 +1110,42 @@ impl Inner {
                     Some((0, PURGE_BATCH)),
                 ))
                 .await?;
-            if members.is_empty() {
-                break;
+            let full = fetched.len() as i64 >= PURGE_BATCH;
+            // A member that is not a storage key in hex names no record of
+            // this store: drop it, so it can neither fail the purge nor
+            // fill its batches for good.
+            let (members, junk): (Vec<Bytes>, Vec<Bytes>) = fetched
+                .into_iter()
+                .partition(|m| key_of_member(m).is_some());
+            if !junk.is_empty() {
+                tracing::warn!(
+                    count = junk.len(),
+                    "dropping bucket index entries that name no session"
+                );
+                let _: i64 = self.call(self.client().zrem(index.clone(), junk)).await?;
             }
-            let receipt = self.receipt(bucket)?;
-            let command = |head| {
-                Argv::new(head, members.len() + 2, members.len() + 2)
-                    .arg(index.clone())
-                    .args(
-                        members
-                            .iter()
-                            .map(|m| self.layout.record_hex(bucket, m.as_bytes()).into()),
-                    )
-                    .arg(receipt.key())
-                    .args(receipt.args())
-                    .arg(num(now))
-                    .args(members.iter().map(|m| Value::from(m.as_str())))
-                    .done()
-            };
-            let reply = self.eval(&self.scripts.purge, command).await?;
-            let items = as_array(&reply)?;
-            removed += items.first().and_then(Value::as_u64).unwrap_or(0);
-            owners.extend(items.iter().skip(1).filter_map(value_string));
-            if (members.len() as i64) < PURGE_BATCH {
+            if !members.is_empty() {
+                let receipt = self.receipt(bucket)?;
+                let command = |head| {
+                    Argv::new(head, members.len() + 2, members.len() + 2)
+                        .arg(index.clone())
+                        .args(
+                            members
+                                .iter()
+                                .map(|m| self.layout.record_hex(bucket, m).into()),
+                        )
+                        .arg(receipt.key())
+                        .args(receipt.args())
+                        .arg(num(now))
+                        .args(members.iter().cloned().map(Value::Bytes))
+                        .done()
+                };
+                let reply = self.eval(&self.scripts.purge, command).await?;
+                let items = as_array(&reply)?;
+                removed += items.first().and_then(Value::as_u64).unwrap_or(0);
+                owners.extend(items.iter().skip(1).filter_map(value_string));
+            }
+            if !full {
                 break;
             }
         }

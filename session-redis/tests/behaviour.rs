@@ -1106,6 +1106,53 @@ async fn owner_index_entries_are_checked_against_the_record(url: &str) {
     env.cleanup().await;
 }
 
+async fn index_members_that_name_no_session_fail_nothing(url: &str) {
+    let env = Env::with(url, |c| c, |b| b.buckets(1)).await;
+    let mine = env.saved(Some("pia")).await;
+    let other = env.saved(Some("pia")).await;
+    let (owner_index, bucket_index) =
+        (env.key_ending(":owner").await, env.key_ending(":idx").await);
+    let junk: [&[u8]; 3] = [b"\xff\xfe not utf-8", b"short", &[b'g'; 64]];
+    let far = ms(mine.expires_at()) + 60_000;
+    for member in junk {
+        for (index, score) in [(&owner_index, far), (&bucket_index, 1)] {
+            let args = vec![
+                index.as_str().into(),
+                score.into(),
+                Value::Bytes(Bytes::copy_from_slice(member)),
+            ];
+            common::raw(&env.pool, "ZADD", args).await;
+        }
+    }
+    // Far more junk than one purge batch takes, all due.
+    let mut args: Vec<Value> = vec![bucket_index.as_str().into()];
+    for i in 0..600 {
+        args.push(1.into());
+        args.push(Value::Bytes(Bytes::from(
+            format!("junk-\u{e9}-{i}\u{ff}").into_bytes(),
+        )));
+    }
+    common::raw(&env.pool, "ZADD", args).await;
+
+    assert_eq!(env.store.count_owner_sessions("pia").await.unwrap(), 2);
+    let listed = env
+        .store
+        .owner_sessions("pia", Some(mine.id()))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    env.store.destroy(other.id()).await.unwrap();
+    assert_eq!(env.store.purge_expired().await.unwrap(), 0);
+    let left = common::raw(&env.pool, "ZCARD", vec![bucket_index.as_str().into()]).await;
+    assert_eq!(left.as_i64(), Some(1), "the purge dropped the junk it met");
+    assert_eq!(
+        env.store.destroy_owner_sessions("pia", None).await.unwrap(),
+        1
+    );
+    assert!(env.store.load(mine.id()).await.unwrap().is_none());
+    env.cleanup().await;
+}
+
 async fn owner_locks_are_released_after_each_login(url: &str) {
     let env = Env::new(url, |c| {
         c.with_max_sessions_per_owner(5, OwnerLimitPolicy::RefuseNew)
@@ -1183,6 +1230,7 @@ against!(
         deadlines_at_the_end_of_time_work,
         a_clock_at_the_end_of_time_is_no_panic,
         owner_index_entries_are_checked_against_the_record,
+        index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
         builds_from_a_url_and_round_trips,
     ]
@@ -1210,6 +1258,7 @@ against!(
         deadlines_at_the_end_of_time_work,
         a_clock_at_the_end_of_time_is_no_panic,
         owner_index_entries_are_checked_against_the_record,
+        index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
         builds_from_a_url_and_round_trips,
     ]
