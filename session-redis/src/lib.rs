@@ -314,7 +314,10 @@
 //! needed, or a session rotated at that moment survive a revocation under
 //! its new ID. A login, rotation or revocation that cannot get the lock
 //! within [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait)
-//! fails with `Error::Backend` and may be retried. A refused save or touch of an
+//! fails with `Error::Backend` and may be retried; only timeouts, broken
+//! connections and replies that ask to retry (`LOADING`, `BUSY`, …) are
+//! retried within the wait, so an error Redis would only repeat (a key of
+//! another type under the lock's name) fails at once. A refused save or touch of an
 //! owned session may have raised the score of its (existing) entry, which
 //! then lasts until that later deadline.
 //!

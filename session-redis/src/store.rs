@@ -166,6 +166,31 @@ fn wrong_type(e: &FredError) -> bool {
     e.details().starts_with("WRONGTYPE")
 }
 
+/// Whether a failed lock attempt may succeed if sent again: the command
+/// may not have reached Redis (a timeout, a broken connection, a Cluster
+/// or fail-over in transition), or the server asked to be asked again. An
+/// error reply about the command or its key (`WRONGTYPE`, `ERR …`) would
+/// only come back.
+fn worth_retrying(e: &FredError) -> bool {
+    match e.kind() {
+        ErrorKind::Timeout
+        | ErrorKind::IO
+        | ErrorKind::Canceled
+        | ErrorKind::Cluster
+        | ErrorKind::Routing
+        | ErrorKind::Backpressure
+        | ErrorKind::Sentinel => true,
+        ErrorKind::Unknown => {
+            let code = e.details().split_whitespace().next().unwrap_or_default();
+            matches!(
+                code,
+                "BUSY" | "LOADING" | "TRYAGAIN" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN"
+            )
+        }
+        _ => false,
+    }
+}
+
 /// The status a script answered: a string, or the first item of an array.
 fn status(reply: &Value) -> Result<&str> {
     let first = match reply {
@@ -785,7 +810,16 @@ impl Inner {
                 Ok(_) => {}
                 // The command may have run anyway: later attempts use the
                 // same token, so they find the lock if it did.
-                Err(e) => failure = Some(self.fred_error(e)),
+                Err(e) if worth_retrying(&e) => failure = Some(self.fred_error(e)),
+                // An answer that will not change by asking again (a key of
+                // another type under the lock's name, a refused command).
+                // Dropping `lock` releases whatever an earlier attempt may
+                // have taken.
+                Err(e) => {
+                    return Err(Error::backend_msg(format!(
+                        "session-redis: Redis refused to take an owner lock: {e}"
+                    )));
+                }
             }
             if deadline.is_some_and(|d| Instant::now() + delay > d) {
                 return Err(match failure {
@@ -1429,6 +1463,41 @@ mod tests {
                 assert_eq!(id.as_str().len(), 43, "256 bits, like a generated ID");
                 assert!(seen.insert(id.as_str().to_owned()));
             }
+        }
+    }
+
+    #[test]
+    fn lock_attempts_are_repeated_only_when_asking_again_can_help() {
+        for (kind, details) in [
+            (ErrorKind::Timeout, "timed out"),
+            (ErrorKind::IO, "connection reset"),
+            (ErrorKind::Canceled, "canceled"),
+            (ErrorKind::Cluster, "CLUSTERDOWN The cluster is down"),
+            (
+                ErrorKind::Unknown,
+                "LOADING Redis is loading the dataset in memory",
+            ),
+            (ErrorKind::Unknown, "BUSY Redis is busy running a script"),
+            (
+                ErrorKind::Unknown,
+                "READONLY You can't write against a read only replica.",
+            ),
+        ] {
+            assert!(
+                worth_retrying(&FredError::new(kind.clone(), details)),
+                "{details}"
+            );
+        }
+        for (kind, details) in [
+            (
+                ErrorKind::InvalidArgument,
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+            ),
+            (ErrorKind::Unknown, "ERR Error running script"),
+            (ErrorKind::Unknown, "NOPERM this user has no permissions"),
+            (ErrorKind::InvalidCommand, "unknown command"),
+        ] {
+            assert!(!worth_retrying(&FredError::new(kind, details)), "{details}");
         }
     }
 

@@ -1153,6 +1153,38 @@ async fn index_members_that_name_no_session_fail_nothing(url: &str) {
     env.cleanup().await;
 }
 
+async fn a_lock_key_of_another_type_fails_a_login_at_once(url: &str) {
+    let env = Env::new(url, |c| {
+        c.with_max_sessions_per_owner(5, OwnerLimitPolicy::RefuseNew)
+    })
+    .await;
+    let first = env.saved(Some("quinn")).await;
+    let lock = env.key_ending(":owner").await.replace(":owner", ":lock");
+    let args = vec![lock.as_str().into(), "field".into(), "value".into()];
+    common::raw(&env.pool, "HSET", args).await;
+    let started = std::time::Instant::now();
+    let mut login = env.store.create().await.unwrap();
+    login.set_owner("quinn");
+    let err = env.store.save(&mut login).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Backend(_)) && err.to_string().contains("WRONGTYPE"),
+        "{err}"
+    );
+    let err = env
+        .store
+        .destroy_owner_sessions("quinn", None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no waiting for a lock that cannot be taken: {:?}",
+        started.elapsed()
+    );
+    assert!(env.store.load(first.id()).await.unwrap().is_some());
+    env.cleanup().await;
+}
+
 async fn owner_locks_are_released_after_each_login(url: &str) {
     let env = Env::new(url, |c| {
         c.with_max_sessions_per_owner(5, OwnerLimitPolicy::RefuseNew)
@@ -1232,6 +1264,7 @@ against!(
         owner_index_entries_are_checked_against_the_record,
         index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
     ]
 );
@@ -1260,6 +1293,7 @@ against!(
         owner_index_entries_are_checked_against_the_record,
         index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
     ]
 );
