@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fred::error::{Error as FredError, ErrorKind};
 use fred::prelude::{
-    Client, ClientLike, Config, LuaInterface, Options, Pool, ReconnectPolicy, Value,
+    Client, ClientLike, ClientState, Config, LuaInterface, Options, Pool, ReconnectPolicy, Value,
 };
 use fred::types::{ClusterHash, CustomCommand};
 use session_core::{Error, Result, SessionConfig, duration_ms};
@@ -131,7 +131,8 @@ impl RedisSessionStore {
     /// apply; the builder's [`pool_size`](RedisSessionStoreBuilder::pool_size),
     /// [`connect_timeout`](RedisSessionStoreBuilder::connect_timeout) and
     /// [`reconnect_policy`](RedisSessionStoreBuilder::reconnect_policy) are
-    /// ignored, and the store never closes the pool.
+    /// ignored, and the store never closes the pool. `build` refuses a pool
+    /// none of whose clients is connected or connecting.
     pub fn builder_from_pool(pool: Pool) -> RedisSessionStoreBuilder {
         RedisSessionStoreBuilder::new(Source::Pool(pool))
     }
@@ -269,7 +270,9 @@ impl RedisSessionStoreBuilder {
     ///
     /// # Errors
     /// [`Error::Backend`] if the URL is invalid (or needs the `tls` feature),
-    /// the key prefix contains `{` or `}`, Redis cannot be reached within
+    /// the key prefix contains `{` or `}`, a pool given to
+    /// [`builder_from_pool`](RedisSessionStore::builder_from_pool) is not
+    /// connected (never `init()`ed, or closed), Redis cannot be reached within
     /// the connect timeout, the server says it is older than Redis 7.0, or
     /// the scripts cannot be loaded. The version is asked with `HELLO`
     /// (which every ACL user may run), or `INFO` where that is refused; a
@@ -282,7 +285,21 @@ impl RedisSessionStoreBuilder {
             ));
         }
         let (pool, owns_pool) = match self.source {
-            Source::Pool(pool) => (pool, false),
+            Source::Pool(pool) => {
+                // A pool never `init()`ed would only time out on the first
+                // command: say what is wrong instead.
+                let clients = pool.clients();
+                if !clients.is_empty()
+                    && clients
+                        .iter()
+                        .all(|c| c.state() == ClientState::Disconnected)
+                {
+                    return Err(Error::backend_msg(
+                        "session-redis: the fred pool is not connected; call `pool.init().await` before `builder_from_pool` (or let the store connect: `RedisSessionStore::builder(url)`)",
+                    ));
+                }
+                (pool, false)
+            }
             Source::Url(ref url) => {
                 let config = parse_url(url)?;
                 (self.connect(config).await?, true)
@@ -584,6 +601,28 @@ mod tests {
             "took {:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_pool_that_was_never_connected_is_refused_at_once() {
+        let pool =
+            fred::types::Builder::from_config(Config::from_url("redis://127.0.0.1:1").unwrap())
+                .build_pool(2)
+                .unwrap();
+        let started = std::time::Instant::now();
+        let err = RedisSessionStore::builder_from_pool(pool)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("init()"), "{err}");
+        assert!(started.elapsed() < Duration::from_millis(500));
+        let client = fred::types::Builder::default_centralized().build().unwrap();
+        let err = RedisSessionStore::builder_from_client(client)
+            .unwrap()
+            .build()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not connected"), "{err}");
     }
 
     #[test]
