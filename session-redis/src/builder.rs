@@ -115,6 +115,9 @@ impl RedisSessionStore {
     ///   for a primary found through Sentinel (the host and `node`s are
     ///   sentinels).
     ///
+    /// The `valkey` schemes (`valkey://`, `valkeys://`, `valkey-cluster://`,
+    /// …) are taken as their `redis` twins; any other scheme is an error.
+    ///
     /// The URL is parsed by [`build`](RedisSessionStoreBuilder::build).
     pub fn builder(url: impl Into<String>) -> RedisSessionStoreBuilder {
         RedisSessionStoreBuilder::new(Source::Url(url.into()))
@@ -504,9 +507,48 @@ fn parse_version(version: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// The URL schemes a store connects with: Redis or Valkey, plain or TLS,
+/// a single node, a Cluster or a primary found through Sentinel. (fred
+/// reads any other scheme as `redis://`, so `http://host` would connect.)
+const SCHEMES: [&str; 12] = [
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "valkey",
+    "valkeys",
+    "valkey-cluster",
+    "valkeys-cluster",
+    "valkey-sentinel",
+    "valkeys-sentinel",
+];
+
 fn parse_url(url: &str) -> Result<Config> {
-    let scheme = url.split("://").next().unwrap_or_default();
-    let tls = scheme.starts_with("rediss") || scheme.starts_with("valkeys");
+    const EXPECTED: &str = "expected redis://, rediss://, redis-cluster:// or redis-sentinel:// (rediss-… for TLS; valkey… alike)";
+    let scheme = match url.split_once("://") {
+        Some((scheme, _)) if SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) => scheme,
+        // Only a scheme-like prefix is shown: anything else may hold a
+        // password.
+        Some((scheme, _))
+            if scheme.len() <= 32
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            return Err(Error::backend_msg(format!(
+                "session-redis: unsupported URL scheme {scheme}://; {EXPECTED}"
+            )));
+        }
+        _ => {
+            return Err(Error::backend_msg(format!(
+                "session-redis: invalid Redis URL; {EXPECTED}"
+            )));
+        }
+    };
+    let lower = scheme.to_ascii_lowercase();
+    let tls = lower.starts_with("rediss") || lower.starts_with("valkeys");
     if tls && !cfg!(feature = "tls") {
         return Err(Error::backend_msg(format!(
             "session-redis: {scheme}:// needs TLS; enable the `tls` feature of session-redis"
@@ -522,7 +564,7 @@ fn parse_url(url: &str) -> Result<Config> {
     // the kind of error.
     Config::from_url(url).map_err(|e| {
         Error::backend_msg(format!(
-            "session-redis: invalid Redis URL ({:?}); expected redis://, rediss://, redis-cluster:// or redis-sentinel://",
+            "session-redis: invalid Redis URL ({:?}); {EXPECTED}",
             e.kind()
         ))
     })
@@ -553,6 +595,25 @@ mod tests {
             ServerConfig::Sentinel { service_name, .. } => assert_eq!(service_name, "mymaster"),
             other => panic!("not a sentinel config: {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_redis_and_valkey_schemes_are_taken() {
+        for url in [
+            "http://127.0.0.1:6379",
+            "https://127.0.0.1:6379",
+            "unix://tmp/redis.sock",
+            "redis+unix:///tmp/redis.sock",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ] {
+            let err = parse_url(url).unwrap_err().to_string();
+            assert!(err.contains("unsupported URL scheme"), "{url}: {err}");
+            assert!(err.contains("redis://"), "{err}");
+        }
+        assert!(parse_url("REDIS://127.0.0.1:6379").is_ok());
+        assert!(parse_url("valkey://127.0.0.1:6379").is_ok());
+        let err = parse_url("user:hunter2@127.0.0.1:6379").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -111,6 +111,14 @@ impl RedisSessionStore {
 
     /// The fred pool the store sends its commands through, for health checks
     /// or metrics. Commands sent through it share the store's connections.
+    ///
+    /// A pool the store built (from a URL or a fred `Config`) is closed
+    /// (`quit`) when the last clone of the store is dropped, even if a
+    /// clone of the pool taken from here is still in use; keep the store
+    /// alive for as long as you use its pool, or build the pool yourself
+    /// and pass it to
+    /// [`builder_from_pool`](RedisSessionStore::builder_from_pool), which
+    /// never closes it.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }
