@@ -104,6 +104,8 @@ pub async fn run_conformance(factory: impl StoreFactory) {
         owner_limit_counts_a_rotated_session_once,
         owner_limit_ends_nothing_for_a_refused_write,
         unusable_owner_keys_are_refused,
+        revocation_ends_sessions_that_rotate_meanwhile,
+        owner_limit_holds_while_sessions_rotate,
     );
 }
 
@@ -1248,4 +1250,175 @@ async fn owner_limit_ends_nothing_for_a_refused_write(f: &impl StoreFactory) {
         "refused writes end no session"
     );
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+}
+
+/// Rounds of each race below. Each round races several sessions at once,
+/// so a store that lets one slip through is caught within a few rounds;
+/// a store that keeps the promise passes every time.
+const RACE_ROUNDS: usize = 16;
+/// Sessions of one owner that rotate during each round of a race.
+const RACERS: usize = 6;
+
+/// Stagger the start of one side of a race by a few scheduler turns, so the
+/// rounds meet at different points of each other's work.
+async fn stagger(round: usize) {
+    for _ in 0..round % 5 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Rotate `session` once `barrier` lets every racer go: the result and the
+/// session (under its new ID if the rotation was applied).
+fn spawn_rotation(
+    store: &Arc<dyn SessionStore>,
+    barrier: &Arc<Barrier>,
+    mut session: Session,
+) -> tokio::task::JoinHandle<(SessionId, crate::Result<()>, Session)> {
+    let (store, barrier) = (Arc::clone(store), Arc::clone(barrier));
+    tokio::spawn(async move {
+        let old = session.id().clone();
+        barrier.wait().await;
+        let result = store.cycle_id(&mut session).await;
+        (old, result, session)
+    })
+}
+
+/// "Sign out everywhere" (and "everywhere else") while the owner's sessions
+/// rotate (a login on another device, a privilege change): every one of
+/// them ends. A rotation either lands first, and the revocation ends the
+/// session under its new ID, or finds the session ended (`NotFound`).
+async fn revocation_ends_sessions_that_rotate_meanwhile(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    for round in 0..RACE_ROUNDS {
+        let owner = format!("revoked-{round}");
+        let everywhere_else = round % 2 == 1;
+        let current = c.saved_for(&owner).await;
+        let mut racers = Vec::new();
+        for _ in 0..RACERS {
+            racers.push(c.saved_for(&owner).await);
+        }
+        let barrier = Arc::new(Barrier::new(RACERS + 1));
+        let rotations: Vec<_> = racers
+            .into_iter()
+            .map(|s| spawn_rotation(&c.store, &barrier, s))
+            .collect();
+        let revocation = {
+            let (store, barrier, owner) =
+                (Arc::clone(&c.store), Arc::clone(&barrier), owner.clone());
+            let keep = everywhere_else.then(|| current.id().clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                stagger(round).await;
+                store.destroy_owner_sessions(&owner, keep.as_ref()).await
+            })
+        };
+        let ended = revocation.await.unwrap().expect("revocation");
+        for task in rotations {
+            let (old, result, session) = task.await.unwrap();
+            match result {
+                Ok(()) | Err(Error::NotFound) => {}
+                Err(e) => panic!("round {round}: a rotation racing a revocation failed: {e}"),
+            }
+            assert!(
+                c.load(&old).await.is_none() && c.load(session.id()).await.is_none(),
+                "round {round}: a session rotated while its owner was signed out everywhere survived"
+            );
+        }
+        assert_eq!(
+            ended,
+            (RACERS + usize::from(!everywhere_else)) as u64,
+            "round {round}: the revocation counts each session it ended once"
+        );
+        assert_eq!(
+            c.load(current.id()).await.is_some(),
+            everywhere_else,
+            "round {round}: only the kept session survives"
+        );
+        assert_eq!(
+            c.store.count_owner_sessions(&owner).await.unwrap(),
+            u64::from(everywhere_else),
+            "round {round}: the owner has no other session left"
+        );
+    }
+}
+
+/// A login under a per-owner limit while the owner's sessions rotate counts
+/// each of them once, under either policy: `EndOldest` leaves exactly the
+/// limit, `RefuseNew` refuses the login and ends nothing.
+async fn owner_limit_holds_while_sessions_rotate(f: &impl StoreFactory) {
+    for policy in [OwnerLimitPolicy::EndOldest, OwnerLimitPolicy::RefuseNew] {
+        let c = ctx(f, |c| c.with_max_sessions_per_owner(RACERS as u32, policy)).await;
+        for round in 0..RACE_ROUNDS {
+            let owner = format!("limited-{round}");
+            let mut racers = Vec::new();
+            for _ in 0..RACERS {
+                racers.push(c.saved_for(&owner).await);
+            }
+            let barrier = Arc::new(Barrier::new(RACERS + 1));
+            let rotations: Vec<_> = racers
+                .into_iter()
+                .map(|s| spawn_rotation(&c.store, &barrier, s))
+                .collect();
+            let login = {
+                let (store, barrier, owner) =
+                    (Arc::clone(&c.store), Arc::clone(&barrier), owner.clone());
+                tokio::spawn(async move {
+                    let mut s = store.create().await.unwrap();
+                    s.set_owner(&owner);
+                    barrier.wait().await;
+                    stagger(round).await;
+                    // Half the logins bind a new session by saving it, half
+                    // by rotating it.
+                    let result = if round % 2 == 0 {
+                        store.save(&mut s).await
+                    } else {
+                        store.cycle_id(&mut s).await
+                    };
+                    (result, s)
+                })
+            };
+            let (result, login) = login.await.unwrap();
+            let mut rotated = Vec::new();
+            for task in rotations {
+                let (_, result, session) = task.await.unwrap();
+                match (policy, result) {
+                    (_, Ok(())) => rotated.push(session),
+                    // Ended by the login before it could rotate.
+                    (OwnerLimitPolicy::EndOldest, Err(Error::NotFound)) => {}
+                    (_, Err(e)) => {
+                        panic!("round {round}, {policy:?}: a rotation racing a login failed: {e}")
+                    }
+                }
+            }
+            match (policy, result) {
+                (OwnerLimitPolicy::EndOldest, Ok(())) => {
+                    assert!(
+                        c.load(login.id()).await.is_some(),
+                        "round {round}: the login's session is stored"
+                    );
+                }
+                (OwnerLimitPolicy::RefuseNew, Err(Error::TooManySessions { .. })) => {
+                    assert_eq!(
+                        rotated.len(),
+                        RACERS,
+                        "round {round}: a refused login ends nothing"
+                    );
+                    for s in &rotated {
+                        assert!(
+                            c.load(s.id()).await.is_some(),
+                            "round {round}: a refused login ends nothing"
+                        );
+                    }
+                }
+                (_, other) => panic!(
+                    "round {round}, {policy:?}: a login over the limit while sessions rotate got {other:?}"
+                ),
+            }
+            assert_eq!(
+                c.store.count_owner_sessions(&owner).await.unwrap(),
+                RACERS as u64,
+                "round {round}, {policy:?}: the owner has exactly the limit of sessions"
+            );
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fred::error::{Error as FredError, ErrorKind};
 use fred::prelude::{
-    Client, ClientLike, Config, LuaInterface, Options, Pool, ReconnectPolicy, Value,
+    Client, ClientLike, ClientState, Config, LuaInterface, Options, Pool, ReconnectPolicy, Value,
 };
 use fred::types::{ClusterHash, CustomCommand};
 use session_core::{Error, Result, SessionConfig, duration_ms};
@@ -36,7 +36,7 @@ const LONGEST_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 const LONGEST_OWNER_LOCK_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default bound on opening a connection (TCP, TLS, `AUTH`, cluster discovery).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default lifetime of a per-owner login lock (see
+/// Default lifetime of a per-owner lock (see
 /// [`RedisSessionStoreBuilder::owner_lock_ttl`]).
 pub const DEFAULT_OWNER_LOCK_TTL: Duration = Duration::from_secs(10);
 
@@ -115,6 +115,9 @@ impl RedisSessionStore {
     ///   for a primary found through Sentinel (the host and `node`s are
     ///   sentinels).
     ///
+    /// The `valkey` schemes (`valkey://`, `valkeys://`, `valkey-cluster://`,
+    /// …) are taken as their `redis` twins; any other scheme is an error.
+    ///
     /// The URL is parsed by [`build`](RedisSessionStoreBuilder::build).
     pub fn builder(url: impl Into<String>) -> RedisSessionStoreBuilder {
         RedisSessionStoreBuilder::new(Source::Url(url.into()))
@@ -131,7 +134,8 @@ impl RedisSessionStore {
     /// apply; the builder's [`pool_size`](RedisSessionStoreBuilder::pool_size),
     /// [`connect_timeout`](RedisSessionStoreBuilder::connect_timeout) and
     /// [`reconnect_policy`](RedisSessionStoreBuilder::reconnect_policy) are
-    /// ignored, and the store never closes the pool.
+    /// ignored, and the store never closes the pool. `build` refuses a pool
+    /// none of whose clients is connected or connecting.
     pub fn builder_from_pool(pool: Pool) -> RedisSessionStoreBuilder {
         RedisSessionStoreBuilder::new(Source::Pool(pool))
     }
@@ -240,22 +244,24 @@ impl RedisSessionStoreBuilder {
         self
     }
 
-    /// How long a per-owner login lock lives if its holder never releases it
-    /// (default 10 s). Only logins under a per-owner limit take the lock.
-    /// It is raised to at least four command timeouts, so a login's writes
-    /// fit in it; a login that finds less than two command timeouts of its
-    /// lease left before its write fails with `Error::Backend` instead of
-    /// writing outside the lease. At most a day.
+    /// How long a per-owner lock lives if its holder never releases it
+    /// (default 10 s). Logins under a per-owner limit, rotations of sessions
+    /// already bound to an owner, and
+    /// [`destroy_owner_sessions`](session_core::SessionStore::destroy_owner_sessions)
+    /// take the lock. It is raised to at least four command timeouts, so a
+    /// holder's writes fit in it; a holder that finds less than two command
+    /// timeouts of its lease left before its writes fails with
+    /// `Error::Backend` instead of writing outside the lease. At most a day.
     #[must_use]
     pub fn owner_lock_ttl(mut self, ttl: Duration) -> Self {
         self.lock_ttl = ttl.clamp(Duration::from_millis(10), LONGEST_OWNER_LOCK_TTL);
         self
     }
 
-    /// How long a login under a per-owner limit waits for another login of
-    /// the same owner to finish before failing with `Error::Backend`
-    /// (default: the lock TTL, so a crashed holder never blocks logins for
-    /// good).
+    /// How long an operation that takes an owner's lock (see
+    /// [`owner_lock_ttl`](Self::owner_lock_ttl)) waits for another holder to
+    /// finish before failing with `Error::Backend` (default: the lock TTL,
+    /// so a crashed holder never blocks the owner for good).
     #[must_use]
     pub fn owner_lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = Some(wait);
@@ -267,7 +273,9 @@ impl RedisSessionStoreBuilder {
     ///
     /// # Errors
     /// [`Error::Backend`] if the URL is invalid (or needs the `tls` feature),
-    /// the key prefix contains `{` or `}`, Redis cannot be reached within
+    /// the key prefix contains `{` or `}`, a pool given to
+    /// [`builder_from_pool`](RedisSessionStore::builder_from_pool) is not
+    /// connected (never `init()`ed, or closed), Redis cannot be reached within
     /// the connect timeout, the server says it is older than Redis 7.0, or
     /// the scripts cannot be loaded. The version is asked with `HELLO`
     /// (which every ACL user may run), or `INFO` where that is refused; a
@@ -280,7 +288,21 @@ impl RedisSessionStoreBuilder {
             ));
         }
         let (pool, owns_pool) = match self.source {
-            Source::Pool(pool) => (pool, false),
+            Source::Pool(pool) => {
+                // A pool never `init()`ed would only time out on the first
+                // command: say what is wrong instead.
+                let clients = pool.clients();
+                if !clients.is_empty()
+                    && clients
+                        .iter()
+                        .all(|c| c.state() == ClientState::Disconnected)
+                {
+                    return Err(Error::backend_msg(
+                        "session-redis: the fred pool is not connected; call `pool.init().await` before `builder_from_pool` (or let the store connect: `RedisSessionStore::builder(url)`)",
+                    ));
+                }
+                (pool, false)
+            }
             Source::Url(ref url) => {
                 let config = parse_url(url)?;
                 (self.connect(config).await?, true)
@@ -485,9 +507,48 @@ fn parse_version(version: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// The URL schemes a store connects with: Redis or Valkey, plain or TLS,
+/// a single node, a Cluster or a primary found through Sentinel. (fred
+/// reads any other scheme as `redis://`, so `http://host` would connect.)
+const SCHEMES: [&str; 12] = [
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "valkey",
+    "valkeys",
+    "valkey-cluster",
+    "valkeys-cluster",
+    "valkey-sentinel",
+    "valkeys-sentinel",
+];
+
 fn parse_url(url: &str) -> Result<Config> {
-    let scheme = url.split("://").next().unwrap_or_default();
-    let tls = scheme.starts_with("rediss") || scheme.starts_with("valkeys");
+    const EXPECTED: &str = "expected redis://, rediss://, redis-cluster:// or redis-sentinel:// (rediss-… for TLS; valkey… alike)";
+    let scheme = match url.split_once("://") {
+        Some((scheme, _)) if SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) => scheme,
+        // Only a scheme-like prefix is shown: anything else may hold a
+        // password.
+        Some((scheme, _))
+            if scheme.len() <= 32
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            return Err(Error::backend_msg(format!(
+                "session-redis: unsupported URL scheme {scheme}://; {EXPECTED}"
+            )));
+        }
+        _ => {
+            return Err(Error::backend_msg(format!(
+                "session-redis: invalid Redis URL; {EXPECTED}"
+            )));
+        }
+    };
+    let lower = scheme.to_ascii_lowercase();
+    let tls = lower.starts_with("rediss") || lower.starts_with("valkeys");
     if tls && !cfg!(feature = "tls") {
         return Err(Error::backend_msg(format!(
             "session-redis: {scheme}:// needs TLS; enable the `tls` feature of session-redis"
@@ -503,7 +564,7 @@ fn parse_url(url: &str) -> Result<Config> {
     // the kind of error.
     Config::from_url(url).map_err(|e| {
         Error::backend_msg(format!(
-            "session-redis: invalid Redis URL ({:?}); expected redis://, rediss://, redis-cluster:// or redis-sentinel://",
+            "session-redis: invalid Redis URL ({:?}); {EXPECTED}",
             e.kind()
         ))
     })
@@ -534,6 +595,25 @@ mod tests {
             ServerConfig::Sentinel { service_name, .. } => assert_eq!(service_name, "mymaster"),
             other => panic!("not a sentinel config: {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_redis_and_valkey_schemes_are_taken() {
+        for url in [
+            "http://127.0.0.1:6379",
+            "https://127.0.0.1:6379",
+            "unix://tmp/redis.sock",
+            "redis+unix:///tmp/redis.sock",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ] {
+            let err = parse_url(url).unwrap_err().to_string();
+            assert!(err.contains("unsupported URL scheme"), "{url}: {err}");
+            assert!(err.contains("redis://"), "{err}");
+        }
+        assert!(parse_url("REDIS://127.0.0.1:6379").is_ok());
+        assert!(parse_url("valkey://127.0.0.1:6379").is_ok());
+        let err = parse_url("user:hunter2@127.0.0.1:6379").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]
@@ -582,6 +662,28 @@ mod tests {
             "took {:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_pool_that_was_never_connected_is_refused_at_once() {
+        let pool =
+            fred::types::Builder::from_config(Config::from_url("redis://127.0.0.1:1").unwrap())
+                .build_pool(2)
+                .unwrap();
+        let started = std::time::Instant::now();
+        let err = RedisSessionStore::builder_from_pool(pool)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("init()"), "{err}");
+        assert!(started.elapsed() < Duration::from_millis(500));
+        let client = fred::types::Builder::default_centralized().build().unwrap();
+        let err = RedisSessionStore::builder_from_client(client)
+            .unwrap()
+            .build()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not connected"), "{err}");
     }
 
     #[test]

@@ -168,7 +168,12 @@
 //! the key expires at the end of 9999. Each index key
 //! expires no earlier than its latest entry (writes only ever raise its
 //! expiry; a purge sets it to its latest entry's), and receipts after 15
-//! seconds. Nothing is left behind without a purge.
+//! seconds. An index entry outlives its record until something removes
+//! it: every write that adds an entry to a bucket index (a first save, a
+//! rotation) also removes up to two entries whose deadline has passed and
+//! whose record Redis has already expired, so while traffic keeps an index
+//! alive it holds about its live sessions, not every session it ever
+//! held. Nothing is left behind without a purge.
 //! [`len`](session_core::SessionStore::len) is one `ZCOUNT` per bucket,
 //! pipelined: its cost depends on the bucket count, not on how many keys
 //! the database holds.
@@ -269,11 +274,17 @@
 //! that completed before the call, including one whose caller saw an error
 //! but which Redis applied anyway; it deletes each only if it still names
 //! the owner, and a request still holding one cannot save it back (its
-//! compare-and-set finds nothing: `NotFound`). A login whose write
-//! completes while the revocation runs may survive it, as a login just
-//! after it would. This needs no lock and no timing assumption beyond
-//! application servers whose clocks agree (an entry is dropped when its
-//! score passes by the dropping server's clock).
+//! compare-and-set finds nothing: `NotFound`). One kind of write moves a
+//! bound session: a rotation, to a key it claims in the index only then. A
+//! revocation that read the index a moment earlier would not know the new
+//! key, and would find the old one gone; so revocation and the rotation of
+//! a session already bound to the owner take the owner's lock (below), and
+//! a session rotating while its owner is revoked is ended under one ID or
+//! the other (or its rotation finds it ended: `NotFound`). A login whose
+//! write completes while the revocation runs may survive it, as a login
+//! just after it would. Beyond the lock's lease (below), this needs no
+//! timing assumption but application servers whose clocks agree (an entry
+//! is dropped when its score passes by the dropping server's clock).
 //!
 //! A per-owner limit
 //! ([`SessionConfig::with_max_sessions_per_owner`](session_core::SessionConfig::with_max_sessions_per_owner))
@@ -286,21 +297,27 @@
 //! `NotFound`, not as one session too many), then with `RefuseNew` counts
 //! the owner's live sessions before writing, and with `EndOldest` writes
 //! first and only then ends the oldest sessions over the limit, so a login
-//! that is refused ends nothing. Logins without a limit, and saves,
-//! touches and rotations of sessions already bound to the owner, take no
-//! lock.
+//! that is refused ends nothing. Rotations of sessions already bound to
+//! the owner and revocations of all the owner's sessions take the same
+//! lock, so neither a count nor a revocation misses a session that is
+//! moving to a new ID. Logins without a limit, and saves and touches
+//! (which keep the session's key), take no lock.
 //!
 //! The lock is a lease
-//! ([`owner_lock_ttl`](RedisSessionStoreBuilder::owner_lock_ttl)). A login
-//! sends its write only if at least two command timeouts of the lease are
-//! left, and fred never sends a command after its timeout, so the write
-//! reaches Redis within the lease unless the network holds it longer than
-//! that. If it does, or a Redis fail-over loses the lock key, logins of the
-//! same owner may overlap: the limit can then be exceeded by the
-//! overlapping logins, or `EndOldest` end one session more than needed;
-//! revocation is not affected. A login that cannot get the lock within
-//! [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) fails
-//! with `Error::Backend` and may be retried. A refused save or touch of an
+//! ([`owner_lock_ttl`](RedisSessionStoreBuilder::owner_lock_ttl)). A
+//! holder sends its writes only if at least two command timeouts of the
+//! lease are left, and fred never sends a command after its timeout, so
+//! the writes reach Redis within the lease unless the network holds them
+//! longer than that. If it does, or a Redis fail-over loses the lock key,
+//! holders of the same owner's lock may overlap: the limit can then be
+//! exceeded by overlapping logins, `EndOldest` end one session more than
+//! needed, or a session rotated at that moment survive a revocation under
+//! its new ID. A login, rotation or revocation that cannot get the lock
+//! within [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait)
+//! fails with `Error::Backend` and may be retried; only timeouts, broken
+//! connections and replies that ask to retry (`LOADING`, `BUSY`, …) are
+//! retried within the wait, so an error Redis would only repeat (a key of
+//! another type under the lock's name) fails at once. A refused save or touch of an
 //! owned session may have raised the score of its (existing) entry, which
 //! then lasts until that later deadline.
 //!
@@ -324,9 +341,11 @@
 //! | `load`, `len` | 1 |
 //! | `owner_sessions`, `count_owner_sessions` | 2 |
 //! | `save`, `touch`, `destroy`, `cycle_id` of an anonymous session | 2 |
-//! | `save`, `touch`, `cycle_id` keeping the session's owner | 4 (5 for `cycle_id`) |
+//! | `save`, `touch` keeping the session's owner | 4 |
 //! | a login: `cycle_id` or `save` binding a session to a new owner | 5 (9 for a `save` of a stored session) |
-//! | a login under a per-owner limit | 14 (18), plus up to [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) for the lock |
+//! | `cycle_id` keeping the session's owner | 8, plus up to [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) for the lock |
+//! | `destroy_owner_sessions` | 5, plus up to `owner_lock_wait` |
+//! | a login under a per-owner limit | 14 (18), plus up to `owner_lock_wait` |
 //!
 //! (`touch` takes four more for each time it finds the session rebound to
 //! another owner meanwhile.) `purge_expired`, `destroy_owner_sessions` and

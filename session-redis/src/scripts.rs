@@ -196,6 +196,22 @@ local function extend(idx, at)
     redis.call('PEXPIREAT', idx, at)
   end
 end
+-- Enter the record `rec` in its bucket index `idx` with deadline `at`, and
+-- extend the index. When that adds an entry (a first save, a rotation),
+-- also drop up to two entries whose deadline passed by `now` and whose
+-- record Redis has expired already, so an index stays bounded by its live
+-- sessions without a purge. A record still there (Redis's clock behind the
+-- store's) keeps its entry for purge_expired, which deletes and counts it.
+local function enter(idx, rec, at, now)
+  if redis.call('ZADD', idx, at, member(rec)) == 1 then
+    local names = string.sub(rec, 1, #rec - 64)
+    local due = redis.call('ZRANGEBYSCORE', idx, '-inf', string.format('%.0f', now), 'LIMIT', 0, 2)
+    for _, m in ipairs(due) do
+      if redis.call('EXISTS', names .. m) == 0 then redis.call('ZREM', idx, m) end
+    end
+  end
+  extend(idx, at)
+end
 "#
         )
     };
@@ -254,8 +270,7 @@ if need ~= '' then
   if owner ~= need then return 'REBIND', false end
 end
 redis.call('SET', rec, ARGV[4], 'PXAT', ARGV[5])
-redis.call('ZADD', idx, ARGV[5], member(rec))
-extend(idx, ARGV[5])
+enter(idx, rec, ARGV[5], now)
 return 'OK', true
 "
 );
@@ -289,8 +304,7 @@ end
 if time(string.sub(ARGV[2], 1, 20)) > m.last then
   redis.call('SETRANGE', rec, 21, ARGV[2])
   redis.call('PEXPIREAT', rec, ARGV[3])
-  redis.call('ZADD', idx, ARGV[3], member(rec))
-  extend(idx, ARGV[3])
+  enter(idx, rec, ARGV[3], now)
 end
 return {'OK'}
 "
@@ -318,8 +332,7 @@ if string.sub(h, 2, 21) ~= ARGV[3] then return 'CONFLICT', false end
 redis.call('DEL', old)
 redis.call('SET', new, ARGV[4], 'PXAT', ARGV[5])
 redis.call('ZREM', idx, member(old))
-redis.call('ZADD', idx, ARGV[5], member(new))
-extend(idx, ARGV[5])
+enter(idx, new, ARGV[5], now)
 return 'OK', true
 "
 );

@@ -111,6 +111,14 @@ impl RedisSessionStore {
 
     /// The fred pool the store sends its commands through, for health checks
     /// or metrics. Commands sent through it share the store's connections.
+    ///
+    /// A pool the store built (from a URL or a fred `Config`) is closed
+    /// (`quit`) when the last clone of the store is dropped, even if a
+    /// clone of the pool taken from here is still in use; keep the store
+    /// alive for as long as you use its pool, or build the pool yourself
+    /// and pass it to
+    /// [`builder_from_pool`](RedisSessionStore::builder_from_pool), which
+    /// never closes it.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }
@@ -164,6 +172,31 @@ fn corrupt_record() -> Error {
 /// corrupt record, not a failed round trip.
 fn wrong_type(e: &FredError) -> bool {
     e.details().starts_with("WRONGTYPE")
+}
+
+/// Whether a failed lock attempt may succeed if sent again: the command
+/// may not have reached Redis (a timeout, a broken connection, a Cluster
+/// or fail-over in transition), or the server asked to be asked again. An
+/// error reply about the command or its key (`WRONGTYPE`, `ERR …`) would
+/// only come back.
+fn worth_retrying(e: &FredError) -> bool {
+    match e.kind() {
+        ErrorKind::Timeout
+        | ErrorKind::IO
+        | ErrorKind::Canceled
+        | ErrorKind::Cluster
+        | ErrorKind::Routing
+        | ErrorKind::Backpressure
+        | ErrorKind::Sentinel => true,
+        ErrorKind::Unknown => {
+            let code = e.details().split_whitespace().next().unwrap_or_default();
+            matches!(
+                code,
+                "BUSY" | "LOADING" | "TRYAGAIN" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN"
+            )
+        }
+        _ => false,
+    }
 }
 
 /// The status a script answered: a string, or the first item of an array.
@@ -251,6 +284,12 @@ fn token() -> Result<Bytes> {
         &COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes(),
     );
     Ok(Bytes::copy_from_slice(&out))
+}
+
+/// The storage key an index member names, if it is one: 64 hex digits.
+fn key_of_member(member: &[u8]) -> Option<StorageKey> {
+    let text = std::str::from_utf8(member).ok()?;
+    StorageKey::from_hex(text).ok()
 }
 
 /// The first hex digits of a storage key: enough to follow one session in
@@ -697,7 +736,9 @@ impl Inner {
             kind: ZRangeKind::Exclusive,
             range: ZRangeBound::Score(now as f64),
         };
-        let members: Vec<String> = self
+        // Bytes, not strings: a member that is not a storage key (not even
+        // UTF-8) is skipped, never a reason to fail.
+        let members: Vec<Bytes> = self
             .call(self.client().zrangebyscore(
                 self.layout.owner_index(owner),
                 after_now,
@@ -706,10 +747,7 @@ impl Inner {
                 None,
             ))
             .await?;
-        Ok(members
-            .iter()
-            .filter_map(|m| StorageKey::from_hex(m).ok())
-            .collect())
+        Ok(members.iter().filter_map(|m| key_of_member(m)).collect())
     }
 
     /// `owner`'s live sessions, verified against their records, oldest first.
@@ -780,7 +818,16 @@ impl Inner {
                 Ok(_) => {}
                 // The command may have run anyway: later attempts use the
                 // same token, so they find the lock if it did.
-                Err(e) => failure = Some(self.fred_error(e)),
+                Err(e) if worth_retrying(&e) => failure = Some(self.fred_error(e)),
+                // An answer that will not change by asking again (a key of
+                // another type under the lock's name, a refused command).
+                // Dropping `lock` releases whatever an earlier attempt may
+                // have taken.
+                Err(e) => {
+                    return Err(Error::backend_msg(format!(
+                        "session-redis: Redis refused to take an owner lock: {e}"
+                    )));
+                }
             }
             if deadline.is_some_and(|d| Instant::now() + delay > d) {
                 return Err(match failure {
@@ -789,7 +836,7 @@ impl Inner {
                     None => {
                         lock.client = None; // every attempt was answered: nothing to release
                         Error::backend_msg(format!(
-                            "session-redis: another login of this owner held its lock for over {:?}; try again",
+                            "session-redis: another login, rotation or revocation of this owner's sessions held its lock for over {:?}; try again",
                             self.lock_wait
                         ))
                     }
@@ -819,7 +866,7 @@ impl Inner {
         }
     }
 
-    /// Refuse to send a write under `lock` unless it reaches Redis within
+    /// Refuse to send writes under `lock` unless they reach Redis within
     /// the lease: a script call takes at most two command timeouts
     /// (`EVALSHA`, then `EVAL`), and fred never sends a command after its
     /// timeout.
@@ -829,7 +876,7 @@ impl Inner {
             Ok(())
         } else {
             Err(Error::backend_msg(
-                "session-redis: Redis is too slow to finish this login within the owner lock's lease; try again",
+                "session-redis: Redis is too slow to finish this within the owner lock's lease; try again",
             ))
         }
     }
@@ -860,6 +907,16 @@ impl Inner {
 
     /// Store `session` bound to `owner` with a write that may bind it newly
     /// (a login): a save, or with `new_id` a rotation.
+    ///
+    /// Two kinds of write take the owner's lock: a new binding under a
+    /// per-owner limit (the count and the write must be one step), and a
+    /// rotation of a session already bound to the owner. A rotation moves
+    /// the session to a key claimed in the owner's index only now, which a
+    /// revocation or a count that read the index a moment earlier would
+    /// miss, while the old key it did read is gone by the time it acts on
+    /// it; under the lock, revocations and counts (which take it too) see
+    /// the session under one key or the other. Saves and touches keep their
+    /// key, so they need no lock.
     async fn bind(
         &self,
         owner: &str,
@@ -874,18 +931,21 @@ impl Inner {
         };
         let op = prepare(session)?;
         let stored = self.precheck(&op).await?;
+        let already_bound = stored.as_deref() == Some(owner);
         let limit = self.config.max_sessions_per_owner();
-        let Some(limit) = limit.filter(|_| stored.as_deref() != Some(owner)) else {
-            // No limit to keep, or the session already belongs to `owner`.
+        let moves_owned = already_bound && matches!(op, Op::Rotate(_));
+        if !moves_owned && (already_bound || limit.is_none()) {
+            // No limit to keep (or the session already belongs to `owner`),
+            // and no key of the owner's moves.
             self.claim_and_write(owner, &op).await?;
             op.commit(session);
             return Ok(());
-        };
+        }
         let lock = self.lock(owner).await?;
         let result = async {
             // Dated now, after the lock wait, and checked again under the lock.
             let op = prepare(session)?;
-            self.bind_limited(owner, op, limit, &lock).await
+            self.bind_locked(owner, op, limit, &lock).await
         }
         .await;
         self.unlock(lock).await;
@@ -893,21 +953,21 @@ impl Inner {
         Ok(())
     }
 
-    /// The part of [`bind`](Self::bind) under the owner's lock.
-    async fn bind_limited(
+    /// The part of [`bind`](Self::bind) under the owner's lock: the limit
+    /// (if any) applies only if the write binds the session newly.
+    async fn bind_locked(
         &self,
         owner: &str,
         op: Op,
-        limit: OwnerLimit,
+        limit: Option<OwnerLimit>,
         lock: &OwnerLock,
     ) -> Result<Op> {
         let stored = self.precheck(&op).await?;
-        let newly_bound = stored.as_deref() != Some(owner);
-        let end_oldest = limit.policy == OwnerLimitPolicy::EndOldest;
-        let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
-        if newly_bound && !end_oldest {
+        let limit = limit.filter(|_| stored.as_deref() != Some(owner));
+        let max = |limit: OwnerLimit| usize::try_from(limit.max).unwrap_or(usize::MAX);
+        if let Some(limit) = limit.filter(|l| l.policy == OwnerLimitPolicy::RefuseNew) {
             let others = self.owner_others(owner, &op, op.write().now_ms).await?;
-            if others.len() >= max {
+            if others.len() >= max(limit) {
                 return Err(Error::TooManySessions { limit: limit.max });
             }
         }
@@ -919,9 +979,8 @@ impl Inner {
         // Only now that the write is stored: end the oldest sessions over
         // the limit. The write stands even if this fails (the next login
         // of the owner tries again).
-        if newly_bound
-            && end_oldest
-            && let Err(e) = self.end_oldest(owner, &op, max).await
+        if let Some(limit) = limit.filter(|l| l.policy == OwnerLimitPolicy::EndOldest)
+            && let Err(e) = self.end_oldest(owner, &op, max(limit), lock).await
         {
             tracing::warn!(error = %e, "could not end an owner's oldest sessions over the limit");
         }
@@ -937,12 +996,16 @@ impl Inner {
     }
 
     /// End `owner`'s oldest sessions other than the one `op` just wrote,
-    /// until `max` are left.
-    async fn end_oldest(&self, owner: &str, op: &Op, max: usize) -> Result<()> {
+    /// until `max` are left (under the owner's `lock`, so none of them is
+    /// moving to a key the listing did not see).
+    async fn end_oldest(&self, owner: &str, op: &Op, max: usize, lock: &OwnerLock) -> Result<()> {
         let now = self.now();
         let others = self.owner_others(owner, op, now).await?;
         let excess = (others.len() + 1).saturating_sub(max);
         let oldest = &others[..excess.min(others.len())];
+        if !oldest.is_empty() {
+            self.ensure_lease(lock)?;
+        }
         for result in join_all(
             oldest
                 .iter()
@@ -1077,7 +1140,7 @@ impl Inner {
         let mut removed = 0u64;
         let mut owners = Vec::new();
         loop {
-            let members: Vec<String> = self
+            let fetched: Vec<Bytes> = self
                 .call(self.client().zrangebyscore(
                     index.clone(),
                     "-inf",
@@ -1089,29 +1152,42 @@ impl Inner {
                     Some((0, PURGE_BATCH)),
                 ))
                 .await?;
-            if members.is_empty() {
-                break;
+            let full = fetched.len() as i64 >= PURGE_BATCH;
+            // A member that is not a storage key in hex names no record of
+            // this store: drop it, so it can neither fail the purge nor
+            // fill its batches for good.
+            let (members, junk): (Vec<Bytes>, Vec<Bytes>) = fetched
+                .into_iter()
+                .partition(|m| key_of_member(m).is_some());
+            if !junk.is_empty() {
+                tracing::warn!(
+                    count = junk.len(),
+                    "dropping bucket index entries that name no session"
+                );
+                let _: i64 = self.call(self.client().zrem(index.clone(), junk)).await?;
             }
-            let receipt = self.receipt(bucket)?;
-            let command = |head| {
-                Argv::new(head, members.len() + 2, members.len() + 2)
-                    .arg(index.clone())
-                    .args(
-                        members
-                            .iter()
-                            .map(|m| self.layout.record_hex(bucket, m.as_bytes()).into()),
-                    )
-                    .arg(receipt.key())
-                    .args(receipt.args())
-                    .arg(num(now))
-                    .args(members.iter().map(|m| Value::from(m.as_str())))
-                    .done()
-            };
-            let reply = self.eval(&self.scripts.purge, command).await?;
-            let items = as_array(&reply)?;
-            removed += items.first().and_then(Value::as_u64).unwrap_or(0);
-            owners.extend(items.iter().skip(1).filter_map(value_string));
-            if (members.len() as i64) < PURGE_BATCH {
+            if !members.is_empty() {
+                let receipt = self.receipt(bucket)?;
+                let command = |head| {
+                    Argv::new(head, members.len() + 2, members.len() + 2)
+                        .arg(index.clone())
+                        .args(
+                            members
+                                .iter()
+                                .map(|m| self.layout.record_hex(bucket, m).into()),
+                        )
+                        .arg(receipt.key())
+                        .args(receipt.args())
+                        .arg(num(now))
+                        .args(members.iter().cloned().map(Value::Bytes))
+                        .done()
+                };
+                let reply = self.eval(&self.scripts.purge, command).await?;
+                let items = as_array(&reply)?;
+                removed += items.first().and_then(Value::as_u64).unwrap_or(0);
+                owners.extend(items.iter().skip(1).filter_map(value_string));
+            }
+            if !full {
                 break;
             }
         }
@@ -1194,17 +1270,35 @@ impl Inner {
     }
 
     async fn destroy_owner_sessions(&self, owner: &str, keep: Option<&SessionId>) -> Result<u64> {
+        // Every session bound to `owner` is in the index (claimed before its
+        // record named the owner, and kept there while its deadline lasts).
+        // The lock keeps the owner's sessions where the index read finds
+        // them: a rotation of one takes it too. See "Owners" in the crate
+        // docs.
+        let lock = self.lock(owner).await?;
+        let result = self.destroy_owner_sessions_locked(owner, keep, &lock).await;
+        self.unlock(lock).await;
+        result
+    }
+
+    async fn destroy_owner_sessions_locked(
+        &self,
+        owner: &str,
+        keep: Option<&SessionId>,
+        lock: &OwnerLock,
+    ) -> Result<u64> {
         let now = self.now();
         let keep = keep.map(SessionId::storage_key);
-        // Every session bound to `owner` is in the index (claimed before its
-        // record named the owner, and kept there while its deadline lasts),
-        // so this needs no lock; see "Owners" in the crate docs.
         let members: Vec<StorageKey> = self
             .owner_members(owner, now)
             .await?
             .into_iter()
             .filter(|k| Some(k) != keep)
             .collect();
+        if members.is_empty() {
+            return Ok(0);
+        }
+        self.ensure_lease(lock)?;
         let mut ended = 0;
         for result in join_all(
             members
@@ -1377,6 +1471,41 @@ mod tests {
                 assert_eq!(id.as_str().len(), 43, "256 bits, like a generated ID");
                 assert!(seen.insert(id.as_str().to_owned()));
             }
+        }
+    }
+
+    #[test]
+    fn lock_attempts_are_repeated_only_when_asking_again_can_help() {
+        for (kind, details) in [
+            (ErrorKind::Timeout, "timed out"),
+            (ErrorKind::IO, "connection reset"),
+            (ErrorKind::Canceled, "canceled"),
+            (ErrorKind::Cluster, "CLUSTERDOWN The cluster is down"),
+            (
+                ErrorKind::Unknown,
+                "LOADING Redis is loading the dataset in memory",
+            ),
+            (ErrorKind::Unknown, "BUSY Redis is busy running a script"),
+            (
+                ErrorKind::Unknown,
+                "READONLY You can't write against a read only replica.",
+            ),
+        ] {
+            assert!(
+                worth_retrying(&FredError::new(kind.clone(), details)),
+                "{details}"
+            );
+        }
+        for (kind, details) in [
+            (
+                ErrorKind::InvalidArgument,
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+            ),
+            (ErrorKind::Unknown, "ERR Error running script"),
+            (ErrorKind::Unknown, "NOPERM this user has no permissions"),
+            (ErrorKind::InvalidCommand, "unknown command"),
+        ] {
+            assert!(!worth_retrying(&FredError::new(kind, details)), "{details}");
         }
     }
 

@@ -479,6 +479,53 @@ async fn purge_removes_expired_records_and_leaves_no_key_behind(url: &str) {
     env.cleanup().await;
 }
 
+/// Entries in a bucket's index, whatever their deadline.
+async fn index_entries(env: &Env) -> usize {
+    let index = env.key_ending(":idx").await;
+    let n = common::raw(&env.pool, "ZCARD", vec![index.as_str().into()]).await;
+    usize::try_from(n.as_i64().unwrap()).unwrap()
+}
+
+async fn bucket_indexes_stay_bounded_without_a_purge(url: &str) {
+    // The real clock, so Redis expires the records by itself; one bucket,
+    // so every session lands in the same index.
+    const SESSIONS: usize = 400;
+    let env = Env::with_config(
+        url,
+        |_| SessionConfig::new(Duration::from_millis(150)),
+        |b| b.buckets(1),
+    )
+    .await;
+    for _ in 0..SESSIONS {
+        env.saved(None).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let entries = index_entries(&env).await;
+    let live = usize::try_from(env.store.len().await.unwrap()).unwrap();
+    // Each session lives 150 ms, so a few dozen are live at a time; every
+    // first save drops up to two entries of sessions Redis has expired, so
+    // the rest is a small backlog, not the hundreds of sessions gone by.
+    assert!(
+        entries <= live + SESSIONS / 8 && entries < SESSIONS / 2,
+        "{entries} index entries for {live} live sessions after {SESSIONS} short ones"
+    );
+    env.cleanup().await;
+}
+
+async fn an_entry_whose_record_redis_still_holds_is_left_for_purge(url: &str) {
+    let env = Env::with(url, |c| c, |b| b.buckets(1)).await;
+    let _old = env.saved(None).await;
+    env.clock.advance(31 * MINUTE);
+    // Expired by the store's clock, still held by Redis (whose clock is
+    // half an hour behind here): a new session's save must not drop the
+    // old entry, which purge deletes and counts.
+    env.saved(None).await;
+    env.saved(None).await;
+    assert_eq!(env.store.purge_expired().await.unwrap(), 1);
+    assert_eq!(env.store.len().await.unwrap(), 2);
+    env.cleanup().await;
+}
+
 async fn len_counts_only_this_stores_live_sessions(url: &str) {
     let env = Env::new(url, |c| c).await;
     let other = Env::new(url, |c| c).await;
@@ -1059,6 +1106,85 @@ async fn owner_index_entries_are_checked_against_the_record(url: &str) {
     env.cleanup().await;
 }
 
+async fn index_members_that_name_no_session_fail_nothing(url: &str) {
+    let env = Env::with(url, |c| c, |b| b.buckets(1)).await;
+    let mine = env.saved(Some("pia")).await;
+    let other = env.saved(Some("pia")).await;
+    let (owner_index, bucket_index) =
+        (env.key_ending(":owner").await, env.key_ending(":idx").await);
+    let junk: [&[u8]; 3] = [b"\xff\xfe not utf-8", b"short", &[b'g'; 64]];
+    let far = ms(mine.expires_at()) + 60_000;
+    for member in junk {
+        for (index, score) in [(&owner_index, far), (&bucket_index, 1)] {
+            let args = vec![
+                index.as_str().into(),
+                score.into(),
+                Value::Bytes(Bytes::copy_from_slice(member)),
+            ];
+            common::raw(&env.pool, "ZADD", args).await;
+        }
+    }
+    // Far more junk than one purge batch takes, all due.
+    let mut args: Vec<Value> = vec![bucket_index.as_str().into()];
+    for i in 0..600 {
+        args.push(1.into());
+        args.push(Value::Bytes(Bytes::from(
+            format!("junk-\u{e9}-{i}\u{ff}").into_bytes(),
+        )));
+    }
+    common::raw(&env.pool, "ZADD", args).await;
+
+    assert_eq!(env.store.count_owner_sessions("pia").await.unwrap(), 2);
+    let listed = env
+        .store
+        .owner_sessions("pia", Some(mine.id()))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    env.store.destroy(other.id()).await.unwrap();
+    assert_eq!(env.store.purge_expired().await.unwrap(), 0);
+    let left = common::raw(&env.pool, "ZCARD", vec![bucket_index.as_str().into()]).await;
+    assert_eq!(left.as_i64(), Some(1), "the purge dropped the junk it met");
+    assert_eq!(
+        env.store.destroy_owner_sessions("pia", None).await.unwrap(),
+        1
+    );
+    assert!(env.store.load(mine.id()).await.unwrap().is_none());
+    env.cleanup().await;
+}
+
+async fn a_lock_key_of_another_type_fails_a_login_at_once(url: &str) {
+    let env = Env::new(url, |c| {
+        c.with_max_sessions_per_owner(5, OwnerLimitPolicy::RefuseNew)
+    })
+    .await;
+    let first = env.saved(Some("quinn")).await;
+    let lock = env.key_ending(":owner").await.replace(":owner", ":lock");
+    let args = vec![lock.as_str().into(), "field".into(), "value".into()];
+    common::raw(&env.pool, "HSET", args).await;
+    let started = std::time::Instant::now();
+    let mut login = env.store.create().await.unwrap();
+    login.set_owner("quinn");
+    let err = env.store.save(&mut login).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Backend(_)) && err.to_string().contains("WRONGTYPE"),
+        "{err}"
+    );
+    let err = env
+        .store
+        .destroy_owner_sessions("quinn", None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no waiting for a lock that cannot be taken: {:?}",
+        started.elapsed()
+    );
+    assert!(env.store.load(first.id()).await.unwrap().is_some());
+    env.cleanup().await;
+}
+
 async fn owner_locks_are_released_after_each_login(url: &str) {
     let env = Env::new(url, |c| {
         c.with_max_sessions_per_owner(5, OwnerLimitPolicy::RefuseNew)
@@ -1126,6 +1252,8 @@ against!(
         a_stale_login_at_the_limit_is_refused_as_stale,
         purge_removes_expired_records_and_leaves_no_key_behind,
         purge_repairs_an_index_entry_and_the_index_expiry,
+        bucket_indexes_stay_bounded_without_a_purge,
+        an_entry_whose_record_redis_still_holds_is_left_for_purge,
         len_counts_only_this_stores_live_sessions,
         a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
         a_corrupt_or_missing_expiry_harms_no_other_session,
@@ -1134,7 +1262,9 @@ against!(
         deadlines_at_the_end_of_time_work,
         a_clock_at_the_end_of_time_is_no_panic,
         owner_index_entries_are_checked_against_the_record,
+        index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
     ]
 );
@@ -1151,6 +1281,8 @@ against!(
         a_stale_login_at_the_limit_is_refused_as_stale,
         purge_removes_expired_records_and_leaves_no_key_behind,
         purge_repairs_an_index_entry_and_the_index_expiry,
+        bucket_indexes_stay_bounded_without_a_purge,
+        an_entry_whose_record_redis_still_holds_is_left_for_purge,
         len_counts_only_this_stores_live_sessions,
         a_corrupt_record_is_a_codec_error_and_harms_no_other_session,
         a_corrupt_or_missing_expiry_harms_no_other_session,
@@ -1159,7 +1291,9 @@ against!(
         deadlines_at_the_end_of_time_work,
         a_clock_at_the_end_of_time_is_no_panic,
         owner_index_entries_are_checked_against_the_record,
+        index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
     ]
 );
