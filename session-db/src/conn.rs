@@ -29,8 +29,11 @@ pub(crate) trait Conn: Sized + 'static {
     /// Run `f`, which writes, so that concurrent writers wait for each other
     /// rather than fail: SQLite takes the database's write lock up front
     /// (`BEGIN IMMEDIATE`, waiting up to `busy_timeout`); PostgreSQL and MySQL
-    /// run `f`'s single statements as they are (row locks do the rest).
-    fn write<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, OpError>) -> Result<T, OpError>;
+    /// run `f`'s single statements as they are (row locks do the rest), and
+    /// MySQL runs `f` once more if InnoDB rolled a statement back to break a
+    /// deadlock (a key-changing rotation can deadlock with a revocation's
+    /// delete by owner), so `f` may run twice.
+    fn write<T>(&mut self, f: impl FnMut(&mut Self) -> Result<T, OpError>) -> Result<T, OpError>;
 
     /// Run `f` in a transaction that holds `owner`'s lock, so that no other
     /// binding of a session to the same owner runs in between (the per-owner
@@ -193,7 +196,7 @@ mod sqlite {
 
         fn write<T>(
             &mut self,
-            f: impl FnOnce(&mut Self) -> Result<T, OpError>,
+            f: impl FnMut(&mut Self) -> Result<T, OpError>,
         ) -> Result<T, OpError> {
             self.immediate_transaction(f)
         }
@@ -301,7 +304,7 @@ mod postgres {
 
         fn write<T>(
             &mut self,
-            f: impl FnOnce(&mut Self) -> Result<T, OpError>,
+            mut f: impl FnMut(&mut Self) -> Result<T, OpError>,
         ) -> Result<T, OpError> {
             f(self)
         }
@@ -438,9 +441,14 @@ mod mysql {
 
         fn write<T>(
             &mut self,
-            f: impl FnOnce(&mut Self) -> Result<T, OpError>,
+            mut f: impl FnMut(&mut Self) -> Result<T, OpError>,
         ) -> Result<T, OpError> {
-            f(self)
+            let result = f(self);
+            if is_deadlock(&result) {
+                tracing::debug!("a write was a deadlock victim; running it again");
+                return f(self);
+            }
+            result
         }
 
         /// A named lock (`GET_LOCK`) on a hash of database, table and owner,

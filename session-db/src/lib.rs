@@ -318,12 +318,18 @@
 //! whole seconds, so there the wait is rounded up (300 ms waits up to 1 s).
 //!
 //! Only writes that bind a session to an owner it does not have yet take the
-//! lock: a save or rotation of a session that keeps its owner first runs as
-//! a compare-and-set that also requires the stored owner to be that owner,
-//! and is done if it matches, so a slow login never stalls the other
-//! requests of the same user. Other owners and anonymous sessions never wait
-//! for the lock either. Every process writing to the table must be
-//! configured with the same limit.
+//! lock: a save of a session that keeps its owner first runs as a
+//! compare-and-set that also requires the stored owner to be that owner, and
+//! is done if it matches, so a slow login never stalls the other requests of
+//! the same user. The exception is a rotation under
+//! [`OwnerLimitPolicy::EndOldest`](session_core::OwnerLimitPolicy::EndOldest):
+//! it moves the session to a new key, and a login ending the owner's oldest
+//! sessions deletes them by key, so it takes the lock too (rotations are
+//! rare: login, privilege changes). Other owners and anonymous sessions
+//! never wait for the lock. Every process writing to the table must be
+//! configured with the same limit. A MySQL write that InnoDB rolls back to
+//! break a deadlock (a rotation's key change against a revocation's delete
+//! by owner) runs once more rather than failing.
 //!
 //! # Connection checks
 //!

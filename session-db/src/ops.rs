@@ -229,6 +229,13 @@ fn insert_new<C: Conn>(
 /// the limit refuses, the transaction rolls back whatever the admission did.
 /// Checking with a read rather than writing first means the write holds no
 /// row lock of its own session while the admission waits for other rows.
+///
+/// `moves_key`: the write moves the session to another key (a rotation).
+/// Under [`OwnerLimitPolicy::EndOldest`] such a write always takes the
+/// owner's lock, bound or not: a login ending the owner's oldest sessions
+/// under the lock deletes them by key, and a rotation moving one of them
+/// meanwhile would escape it. (Refusing a login deletes nothing.)
+#[allow(clippy::too_many_arguments)]
 fn compare_and_set<C: Conn>(
     c: &mut C,
     sql: &Statements,
@@ -236,6 +243,7 @@ fn compare_and_set<C: Conn>(
     w: &Write,
     current: &StorageKey,
     expected: i64,
+    moves_key: bool,
     cas: impl Fn(&mut C, Option<&str>) -> Result<usize, OpError>,
 ) -> Result<(), OpError> {
     let now = w.now_ms;
@@ -245,11 +253,13 @@ fn compare_and_set<C: Conn>(
             hit_or_miss(c, sql, current, now, rows)
         });
     };
-    if c.write(|c| cas(c, Some(owner)))? > 0 {
-        return Ok(());
-    }
-    if is_bound(c, sql, current, owner, now)? {
-        return Err(Error::Conflict.into());
+    if !(moves_key && limit.policy == OwnerLimitPolicy::EndOldest) {
+        if c.write(|c| cas(c, Some(owner)))? > 0 {
+            return Ok(());
+        }
+        if is_bound(c, sql, current, owner, now)? {
+            return Err(Error::Conflict.into());
+        }
     }
     c.owner_locked(sql, owner, limits.lock_wait, |c| {
         let unchanged = c.count(
@@ -301,12 +311,21 @@ pub(crate) fn save<C: Conn>(
         // Only bound by `update_bound`.
         Arg::OptText(w.meta.owner.as_deref()),
     ];
-    compare_and_set(c, sql, limits, w, &w.key, to_i64(expected)?, |c, bound| {
-        Ok(match bound {
-            None => c.exec(&sql.update, &args[..8])?,
-            Some(_) => c.exec(&sql.update_bound, &args)?,
-        })
-    })
+    compare_and_set(
+        c,
+        sql,
+        limits,
+        w,
+        &w.key,
+        to_i64(expected)?,
+        false,
+        |c, bound| {
+            Ok(match bound {
+                None => c.exec(&sql.update, &args[..8])?,
+                Some(_) => c.exec(&sql.update_bound, &args)?,
+            })
+        },
+    )
 }
 
 /// Move the session to its new key in one statement (an `UPDATE` of the key
@@ -353,6 +372,7 @@ pub(crate) fn rotate<C: Conn>(
         w,
         &r.old_key,
         to_i64(expected)?,
+        true,
         |c, bound| {
             let result = match bound {
                 None => c.exec(&sql.rotate, &args[..9]),

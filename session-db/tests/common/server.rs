@@ -229,7 +229,9 @@ pub(crate) async fn a_login_of_a_session_destroyed_while_it_waited_is_not_found(
 
 /// While a login of `alice` holds her lock (waiting for a row), a save of
 /// another of her sessions that keeps its owner neither waits for the lock
-/// nor fails: only writes that bind a session to an owner take it.
+/// nor fails: only writes that bind a session to an owner, or move one to
+/// another key, take it. A rotation waits for the lock (the login may be
+/// ending that very session by its key) and then goes through.
 pub(crate) async fn a_save_that_keeps_its_owner_does_not_wait_for_the_owners_lock(
     url: &str,
     table: &str,
@@ -252,18 +254,23 @@ pub(crate) async fn a_save_that_keeps_its_owner_does_not_wait_for_the_owners_loc
         .save(&mut phone)
         .await
         .expect("a save of an already-bound session does not need the owner's lock");
-    store
-        .cycle_id(&mut phone)
-        .await
-        .expect("nor does rotating it");
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(1500),
         "it did not wait for the lock: {took:?}"
     );
+    let rotation = tokio::spawn({
+        let (store, mut phone) = (store.clone(), phone.clone());
+        async move { store.cycle_id(&mut phone).await.map(|()| phone) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!rotation.is_finished(), "a rotation waits for the lock");
     assert!(!blocked.task.is_finished(), "the login was still waiting");
     drop(blocked.lock);
     blocked.task.await.unwrap().expect("the login completes");
+    let rotated = rotation.await.unwrap().expect("the rotation completes");
+    assert!(store.load(phone.id()).await.unwrap().is_none());
+    let phone = rotated;
     assert!(store.load(oldest.id()).await.unwrap().is_none());
     assert_eq!(
         store.load(phone.id()).await.unwrap().unwrap().get("cart"),
