@@ -388,7 +388,8 @@ impl RedisSessionStoreBuilder {
             Ok(Err(e)) => {
                 let _ = pool.quit().await;
                 Err(Error::backend_msg(format!(
-                    "session-redis: cannot connect to Redis: {e}"
+                    "session-redis: cannot connect to Redis: {}",
+                    crate::store::describe(&e)
                 )))
             }
             Err(_) => {

@@ -527,6 +527,29 @@ impl Op {
     }
 }
 
+/// fred's message for `e`, readable: fred keeps an I/O error as the
+/// `Debug` form of `std::io::Error` (`Os { code: 111, kind:
+/// ConnectionRefused, message: "Connection refused" }`), of which this
+/// keeps the message (`I/O error: Connection refused`).
+pub(crate) fn describe(e: &FredError) -> String {
+    if *e.kind() != ErrorKind::IO {
+        return e.to_string();
+    }
+    let details = e.details();
+    let quoted = |after: &str| {
+        let rest = details.split_once(after)?.1;
+        Some(rest.split_once('"')?.0.to_owned())
+    };
+    let message = quoted("message: \"")
+        .or_else(|| quoted("error: \""))
+        .or_else(|| {
+            let kind = details.strip_prefix("Kind(")?.strip_suffix(')')?;
+            Some(kind.to_owned())
+        })
+        .unwrap_or_else(|| details.to_owned());
+    format!("I/O error: {message}")
+}
+
 impl Inner {
     fn now(&self) -> i64 {
         self.config.now_ms()
@@ -555,13 +578,16 @@ impl Inner {
     }
 
     fn fred_error(&self, e: FredError) -> Error {
-        if *e.kind() == ErrorKind::Timeout {
-            Error::backend_msg(format!(
+        match e.kind() {
+            ErrorKind::Timeout => Error::backend_msg(format!(
                 "session-redis: Redis did not answer within {:?}",
                 self.command_timeout
-            ))
-        } else {
-            Error::backend(e)
+            )),
+            ErrorKind::IO => Error::backend_msg(format!(
+                "session-redis: the connection to Redis failed: {}",
+                describe(&e)
+            )),
+            _ => Error::backend(e),
         }
     }
 
@@ -1402,6 +1428,22 @@ impl SessionStore for RedisSessionStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn io_errors_read_as_their_message_not_their_debug_form() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let os = std::io::Error::from_raw_os_error(111);
+        let custom = std::io::Error::other("tls handshake failed");
+        for (e, shown) in [
+            (os, "I/O error: Connection refused"),
+            (refused, "I/O error: ConnectionRefused"),
+            (custom, "I/O error: tls handshake failed"),
+        ] {
+            assert_eq!(super::describe(&fred::error::Error::from(e)), shown);
+        }
+        let other = fred::error::Error::new(fred::error::ErrorKind::Auth, "WRONGPASS");
+        assert_eq!(super::describe(&other), other.to_string());
+    }
+
     use super::*;
 
     fn s(v: &str) -> Value {
