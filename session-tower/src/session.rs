@@ -153,7 +153,9 @@ enum CookieAction {
     Remove,
 }
 
-type Closure = Box<dyn FnMut(&mut session_core::Session) + Send>;
+/// An `update` or `try_update` closure: whether its change succeeded
+/// (always, for `update`).
+type Closure = Box<dyn FnMut(&mut session_core::Session) -> bool + Send>;
 
 /// One step of the handler's log.
 enum Entry {
@@ -162,9 +164,12 @@ enum Entry {
     Clear,
     SetOwner(String),
     ClearOwner,
-    /// An `update` closure, and whether its first run changed the session.
+    /// An `update` closure, whether its first run succeeded (a
+    /// `try_update` closure that failed applied nothing) and whether it
+    /// changed the session.
     Update {
         change: Closure,
+        ok: bool,
         changed: bool,
     },
     /// The handler saw this value under the key.
@@ -228,7 +233,7 @@ fn content_differs(before: &session_core::Session, after: &session_core::Session
 /// Why replaying the log on a fresh copy did not give a session to save.
 enum ReplayError {
     /// A read no longer sees what the handler saw, or an `update` closure's
-    /// outcome (changed or not) differs from its first run.
+    /// outcome (failed, changed or not) differs from its first run.
     Stale,
     /// An `update` closure panicked.
     Panicked,
@@ -257,10 +262,20 @@ fn replay(
                     return Err(ReplayError::Stale);
                 }
             }
-            Entry::Update { change, changed } => {
+            Entry::Update {
+                change,
+                ok,
+                changed,
+            } => {
                 let mut next = session.clone();
-                if catch_unwind(AssertUnwindSafe(|| change(&mut next))).is_err() {
+                let Ok(now_ok) = catch_unwind(AssertUnwindSafe(|| change(&mut next))) else {
                     return Err(ReplayError::Panicked);
+                };
+                if now_ok != *ok {
+                    return Err(ReplayError::Stale);
+                }
+                if !now_ok {
+                    continue; // a failed change applies nothing, now as then
                 }
                 if content_differs(&session, &next) != *changed {
                     return Err(ReplayError::Stale);
@@ -554,6 +569,8 @@ impl Session {
     /// * `change` may therefore run more than once and must only change the
     ///   session's data and owner. It is kept until the response is ready,
     ///   which is why it must be `'static` (move what it needs into it).
+    /// * Whatever it changed is kept, whatever it returns: for a change that
+    ///   can fail part-way, use [`try_update`](Self::try_update).
     /// * Its return value is from the **first** run, on the session as this
     ///   request saw it; after a replay the stored result may differ (a
     ///   counter may have moved on). Do not base further decisions on it
@@ -603,7 +620,62 @@ impl Session {
         state.log.push(Entry::Update {
             change: Box::new(move |s: &mut session_core::Session| {
                 change(s);
+                true
             }),
+            ok: true,
+            changed,
+        });
+        Ok(result)
+    }
+
+    /// As [`update`](Self::update), for a change that can fail: when
+    /// `change` returns `Err`, whatever it changed before failing is
+    /// dropped (it ran on a copy) and its error comes back as `Ok(Err(e))`.
+    /// On replay the outcome must hold as for `update`: a change that failed
+    /// must fail again (and one that succeeded must succeed), or the
+    /// response becomes `409`.
+    ///
+    /// ```
+    /// # async fn demo(session: session_tower::Session) -> session_core::Result<()> {
+    /// let paid = session
+    ///     .try_update(|s| {
+    ///         let balance: u64 = s.get_as("balance").ok().flatten().unwrap_or(0);
+    ///         s.set("last_payment", "pending");
+    ///         let left = balance.checked_sub(30).ok_or("insufficient balance")?;
+    ///         s.insert("balance", &left).map_err(|_| "unreadable balance")?;
+    ///         Ok::<_, &str>(left)
+    ///     })
+    ///     .await?;
+    /// // On "insufficient balance", "last_payment" is not set either.
+    /// # let _ = paid; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`set`](Self::set).
+    pub async fn try_update<F, T, E>(&self, mut change: F) -> Result<std::result::Result<T, E>>
+    where
+        F: FnMut(&mut session_core::Session) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let mut state = self.writable().await?;
+        let (mut next, created) = match &state.slot {
+            Slot::Active(active) => (active.current.clone(), false),
+            Slot::Unloaded | Slot::Absent => (self.store().create().await?, true),
+        };
+        let before = next.clone();
+        // On a copy: a panic, or a failure, leaves the session as it was.
+        let result = change(&mut next);
+        let ok = result.is_ok();
+        let changed = ok && content_differs(&before, &next);
+        if created && !changed {
+            // No session, and nothing to put in one.
+            return Ok(result);
+        }
+        if ok {
+            install(&mut state, next, created);
+        }
+        state.log.push(Entry::Update {
+            change: Box::new(move |s: &mut session_core::Session| change(s).is_ok()),
+            ok,
             changed,
         });
         Ok(result)

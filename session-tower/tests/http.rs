@@ -906,6 +906,72 @@ async fn an_update_whose_outcome_holds_is_replayed_on_the_fresh_value() {
 }
 
 #[tokio::test]
+async fn a_try_update_that_fails_leaves_nothing_behind() {
+    let app = TestApp::new();
+    let id = app.session_with("balance", "5").await;
+
+    let held = spawn_send(&app, "POST", "/try-withdraw-wait/10", &id);
+    app.gate.wait_entered().await;
+    app.gate.release();
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body, "declined");
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get("balance"), Some("5"));
+    assert_eq!(stored.get("pending"), None, "the failed change is dropped");
+    assert_eq!(
+        stored.get("attempted"),
+        Some("yes"),
+        "the other write is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_try_update_that_failed_must_fail_on_replay() {
+    let app = TestApp::new();
+    let id = app.session_with("balance", "5").await;
+
+    let held = spawn_send(&app, "POST", "/try-withdraw-wait/10", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/put/balance/50", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
+    assert_eq!(
+        reply.response_extensions.get::<SessionFailure>(),
+        Some(&SessionFailure::StaleRead)
+    );
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(
+        stored.get("balance"),
+        Some("50"),
+        "no withdrawal behind a 'declined'"
+    );
+    assert_eq!(stored.get("pending"), None);
+    assert_eq!(stored.get("attempted"), None);
+}
+
+#[tokio::test]
+async fn a_try_update_whose_outcome_holds_is_replayed_on_the_fresh_value() {
+    let app = TestApp::new();
+    let id = app.session_with("balance", "20").await;
+
+    let held = spawn_send(&app, "POST", "/try-withdraw-wait/10", &id);
+    app.gate.wait_entered().await;
+    app.send("POST", "/put/balance/15", Some(&id)).await;
+    app.gate.release();
+
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body, "withdrew");
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get("balance"), Some("5"), "15 - 10: nothing lost");
+    assert_eq!(stored.get("pending"), Some("yes"));
+    assert_eq!(stored.get("attempted"), Some("yes"));
+}
+
+#[tokio::test]
 async fn contains_key_depends_on_presence_only() {
     let app = TestApp::new();
     let id = app.session_with("flag", "one").await;

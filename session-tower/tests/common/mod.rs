@@ -316,6 +316,7 @@ fn routes() -> Router<Arc<Gate>> {
         .route("/read-wait/{key}", get(read_wait))
         .route("/quote-wait-charge", post(quote_wait_charge))
         .route("/withdraw-wait/{amount}", post(withdraw_wait))
+        .route("/try-withdraw-wait/{amount}", post(try_withdraw_wait))
         .route("/has-wait-write/{key}", post(has_wait_write))
         .route("/login-wait/{user}", post(login_wait))
         .route("/put-then-404/{key}/{value}", post(put_then_404))
@@ -511,6 +512,29 @@ async fn withdraw_wait(
     session.set("attempted", "yes").await.expect("set");
     gate.pass().await;
     done
+}
+
+/// As `withdraw_wait`, through `try_update`: the closure marks the
+/// payment pending before it finds out whether the balance covers it, and
+/// a refusal is an `Err` (which must leave nothing behind).
+async fn try_withdraw_wait(
+    State(gate): State<Arc<Gate>>,
+    session: Session,
+    Path(amount): Path<u64>,
+) -> &'static str {
+    let done = session
+        .try_update(move |s| {
+            s.set("pending", "yes");
+            let balance: u64 = s.get("balance").and_then(|b| b.parse().ok()).unwrap_or(0);
+            let left = balance.checked_sub(amount).ok_or("declined")?;
+            s.set("balance", left.to_string());
+            Ok::<_, &'static str>("withdrew")
+        })
+        .await
+        .expect("load");
+    session.set("attempted", "yes").await.expect("set");
+    gate.pass().await;
+    done.unwrap_or_else(|declined| declined)
 }
 
 /// Checks whether `key` is present, waits at the gate, then writes `note`.
