@@ -462,11 +462,23 @@ impl Inner {
         ) else {
             return Ok(None);
         };
+        let now = write.now_ms;
+        // A save that keeps both its key and its owner binds nothing: no
+        // lock, so the signed-in users' saves do not queue behind each
+        // other. (If the session is rebound or moved meanwhile, its version
+        // moved too, and the compare-and-set refuses the write.)
+        if current == Some(&write.key)
+            && self
+                .shard(&write.key)
+                .live(&write.key, now)
+                .is_some_and(|e| e.meta.owner.as_deref() == Some(owner))
+        {
+            return Ok(None);
+        }
         let guard = self
             .owner_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = write.now_ms;
         let already_bound = current.is_some_and(|key| {
             self.shard(key)
                 .live(key, now)
