@@ -1267,20 +1267,26 @@ async fn stagger(round: usize) {
     }
 }
 
-/// Rotate `session` once `barrier` lets every racer go: the result and the
-/// session (under its new ID if the rotation was applied).
-fn spawn_rotation(
-    store: &Arc<dyn SessionStore>,
-    barrier: &Arc<Barrier>,
-    mut session: Session,
-) -> tokio::task::JoinHandle<(SessionId, crate::Result<()>, Session)> {
-    let (store, barrier) = (Arc::clone(store), Arc::clone(barrier));
-    tokio::spawn(async move {
-        let old = session.id().clone();
-        barrier.wait().await;
-        let result = store.cycle_id(&mut session).await;
-        (old, result, session)
-    })
+/// A rotation racer: the session's old ID, the result, and the session
+/// (under its new ID if the rotation was applied).
+type Rotating = tokio::task::JoinHandle<(SessionId, crate::Result<()>, Session)>;
+
+/// [`RACERS`] stored sessions of `owner`, each rotating once the returned
+/// barrier (for them and one more party) lets every racer go.
+async fn rotating_sessions(c: &Ctx, owner: &str) -> (Arc<Barrier>, Vec<Rotating>) {
+    let barrier = Arc::new(Barrier::new(RACERS + 1));
+    let mut rotations = Vec::with_capacity(RACERS);
+    for _ in 0..RACERS {
+        let mut session = c.saved_for(owner).await;
+        let (store, barrier) = (Arc::clone(&c.store), Arc::clone(&barrier));
+        rotations.push(tokio::spawn(async move {
+            let old = session.id().clone();
+            barrier.wait().await;
+            let result = store.cycle_id(&mut session).await;
+            (old, result, session)
+        }));
+    }
+    (barrier, rotations)
 }
 
 /// "Sign out everywhere" (and "everywhere else") while the owner's sessions
@@ -1293,15 +1299,7 @@ async fn revocation_ends_sessions_that_rotate_meanwhile(f: &impl StoreFactory) {
         let owner = format!("revoked-{round}");
         let everywhere_else = round % 2 == 1;
         let current = c.saved_for(&owner).await;
-        let mut racers = Vec::new();
-        for _ in 0..RACERS {
-            racers.push(c.saved_for(&owner).await);
-        }
-        let barrier = Arc::new(Barrier::new(RACERS + 1));
-        let rotations: Vec<_> = racers
-            .into_iter()
-            .map(|s| spawn_rotation(&c.store, &barrier, s))
-            .collect();
+        let (barrier, rotations) = rotating_sessions(&c, &owner).await;
         let revocation = {
             let (store, barrier, owner) =
                 (Arc::clone(&c.store), Arc::clone(&barrier), owner.clone());
@@ -1350,15 +1348,7 @@ async fn owner_limit_holds_while_sessions_rotate(f: &impl StoreFactory) {
         let c = ctx(f, |c| c.with_max_sessions_per_owner(RACERS as u32, policy)).await;
         for round in 0..RACE_ROUNDS {
             let owner = format!("limited-{round}");
-            let mut racers = Vec::new();
-            for _ in 0..RACERS {
-                racers.push(c.saved_for(&owner).await);
-            }
-            let barrier = Arc::new(Barrier::new(RACERS + 1));
-            let rotations: Vec<_> = racers
-                .into_iter()
-                .map(|s| spawn_rotation(&c.store, &barrier, s))
-                .collect();
+            let (barrier, rotations) = rotating_sessions(&c, &owner).await;
             let login = {
                 let (store, barrier, owner) =
                     (Arc::clone(&c.store), Arc::clone(&barrier), owner.clone());

@@ -599,33 +599,11 @@ impl Session {
     ///
     /// # Errors
     /// As for [`set`](Self::set).
-    pub async fn update<F, R>(&self, mut change: F) -> Result<R>
+    pub async fn update<F, R>(&self, change: F) -> Result<R>
     where
         F: FnMut(&mut session_core::Session) -> R + Send + 'static,
     {
-        let mut state = self.writable().await?;
-        let (mut next, created) = match &state.slot {
-            Slot::Active(active) => (active.current.clone(), false),
-            Slot::Unloaded | Slot::Absent => (self.store().create().await?, true),
-        };
-        let before = next.clone();
-        // On a copy: a panic leaves the session as it was.
-        let result = change(&mut next);
-        let changed = content_differs(&before, &next);
-        if created && !changed {
-            // No session, and nothing to put in one.
-            return Ok(result);
-        }
-        install(&mut state, next, created);
-        state.log.push(Entry::Update {
-            change: Box::new(move |s: &mut session_core::Session| {
-                change(s);
-                true
-            }),
-            ok: true,
-            changed,
-        });
-        Ok(result)
+        self.run_update(change, |_| true).await
     }
 
     /// As [`update`](Self::update), for a change that can fail: when
@@ -652,9 +630,20 @@ impl Session {
     ///
     /// # Errors
     /// As for [`set`](Self::set).
-    pub async fn try_update<F, T, E>(&self, mut change: F) -> Result<std::result::Result<T, E>>
+    pub async fn try_update<F, T, E>(&self, change: F) -> Result<std::result::Result<T, E>>
     where
         F: FnMut(&mut session_core::Session) -> std::result::Result<T, E> + Send + 'static,
+    {
+        self.run_update(change, |result: &std::result::Result<T, E>| result.is_ok())
+            .await
+    }
+
+    /// Run `change` on a copy of the session, keep the copy if `succeeded`
+    /// says its result is a success, and log the change for replay.
+    async fn run_update<F, R, S>(&self, mut change: F, succeeded: S) -> Result<R>
+    where
+        F: FnMut(&mut session_core::Session) -> R + Send + 'static,
+        S: Fn(&R) -> bool + Send + 'static,
     {
         let mut state = self.writable().await?;
         let (mut next, created) = match &state.slot {
@@ -664,7 +653,7 @@ impl Session {
         let before = next.clone();
         // On a copy: a panic, or a failure, leaves the session as it was.
         let result = change(&mut next);
-        let ok = result.is_ok();
+        let ok = succeeded(&result);
         let changed = ok && content_differs(&before, &next);
         if created && !changed {
             // No session, and nothing to put in one.
@@ -674,7 +663,7 @@ impl Session {
             install(&mut state, next, created);
         }
         state.log.push(Entry::Update {
-            change: Box::new(move |s: &mut session_core::Session| change(s).is_ok()),
+            change: Box::new(move |s: &mut session_core::Session| succeeded(&change(s))),
             ok,
             changed,
         });
