@@ -42,9 +42,9 @@ OPTIONS:
                           sqlite::memory:             SQLite in memory; lost on exit
                           postgres://USER@HOST/DB     PostgreSQL (feature `postgres`)
                           mysql://USER@HOST/DB        MySQL/MariaDB (feature `mysql`)
-                          redis://HOST:PORT           Redis (feature `redis`; also
-                                                      redis-cluster://, redis-sentinel://,
-                                                      and rediss:// with `redis-tls`)
+                          redis://HOST:PORT           Redis (also redis-cluster://,
+                                                      redis-sentinel://, and rediss://
+                                                      with feature `redis-tls`)
                         Expired sessions are purged every minute.
     --listen ADDR       address to listen on (default: 127.0.0.1:3000; port 0
                         picks a free port)
