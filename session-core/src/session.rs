@@ -940,6 +940,25 @@ mod tests {
     }
 
     #[test]
+    fn the_smallest_data_limit_still_stores_an_empty_session() {
+        assert_eq!(
+            SessionData::default().encode().len(),
+            crate::config::EMPTY_DATA_LEN
+        );
+        let config = SessionConfig::from_secs(60).with_max_data_size(0);
+        let mut s = Session::new(SessionId::generate().unwrap(), &config);
+        let w = s
+            .prepare_write(&config)
+            .expect("an empty session fits any limit");
+        s.commit_write(w);
+        s.set("k", "v");
+        assert!(matches!(
+            s.prepare_write(&config),
+            Err(Error::TooLarge { limit: 3, .. })
+        ));
+    }
+
+    #[test]
     fn touching_a_never_stored_session_is_not_found() {
         let config = SessionConfig::from_secs(60);
         let s = Session::new(SessionId::generate().unwrap(), &config);
