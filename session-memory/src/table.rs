@@ -38,8 +38,11 @@ pub(crate) struct Table {
     /// Slot numbers, found by the hash of their slot's key.
     index: HashTable<SlotId>,
     hasher: KeyHasher,
-    /// `(expires_ms, slot)` of every stored session.
-    expiry: BTreeSet<(i64, SlotId)>,
+    /// `(expires_ms, slot)` of every stored session bound to no owner.
+    expiry_anonymous: BTreeSet<(i64, SlotId)>,
+    /// `(expires_ms, slot)` of every stored session bound to an owner. Kept
+    /// apart so that a full store can evict anonymous sessions first.
+    expiry_owned: BTreeSet<(i64, SlotId)>,
     /// Slots bound to each owner.
     owners: HashMap<Arc<str>, HashSet<SlotId, KeyHasher>, KeyHasher>,
 }
@@ -47,6 +50,16 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// The expiry index that holds a session with (`owned`) or without an
+    /// owner.
+    fn expiry(&mut self, owned: bool) -> &mut BTreeSet<(i64, SlotId)> {
+        if owned {
+            &mut self.expiry_owned
+        } else {
+            &mut self.expiry_anonymous
+        }
     }
 
     fn find(&self, key: &StorageKey) -> Option<SlotId> {
@@ -84,7 +97,7 @@ impl Table {
         index.insert_unique(hash, id, |&other| {
             hasher.hash_one(slots[other as usize].key)
         });
-        self.expiry.insert((expires, id));
+        self.expiry(owner.is_some()).insert((expires, id));
         if let Some(owner) = owner {
             self.bind(owner, id);
         }
@@ -108,7 +121,8 @@ impl Table {
             found.remove();
         }
         let Slot { key, entry } = self.slots.remove(id as usize);
-        self.expiry.remove(&(entry.meta.expires_ms, id));
+        self.expiry(entry.meta.owner.is_some())
+            .remove(&(entry.meta.expires_ms, id));
         if let Some(owner) = &entry.meta.owner {
             self.unbind(owner, id);
         }
@@ -154,19 +168,22 @@ impl Table {
         let meta = &mut self.slots[id as usize].entry.meta;
         let (last_active_ms, expires_ms) = (touch.last_active_ms, touch.expires_ms);
         let old_expiry = meta.expires_ms;
+        let owned = meta.owner.is_some();
         meta.last_active_ms = last_active_ms;
         meta.expires_ms = expires_ms;
         if old_expiry != expires_ms {
-            self.expiry.remove(&(old_expiry, id));
-            self.expiry.insert((expires_ms, id));
+            let expiry = self.expiry(owned);
+            expiry.remove(&(old_expiry, id));
+            expiry.insert((expires_ms, id));
         }
         Ok(())
     }
 
     fn reindex(&mut self, id: SlotId, old: &RecordMeta, new: &RecordMeta) {
-        if old.expires_ms != new.expires_ms {
-            self.expiry.remove(&(old.expires_ms, id));
-            self.expiry.insert((new.expires_ms, id));
+        let (was_owned, is_owned) = (old.owner.is_some(), new.owner.is_some());
+        if old.expires_ms != new.expires_ms || was_owned != is_owned {
+            self.expiry(was_owned).remove(&(old.expires_ms, id));
+            self.expiry(is_owned).insert((new.expires_ms, id));
         }
         if old.owner != new.owner {
             if let Some(owner) = &old.owner {
@@ -191,19 +208,31 @@ impl Table {
         }
     }
 
-    /// The key and deadline of the session that expires first.
-    pub(crate) fn first_expiry(&self) -> Option<(i64, StorageKey)> {
-        self.expiry
-            .first()
-            .map(|&(expires, id)| (expires, self.slots[id as usize].key))
+    /// The deadline and slot of the session that expires first.
+    fn first(&self) -> Option<(i64, SlotId)> {
+        match (self.expiry_anonymous.first(), self.expiry_owned.first()) {
+            (Some(&a), Some(&o)) => Some(a.min(o)),
+            (a, o) => a.or(o).copied(),
+        }
+    }
+
+    /// The deadline and key of the session that expires first among those
+    /// bound to no owner (`anonymous`) or among all.
+    pub(crate) fn first_expiry(&self, anonymous: bool) -> Option<(i64, StorageKey)> {
+        let first = if anonymous {
+            self.expiry_anonymous.first().copied()
+        } else {
+            self.first()
+        };
+        first.map(|(expires, id)| (expires, self.slots[id as usize].key))
     }
 
     /// Move up to `max` expired entries into `out`; returns whether more
     /// may be left.
     pub(crate) fn purge_batch(&mut self, now: i64, max: usize, out: &mut Vec<Entry>) -> bool {
         while out.len() < max {
-            match self.expiry.first() {
-                Some(&(expires, id)) if !session_core::is_live(expires, now) => {
+            match self.first() {
+                Some((expires, id)) if !session_core::is_live(expires, now) => {
                     out.push(self.remove_slot(id).1);
                 }
                 _ => return false,
@@ -214,10 +243,15 @@ impl Table {
 
     /// Sessions stored but expired at `now`, counted from the expiry index.
     pub(crate) fn expired_count(&self, now: i64) -> usize {
-        self.expiry
-            .iter()
-            .take_while(|(expires, _)| !session_core::is_live(*expires, now))
-            .count()
+        [&self.expiry_anonymous, &self.expiry_owned]
+            .into_iter()
+            .map(|expiry| {
+                expiry
+                    .iter()
+                    .take_while(|(expires, _)| !session_core::is_live(*expires, now))
+                    .count()
+            })
+            .sum()
     }
 
     /// The sessions bound to `owner`, live or not.
@@ -232,11 +266,19 @@ impl Table {
     #[cfg(test)]
     pub(crate) fn assert_consistent(&self) {
         assert_eq!(self.index.len(), self.slots.len());
-        assert_eq!(self.expiry.len(), self.slots.len());
+        assert_eq!(
+            self.expiry_anonymous.len() + self.expiry_owned.len(),
+            self.slots.len()
+        );
         for (id, slot) in &self.slots {
             let id = SlotId::try_from(id).unwrap();
             assert_eq!(self.find(&slot.key), Some(id));
-            assert!(self.expiry.contains(&(slot.entry.meta.expires_ms, id)));
+            let expiry = if slot.entry.meta.owner.is_some() {
+                &self.expiry_owned
+            } else {
+                &self.expiry_anonymous
+            };
+            assert!(expiry.contains(&(slot.entry.meta.expires_ms, id)));
             if let Some(owner) = &slot.entry.meta.owner {
                 assert!(self.owners[owner].contains(&id));
             }
@@ -342,7 +384,7 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(table.len(), 2);
-        assert_eq!(table.first_expiry().map(|(e, _)| e), Some(40));
+        assert_eq!(table.first_expiry(false).map(|(e, _)| e), Some(40));
         table.assert_consistent();
     }
 }
