@@ -35,7 +35,9 @@
 //!   a scan of every session, and [`len`](SessionStore::len) excludes expired
 //!   sessions at the cost of counting only those. A purge takes each shard's
 //!   lock for at most 128 sessions at a time and frees them outside it, so
-//!   loads keep their latency while a large purge runs.
+//!   loads keep their latency while a large purge runs. A shard the purge
+//!   leaves holding a quarter or less of its peak gives the memory back, so
+//!   a flood of visitors that has expired does not keep its memory forever.
 //! * **Optional cap.** [`MemoryStoreBuilder::max_sessions`] bounds the number
 //!   of stored sessions, so a flood of visitors cannot exhaust memory; the
 //!   [`CapacityPolicy`] says whether new sessions are refused or the ones
@@ -297,7 +299,10 @@ impl Inner {
     }
 
     /// Remove every expired session, a batch per shard lock at a time,
-    /// yielding to other tasks between batches.
+    /// yielding to other tasks between batches. Then give back the memory of
+    /// a shard left mostly empty (after a flood of sessions expired or was
+    /// ended), so it does not keep its peak size forever; this is done here
+    /// and not when sessions are removed, so no load or save pays for it.
     async fn purge(&self) -> u64 {
         let now = self.now();
         let mut purged = 0;
@@ -309,6 +314,10 @@ impl Inner {
                 if !more {
                     break;
                 }
+                tokio::task::yield_now().await;
+            }
+            if lock(&self.shards[i]).shrink_if_sparse() {
+                tracing::debug!(shard = i, "shrank a mostly empty shard");
                 tokio::task::yield_now().await;
             }
         }
@@ -1289,6 +1298,44 @@ mod tests {
         assert_eq!(store.inner.stored(), 1);
         for shard in &*store.inner.shards {
             lock(shard).assert_consistent(); // purge keeps the indexes in step
+        }
+    }
+
+    #[tokio::test]
+    async fn shards_give_memory_back_once_a_flood_is_purged() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| b.shards(2));
+        let room = |store: &MemoryStore| -> usize {
+            store.inner.shards.iter().map(|s| lock(s).room()).sum()
+        };
+        clock.advance(Duration::from_secs(30));
+        let mut kept = Vec::new();
+        for _ in 0..20 {
+            kept.push(saved_for(&store, "alice").await); // expire at 90 s
+        }
+        clock.advance(Duration::from_secs(1));
+        for _ in 0..20_000 {
+            saved(&store).await; // the flood: expires at 91 s
+        }
+        let peak = room(&store);
+        assert!(peak >= 20_000);
+        clock.advance(Duration::from_secs(30)); // the kept ones are live at 60 s idle
+        for s in &mut kept {
+            store.touch(s).await.unwrap();
+        }
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(store.purge_expired().await.unwrap(), 20_000);
+        assert!(
+            room(&store) < 1_000,
+            "{} sessions' room kept for 20 sessions",
+            room(&store)
+        );
+        for s in &kept {
+            assert!(store.load(s.id()).await.unwrap().is_some());
+        }
+        assert_eq!(store.count_owner_sessions("alice").await.unwrap(), 20);
+        for shard in &*store.inner.shards {
+            lock(shard).assert_consistent();
         }
     }
 

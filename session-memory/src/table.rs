@@ -32,6 +32,10 @@ struct Slot {
 /// A slot number. A shard holds far fewer than 2^32 sessions.
 type SlotId = u32;
 
+/// A table with room for fewer sessions than this is never shrunk: the
+/// memory is small and would soon be needed again.
+const SHRINK_MIN_ROOM: usize = 256;
+
 #[derive(Default)]
 pub(crate) struct Table {
     slots: Slab<Slot>,
@@ -50,6 +54,63 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// How many sessions the table has memory for without growing.
+    pub(crate) fn room(&self) -> usize {
+        self.slots.capacity().max(self.index.capacity())
+    }
+
+    /// Give memory back if the table holds at most a quarter of what it has
+    /// room for (after a flood of sessions has expired or been ended), by
+    /// moving the sessions into the lowest slots and shrinking every index
+    /// to fit. Costs time in proportion to the room, and leaves the room
+    /// equal to the sessions held, so the cost is paid again only after the
+    /// table has grown fourfold and emptied again: amortised, it is a small
+    /// constant per session removed. Returns whether it shrank.
+    pub(crate) fn shrink_if_sparse(&mut self) -> bool {
+        let room = self.room();
+        if room < SHRINK_MIN_ROOM || self.len() > room / 4 {
+            return false;
+        }
+        let Table {
+            slots,
+            index,
+            hasher,
+            expiry_anonymous,
+            expiry_owned,
+            owners,
+        } = self;
+        slots.compact(|slot, from, to| {
+            let (Ok(from), Ok(to)) = (SlotId::try_from(from), SlotId::try_from(to)) else {
+                return false;
+            };
+            // Renumber the slot in every index; the index is updated first
+            // and cannot miss, so a refused move changes nothing.
+            let Some(id) = index.find_mut(hasher.hash_one(slot.key), |&id| id == from) else {
+                return false;
+            };
+            *id = to;
+            let meta = &slot.entry.meta;
+            let expiry = if meta.owner.is_some() {
+                &mut *expiry_owned
+            } else {
+                &mut *expiry_anonymous
+            };
+            expiry.remove(&(meta.expires_ms, from));
+            expiry.insert((meta.expires_ms, to));
+            if let Some(bound) = meta.owner.as_ref().and_then(|o| owners.get_mut(o)) {
+                bound.remove(&from);
+                bound.insert(to);
+            }
+            true
+        });
+        index.shrink_to_fit(|&id| hasher.hash_one(slots[id as usize].key));
+        owners.shrink_to_fit();
+        for bound in owners.values_mut() {
+            bound.shrink_to_fit();
+        }
+        true
     }
 
     /// The expiry index that holds a session with (`owned`) or without an
@@ -363,6 +424,63 @@ mod tests {
             table.assert_consistent();
             assert_eq!(table.len(), keys.len());
         }
+    }
+
+    #[test]
+    fn a_mostly_empty_table_shrinks_and_keeps_its_indexes_in_step() {
+        let mut table = Table::default();
+        let mut keys = Vec::new();
+        for i in 0..4000i64 {
+            let owner = ["alice", "bob", "carol"].get((i % 4) as usize).copied();
+            let w = write(1_000 + i, owner);
+            keys.push(w.key);
+            table.apply(&w).unwrap();
+        }
+        let peak = table.room();
+        assert!(peak >= 4000);
+        assert!(!table.shrink_if_sparse(), "full: nothing to give back");
+        // Keep a scattered tenth (so sessions must move down), drop the rest.
+        let mut kept = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            if i % 10 == 7 {
+                kept.push(key);
+            } else {
+                table.remove(&key).unwrap();
+            }
+        }
+        assert!(table.shrink_if_sparse());
+        assert!(table.room() < peak / 4, "{} of {peak}", table.room());
+        assert!(!table.shrink_if_sparse(), "already fits");
+        table.assert_consistent();
+        assert_eq!(table.len(), kept.len());
+        for key in &kept {
+            assert_eq!(table.get(key).map(|e| table_key(&table, e)), Some(*key));
+        }
+        // Every index still works: updates, touches, owner lookups, purges.
+        let first = kept[0];
+        let mut w = write(9_000, Some("dave"));
+        w.key = first;
+        w.expected_version = Some(1);
+        w.meta.version = 2;
+        table.apply(&w).unwrap();
+        assert_eq!(table.owned("dave").count(), 1);
+        // Of the kept (every tenth from the eighth), half are Bob's.
+        assert_eq!(table.owned("bob").count(), kept.len() / 2);
+        let mut out = Vec::new();
+        assert!(!table.purge_batch(6_000, usize::MAX, &mut out));
+        assert_eq!(out.len(), kept.len() - 1, "all but the updated one");
+        table.assert_consistent();
+        assert_eq!(table.len(), 1);
+    }
+
+    /// The key a stored entry is filed under, found through the slots.
+    fn table_key(table: &Table, entry: &Entry) -> StorageKey {
+        table
+            .slots
+            .iter()
+            .find(|(_, slot)| std::ptr::eq(&slot.entry, entry))
+            .map(|(_, slot)| slot.key)
+            .unwrap()
     }
 
     #[test]
