@@ -8,6 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Default limit on the encoded size of one session's data: 256 KiB.
 pub const DEFAULT_MAX_DATA_SIZE: usize = 256 * 1024;
 
+/// Encoded size of a session with no data (the format byte and `{}`): the
+/// smallest useful data limit, since every save stores at least this much.
+pub(crate) const EMPTY_DATA_LEN: usize = 3;
+
 /// Where a store reads the current time from.
 ///
 /// Stores never call `SystemTime::now()` themselves, so tests can drive expiry
@@ -161,9 +165,13 @@ impl SessionConfig {
 
     /// Refuse to save sessions whose encoded data exceeds `bytes`
     /// ([`Error::TooLarge`](crate::Error::TooLarge)).
+    ///
+    /// `bytes` is raised to 3, the encoded size of a session with no data,
+    /// if given smaller: a lower limit would refuse every save, even of an
+    /// empty session.
     #[must_use]
     pub fn with_max_data_size(mut self, bytes: usize) -> Self {
-        self.max_data_size = bytes;
+        self.max_data_size = bytes.max(EMPTY_DATA_LEN);
         self
     }
 
@@ -323,5 +331,15 @@ mod tests {
             .with_max_sessions_per_owner(0, OwnerLimitPolicy::RefuseNew);
         assert!(c.idle_timeout() > Duration::ZERO);
         assert_eq!(c.max_sessions_per_owner().map(|l| l.max), Some(1));
+    }
+
+    #[test]
+    fn a_data_limit_below_an_empty_session_is_raised_to_fit_one() {
+        for tiny in [0, 1, 2] {
+            let c = SessionConfig::from_secs(60).with_max_data_size(tiny);
+            assert_eq!(c.max_data_size(), EMPTY_DATA_LEN, "{tiny}");
+        }
+        let c = SessionConfig::from_secs(60).with_max_data_size(64);
+        assert_eq!(c.max_data_size(), 64, "a usable limit is kept as given");
     }
 }

@@ -65,6 +65,7 @@
 
 mod config;
 mod error;
+mod finite;
 mod id;
 mod session;
 mod store;
@@ -80,7 +81,7 @@ pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, MIN_ID_LEN, SessionHandle, SessionId, StorageKey};
 pub use session::{
     MAX_OWNER_LEN, RecordMeta, Rotation, Session, SessionData, Touch, Write, is_live,
-    is_valid_owner,
+    is_valid_owner, value_to_json,
 };
 pub use store::{SessionInfo, SessionStore, SessionStoreExt, UPDATE_ATTEMPTS};
 

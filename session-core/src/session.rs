@@ -72,17 +72,16 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Value`] if `value` cannot be serialized to JSON (for example a
-    /// map with non-string keys); the session is left unchanged.
+    /// map with non-string keys, or a float that is NaN or infinite, which
+    /// JSON cannot represent and would otherwise come back as `null`); the
+    /// session is left unchanged.
     pub fn insert<T: Serialize + ?Sized>(
         &mut self,
         key: impl Into<String>,
         value: &T,
     ) -> Result<()> {
         let key = key.into();
-        let value = match serde_json::to_value(value) {
-            Ok(v) => v,
-            Err(source) => return Err(Error::Value { key, source }),
-        };
+        let value = value_to_json(&key, value)?;
         if self.data.map().get(&key) != Some(&value) {
             self.data.map_mut().insert(key, value);
             self.modified = true;
@@ -433,6 +432,23 @@ impl RecordMeta {
     }
 }
 
+/// `value` as the JSON a session stores under `key`, as
+/// [`Session::insert`] converts it (for layers that keep their own log of
+/// writes, so they refuse the same values).
+///
+/// # Errors
+/// [`Error::Value`] if `value` cannot be serialized to JSON, or holds a
+/// float that is NaN or infinite: JSON has no such numbers, and serde_json
+/// would silently turn them into `null`.
+pub fn value_to_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Value> {
+    serde_json::to_value(value)
+        .and_then(|json| crate::finite::check(value, &json).map(|()| json))
+        .map_err(|source| Error::Value {
+            key: key.to_owned(),
+            source,
+        })
+}
+
 /// Whether `owner` is a key a session can be bound to: 1 to
 /// [`MAX_OWNER_LEN`] bytes, without control characters (NUL, newlines…),
 /// which some databases cannot store and no user key needs. Stores answer
@@ -766,6 +782,47 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_floats_are_refused_not_stored_as_null() {
+        #[derive(Serialize)]
+        struct Reading {
+            label: Option<String>,
+            values: Vec<f32>,
+        }
+        let mut s = session();
+        s.insert("kept", &1.5f64).unwrap();
+        let nested = Reading {
+            label: None,
+            values: vec![1.0, f32::NEG_INFINITY],
+        };
+        for result in [
+            s.insert("x", &f64::NAN),
+            s.insert("kept", &f64::INFINITY),
+            s.insert("x", &Some(f32::NAN)),
+            s.insert("x", &[(1, f64::NAN)]),
+            s.insert("x", &nested),
+        ] {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, Error::Value { .. }) && err.to_string().contains("finite"),
+                "{err}"
+            );
+        }
+        assert!(!s.contains_key("x"));
+        assert_eq!(s.get_as::<f64>("kept").unwrap(), Some(1.5));
+
+        // Nulls that were meant as nulls, and finite floats, are fine.
+        let fine = Reading {
+            label: None,
+            values: vec![f32::MAX, -0.0],
+        };
+        s.insert("fine", &fine).unwrap();
+        s.insert("none", &None::<f64>).unwrap();
+        s.insert("json", &serde_json::json!({"a": null, "b": [1.0]}))
+            .unwrap();
+        assert_eq!(s.get_as::<Option<f64>>("none").unwrap(), Some(None));
+    }
+
+    #[test]
     fn codec_round_trips_and_rejects_junk() {
         let mut s = session();
         s.set("ключ", "värde \"quoted\" \u{1F600}");
@@ -936,6 +993,25 @@ mod tests {
         assert!(matches!(
             s.prepare_write(&config),
             Err(Error::TooLarge { limit: 32, .. })
+        ));
+    }
+
+    #[test]
+    fn the_smallest_data_limit_still_stores_an_empty_session() {
+        assert_eq!(
+            SessionData::default().encode().len(),
+            crate::config::EMPTY_DATA_LEN
+        );
+        let config = SessionConfig::from_secs(60).with_max_data_size(0);
+        let mut s = Session::new(SessionId::generate().unwrap(), &config);
+        let w = s
+            .prepare_write(&config)
+            .expect("an empty session fits any limit");
+        s.commit_write(w);
+        s.set("k", "v");
+        assert!(matches!(
+            s.prepare_write(&config),
+            Err(Error::TooLarge { limit: 3, .. })
         ));
     }
 

@@ -35,11 +35,13 @@
 //!   a scan of every session, and [`len`](SessionStore::len) excludes expired
 //!   sessions at the cost of counting only those. A purge takes each shard's
 //!   lock for at most 128 sessions at a time and frees them outside it, so
-//!   loads keep their latency while a large purge runs.
+//!   loads keep their latency while a large purge runs. A shard the purge
+//!   leaves holding a quarter or less of its peak gives the memory back, so
+//!   a flood of visitors that has expired does not keep its memory forever.
 //! * **Optional cap.** [`MemoryStoreBuilder::max_sessions`] bounds the number
 //!   of stored sessions, so a flood of visitors cannot exhaust memory; the
 //!   [`CapacityPolicy`] says whether new sessions are refused or the ones
-//!   closest to expiry make room.
+//!   closest to expiry make room (anonymous ones before signed-in ones).
 //! * **Optional background purge.** [`MemoryStore::spawn_purge_task`] runs
 //!   `purge_expired` periodically on tokio and stops when the store is
 //!   dropped.
@@ -72,9 +74,12 @@ pub enum CapacityPolicy {
     /// Refuse it: the save returns [`Error::Capacity`]. Existing sessions are
     /// never disturbed. The safe default for logged-in traffic.
     RejectNew,
-    /// Make room by ending the session that would expire soonest. Keeps the
-    /// store accepting new visitors under a flood, at the price of ending
-    /// idle sessions early.
+    /// Make room by ending the anonymous session (bound to no owner, see
+    /// [`Session::set_owner`]) that would expire soonest, or, only when every
+    /// stored session has an owner, the owned one that would expire soonest.
+    /// Keeps the store accepting new visitors under a flood, at the price of
+    /// ending idle sessions early; a flood of anonymous visitors ends only
+    /// anonymous sessions, so it signs no one out.
     EvictSoonestExpiring,
 }
 
@@ -294,7 +299,10 @@ impl Inner {
     }
 
     /// Remove every expired session, a batch per shard lock at a time,
-    /// yielding to other tasks between batches.
+    /// yielding to other tasks between batches. Then give back the memory of
+    /// a shard left mostly empty (after a flood of sessions expired or was
+    /// ended), so it does not keep its peak size forever; this is done here
+    /// and not when sessions are removed, so no load or save pays for it.
     async fn purge(&self) -> u64 {
         let now = self.now();
         let mut purged = 0;
@@ -306,6 +314,10 @@ impl Inner {
                 if !more {
                     break;
                 }
+                tokio::task::yield_now().await;
+            }
+            if lock(&self.shards[i]).shrink_if_sparse() {
+                tracing::debug!(shard = i, "shrank a mostly empty shard");
                 tokio::task::yield_now().await;
             }
         }
@@ -385,21 +397,34 @@ impl Inner {
         }
     }
 
+    /// End the anonymous session closest to expiry or, if every session
+    /// has an owner, the owned one closest to expiry. Returns whether there
+    /// was one to end (it may have changed meanwhile; the caller retries).
     fn evict_soonest_expiring(&self) -> bool {
-        let soonest = self
-            .shards
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| lock(s).first_expiry().map(|(exp, key)| (exp, key, i)))
-            .min();
+        let soonest = |anonymous: bool| {
+            self.shards
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    lock(s)
+                        .first_expiry(anonymous)
+                        .map(|(exp, key)| (exp, key, i))
+                })
+                .min()
+        };
+        let (anonymous, soonest) = match soonest(true) {
+            Some(found) => (true, Some(found)),
+            None => (false, soonest(false)),
+        };
         let Some((expires, key, index)) = soonest else {
             return false;
         };
         let mut shard = lock(&self.shards[index]);
-        // Only if it is still the same entry; otherwise the caller retries.
+        // Only if it is still the same entry, and still anonymous if it was
+        // chosen as such; otherwise the caller retries.
         if shard
             .get(&key)
-            .is_some_and(|e| e.meta.expires_ms == expires)
+            .is_some_and(|e| e.meta.expires_ms == expires && (!anonymous || e.meta.owner.is_none()))
         {
             shard.remove(&key);
             drop(shard);
@@ -1047,6 +1072,181 @@ mod tests {
         assert_eq!(store.len().await.unwrap(), 2);
     }
 
+    async fn saved_for(store: &MemoryStore, owner: &str) -> Session {
+        let mut s = store.create().await.unwrap();
+        s.set_owner(owner);
+        store.save(&mut s).await.unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn a_full_store_evicts_anonymous_sessions_before_signed_in_ones() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| {
+            b.max_sessions(3, CapacityPolicy::EvictSoonestExpiring)
+        });
+        let alice = saved_for(&store, "alice").await; // expires first
+        clock.advance(Duration::from_secs(10));
+        let anonymous = saved(&store).await;
+        clock.advance(Duration::from_secs(10));
+        let bob = saved_for(&store, "bob").await;
+        clock.advance(Duration::from_secs(10));
+        // A flood of anonymous visitors ends only anonymous sessions.
+        let mut flood = Vec::new();
+        for _ in 0..5 {
+            flood.push(saved(&store).await);
+            clock.advance(Duration::from_secs(1));
+        }
+        assert!(store.load(anonymous.id()).await.unwrap().is_none());
+        for s in &flood[..4] {
+            assert!(store.load(s.id()).await.unwrap().is_none());
+        }
+        for s in [&alice, &bob, &flood[4]] {
+            assert!(store.load(s.id()).await.unwrap().is_some());
+        }
+        assert_eq!(store.count_owner_sessions("alice").await.unwrap(), 1);
+        assert_eq!(store.count_owner_sessions("bob").await.unwrap(), 1);
+        assert_eq!(store.len().await.unwrap(), 3);
+    }
+
+    /// When every session has an owner, the one closest to expiry goes, and
+    /// the owner index and the counts forget it at once.
+    #[tokio::test]
+    async fn evicting_a_signed_in_session_keeps_the_owner_index_and_counts_exact() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::builder(
+            SessionConfig::from_secs(60)
+                .with_clock(clock.clone())
+                .with_max_sessions_per_owner(1, OwnerLimitPolicy::RefuseNew),
+        )
+        .shards(4)
+        .max_sessions(2, CapacityPolicy::EvictSoonestExpiring)
+        .build();
+        let alice = saved_for(&store, "alice").await;
+        clock.advance(Duration::from_secs(10));
+        let bob = saved_for(&store, "bob").await;
+        clock.advance(Duration::from_secs(10));
+        let carol = saved_for(&store, "carol").await;
+
+        assert!(store.load(alice.id()).await.unwrap().is_none(), "evicted");
+        assert_eq!(store.count_owner_sessions("alice").await.unwrap(), 0);
+        assert!(
+            store
+                .owner_sessions("alice", None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.destroy_owner_sessions("alice", None).await.unwrap(),
+            0
+        );
+        let handle = alice.id().handle();
+        assert!(!store.destroy_owner_session("alice", &handle).await.unwrap());
+        assert_eq!(store.len().await.unwrap(), 2);
+        assert_eq!(store.inner.stored(), 2);
+        for shard in &*store.inner.shards {
+            lock(shard).assert_consistent();
+        }
+
+        // Alice's limit of one counts nothing for the evicted session: she
+        // can sign in again (which evicts Bob, now closest to expiry).
+        let again = saved_for(&store, "alice").await;
+        assert!(store.load(bob.id()).await.unwrap().is_none());
+        assert_eq!(store.count_owner_sessions("bob").await.unwrap(), 0);
+        assert_eq!(store.count_owner_sessions("alice").await.unwrap(), 1);
+        let mut stale = alice.clone();
+        stale.set("k", "v");
+        assert!(matches!(store.save(&mut stale).await, Err(Error::NotFound)));
+        for s in [&again, &carol] {
+            assert!(store.load(s.id()).await.unwrap().is_some());
+        }
+        assert_eq!(store.inner.stored(), 2);
+        for shard in &*store.inner.shards {
+            lock(shard).assert_consistent();
+        }
+    }
+
+    /// A mixed workload on a full, evicting store: after every step the
+    /// owner index, the counts and every shard's indexes agree.
+    #[tokio::test]
+    async fn eviction_keeps_every_index_exact_through_a_mixed_workload() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| {
+            b.shards(4)
+                .max_sessions(16, CapacityPolicy::EvictSoonestExpiring)
+        });
+        let owners = ["a", "b", "c"];
+        let mut held: Vec<Session> = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..600 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            clock.advance(Duration::from_millis(x % 50)); // 30 s at most: no expiry
+            let pick = (x >> 8) as usize;
+            match x % 5 {
+                0 | 1 => {
+                    let mut s = store.create().await.unwrap();
+                    if let Some(owner) = owners.get(pick % 5) {
+                        s.set_owner(*owner);
+                    }
+                    store.save(&mut s).await.unwrap();
+                    held.push(s);
+                }
+                2 if !held.is_empty() => {
+                    let i = pick % held.len();
+                    let s = &mut held[i];
+                    match owners.get(pick % 4) {
+                        Some(owner) => s.set_owner(*owner),
+                        None => s.clear_owner(),
+                    }
+                    if store.save(s).await.is_err() {
+                        held.swap_remove(i); // evicted meanwhile
+                    }
+                }
+                3 if !held.is_empty() => {
+                    let i = pick % held.len();
+                    if store.cycle_id(&mut held[i]).await.is_err() {
+                        held.swap_remove(i);
+                    }
+                }
+                _ => {
+                    let owner = owners[pick % 3];
+                    store.destroy_owner_sessions(owner, None).await.unwrap();
+                }
+            }
+            held.retain(|s| {
+                let shard = store.inner.shard(s.id().storage_key());
+                shard
+                    .live(s.id().storage_key(), clock_now(&clock))
+                    .is_some()
+            });
+            for shard in &*store.inner.shards {
+                lock(shard).assert_consistent();
+            }
+            let live = store.len().await.unwrap();
+            assert!(live <= 16);
+            assert_eq!(store.inner.stored(), live, "nothing expires here");
+            let mut owned = 0;
+            for owner in owners {
+                let n = store.count_owner_sessions(owner).await.unwrap();
+                assert_eq!(
+                    n,
+                    held.iter().filter(|s| s.owner() == Some(owner)).count() as u64,
+                    "{owner}"
+                );
+                owned += n;
+            }
+            let anonymous = held.iter().filter(|s| s.owner().is_none()).count() as u64;
+            assert_eq!(owned + anonymous, live);
+        }
+    }
+
+    fn clock_now(clock: &ManualClock) -> i64 {
+        session_core::Clock::now_ms(clock)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn capacity_holds_under_a_concurrent_flood() {
         let clock = ManualClock::new();
@@ -1098,6 +1298,44 @@ mod tests {
         assert_eq!(store.inner.stored(), 1);
         for shard in &*store.inner.shards {
             lock(shard).assert_consistent(); // purge keeps the indexes in step
+        }
+    }
+
+    #[tokio::test]
+    async fn shards_give_memory_back_once_a_flood_is_purged() {
+        let clock = ManualClock::new();
+        let store = store_with(&clock, |b| b.shards(2));
+        let room = |store: &MemoryStore| -> usize {
+            store.inner.shards.iter().map(|s| lock(s).room()).sum()
+        };
+        clock.advance(Duration::from_secs(30));
+        let mut kept = Vec::new();
+        for _ in 0..20 {
+            kept.push(saved_for(&store, "alice").await); // expire at 90 s
+        }
+        clock.advance(Duration::from_secs(1));
+        for _ in 0..20_000 {
+            saved(&store).await; // the flood: expires at 91 s
+        }
+        let peak = room(&store);
+        assert!(peak >= 20_000);
+        clock.advance(Duration::from_secs(30)); // the kept ones are live at 60 s idle
+        for s in &mut kept {
+            store.touch(s).await.unwrap();
+        }
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(store.purge_expired().await.unwrap(), 20_000);
+        assert!(
+            room(&store) < 1_000,
+            "{} sessions' room kept for 20 sessions",
+            room(&store)
+        );
+        for s in &kept {
+            assert!(store.load(s.id()).await.unwrap().is_some());
+        }
+        assert_eq!(store.count_owner_sessions("alice").await.unwrap(), 20);
+        for shard in &*store.inner.shards {
+            lock(shard).assert_consistent();
         }
     }
 

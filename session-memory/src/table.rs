@@ -32,14 +32,21 @@ struct Slot {
 /// A slot number. A shard holds far fewer than 2^32 sessions.
 type SlotId = u32;
 
+/// A table with room for fewer sessions than this is never shrunk: the
+/// memory is small and would soon be needed again.
+const SHRINK_MIN_ROOM: usize = 256;
+
 #[derive(Default)]
 pub(crate) struct Table {
     slots: Slab<Slot>,
     /// Slot numbers, found by the hash of their slot's key.
     index: HashTable<SlotId>,
     hasher: KeyHasher,
-    /// `(expires_ms, slot)` of every stored session.
-    expiry: BTreeSet<(i64, SlotId)>,
+    /// `(expires_ms, slot)` of every stored session bound to no owner.
+    expiry_anonymous: BTreeSet<(i64, SlotId)>,
+    /// `(expires_ms, slot)` of every stored session bound to an owner. Kept
+    /// apart so that a full store can evict anonymous sessions first.
+    expiry_owned: BTreeSet<(i64, SlotId)>,
     /// Slots bound to each owner.
     owners: HashMap<Arc<str>, HashSet<SlotId, KeyHasher>, KeyHasher>,
 }
@@ -47,6 +54,73 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// How many sessions the table has memory for without growing.
+    pub(crate) fn room(&self) -> usize {
+        self.slots.capacity().max(self.index.capacity())
+    }
+
+    /// Give memory back if the table holds at most a quarter of what it has
+    /// room for (after a flood of sessions has expired or been ended), by
+    /// moving the sessions into the lowest slots and shrinking every index
+    /// to fit. Costs time in proportion to the room, and leaves the room
+    /// equal to the sessions held, so the cost is paid again only after the
+    /// table has grown fourfold and emptied again: amortised, it is a small
+    /// constant per session removed. Returns whether it shrank.
+    pub(crate) fn shrink_if_sparse(&mut self) -> bool {
+        let room = self.room();
+        if room < SHRINK_MIN_ROOM || self.len() > room / 4 {
+            return false;
+        }
+        let Table {
+            slots,
+            index,
+            hasher,
+            expiry_anonymous,
+            expiry_owned,
+            owners,
+        } = self;
+        slots.compact(|slot, from, to| {
+            let (Ok(from), Ok(to)) = (SlotId::try_from(from), SlotId::try_from(to)) else {
+                return false;
+            };
+            // Renumber the slot in every index; the index is updated first
+            // and cannot miss, so a refused move changes nothing.
+            let Some(id) = index.find_mut(hasher.hash_one(slot.key), |&id| id == from) else {
+                return false;
+            };
+            *id = to;
+            let meta = &slot.entry.meta;
+            let expiry = if meta.owner.is_some() {
+                &mut *expiry_owned
+            } else {
+                &mut *expiry_anonymous
+            };
+            expiry.remove(&(meta.expires_ms, from));
+            expiry.insert((meta.expires_ms, to));
+            if let Some(bound) = meta.owner.as_ref().and_then(|o| owners.get_mut(o)) {
+                bound.remove(&from);
+                bound.insert(to);
+            }
+            true
+        });
+        index.shrink_to_fit(|&id| hasher.hash_one(slots[id as usize].key));
+        owners.shrink_to_fit();
+        for bound in owners.values_mut() {
+            bound.shrink_to_fit();
+        }
+        true
+    }
+
+    /// The expiry index that holds a session with (`owned`) or without an
+    /// owner.
+    fn expiry(&mut self, owned: bool) -> &mut BTreeSet<(i64, SlotId)> {
+        if owned {
+            &mut self.expiry_owned
+        } else {
+            &mut self.expiry_anonymous
+        }
     }
 
     fn find(&self, key: &StorageKey) -> Option<SlotId> {
@@ -84,7 +158,7 @@ impl Table {
         index.insert_unique(hash, id, |&other| {
             hasher.hash_one(slots[other as usize].key)
         });
-        self.expiry.insert((expires, id));
+        self.expiry(owner.is_some()).insert((expires, id));
         if let Some(owner) = owner {
             self.bind(owner, id);
         }
@@ -108,7 +182,8 @@ impl Table {
             found.remove();
         }
         let Slot { key, entry } = self.slots.remove(id as usize);
-        self.expiry.remove(&(entry.meta.expires_ms, id));
+        self.expiry(entry.meta.owner.is_some())
+            .remove(&(entry.meta.expires_ms, id));
         if let Some(owner) = &entry.meta.owner {
             self.unbind(owner, id);
         }
@@ -154,19 +229,22 @@ impl Table {
         let meta = &mut self.slots[id as usize].entry.meta;
         let (last_active_ms, expires_ms) = (touch.last_active_ms, touch.expires_ms);
         let old_expiry = meta.expires_ms;
+        let owned = meta.owner.is_some();
         meta.last_active_ms = last_active_ms;
         meta.expires_ms = expires_ms;
         if old_expiry != expires_ms {
-            self.expiry.remove(&(old_expiry, id));
-            self.expiry.insert((expires_ms, id));
+            let expiry = self.expiry(owned);
+            expiry.remove(&(old_expiry, id));
+            expiry.insert((expires_ms, id));
         }
         Ok(())
     }
 
     fn reindex(&mut self, id: SlotId, old: &RecordMeta, new: &RecordMeta) {
-        if old.expires_ms != new.expires_ms {
-            self.expiry.remove(&(old.expires_ms, id));
-            self.expiry.insert((new.expires_ms, id));
+        let (was_owned, is_owned) = (old.owner.is_some(), new.owner.is_some());
+        if old.expires_ms != new.expires_ms || was_owned != is_owned {
+            self.expiry(was_owned).remove(&(old.expires_ms, id));
+            self.expiry(is_owned).insert((new.expires_ms, id));
         }
         if old.owner != new.owner {
             if let Some(owner) = &old.owner {
@@ -191,19 +269,31 @@ impl Table {
         }
     }
 
-    /// The key and deadline of the session that expires first.
-    pub(crate) fn first_expiry(&self) -> Option<(i64, StorageKey)> {
-        self.expiry
-            .first()
-            .map(|&(expires, id)| (expires, self.slots[id as usize].key))
+    /// The deadline and slot of the session that expires first.
+    fn first(&self) -> Option<(i64, SlotId)> {
+        match (self.expiry_anonymous.first(), self.expiry_owned.first()) {
+            (Some(&a), Some(&o)) => Some(a.min(o)),
+            (a, o) => a.or(o).copied(),
+        }
+    }
+
+    /// The deadline and key of the session that expires first among those
+    /// bound to no owner (`anonymous`) or among all.
+    pub(crate) fn first_expiry(&self, anonymous: bool) -> Option<(i64, StorageKey)> {
+        let first = if anonymous {
+            self.expiry_anonymous.first().copied()
+        } else {
+            self.first()
+        };
+        first.map(|(expires, id)| (expires, self.slots[id as usize].key))
     }
 
     /// Move up to `max` expired entries into `out`; returns whether more
     /// may be left.
     pub(crate) fn purge_batch(&mut self, now: i64, max: usize, out: &mut Vec<Entry>) -> bool {
         while out.len() < max {
-            match self.expiry.first() {
-                Some(&(expires, id)) if !session_core::is_live(expires, now) => {
+            match self.first() {
+                Some((expires, id)) if !session_core::is_live(expires, now) => {
                     out.push(self.remove_slot(id).1);
                 }
                 _ => return false,
@@ -214,10 +304,15 @@ impl Table {
 
     /// Sessions stored but expired at `now`, counted from the expiry index.
     pub(crate) fn expired_count(&self, now: i64) -> usize {
-        self.expiry
-            .iter()
-            .take_while(|(expires, _)| !session_core::is_live(*expires, now))
-            .count()
+        [&self.expiry_anonymous, &self.expiry_owned]
+            .into_iter()
+            .map(|expiry| {
+                expiry
+                    .iter()
+                    .take_while(|(expires, _)| !session_core::is_live(*expires, now))
+                    .count()
+            })
+            .sum()
     }
 
     /// The sessions bound to `owner`, live or not.
@@ -232,11 +327,19 @@ impl Table {
     #[cfg(test)]
     pub(crate) fn assert_consistent(&self) {
         assert_eq!(self.index.len(), self.slots.len());
-        assert_eq!(self.expiry.len(), self.slots.len());
+        assert_eq!(
+            self.expiry_anonymous.len() + self.expiry_owned.len(),
+            self.slots.len()
+        );
         for (id, slot) in &self.slots {
             let id = SlotId::try_from(id).unwrap();
             assert_eq!(self.find(&slot.key), Some(id));
-            assert!(self.expiry.contains(&(slot.entry.meta.expires_ms, id)));
+            let expiry = if slot.entry.meta.owner.is_some() {
+                &self.expiry_owned
+            } else {
+                &self.expiry_anonymous
+            };
+            assert!(expiry.contains(&(slot.entry.meta.expires_ms, id)));
             if let Some(owner) = &slot.entry.meta.owner {
                 assert!(self.owners[owner].contains(&id));
             }
@@ -324,6 +427,63 @@ mod tests {
     }
 
     #[test]
+    fn a_mostly_empty_table_shrinks_and_keeps_its_indexes_in_step() {
+        let mut table = Table::default();
+        let mut keys = Vec::new();
+        for i in 0..4000i64 {
+            let owner = ["alice", "bob", "carol"].get((i % 4) as usize).copied();
+            let w = write(1_000 + i, owner);
+            keys.push(w.key);
+            table.apply(&w).unwrap();
+        }
+        let peak = table.room();
+        assert!(peak >= 4000);
+        assert!(!table.shrink_if_sparse(), "full: nothing to give back");
+        // Keep a scattered tenth (so sessions must move down), drop the rest.
+        let mut kept = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            if i % 10 == 7 {
+                kept.push(key);
+            } else {
+                table.remove(&key).unwrap();
+            }
+        }
+        assert!(table.shrink_if_sparse());
+        assert!(table.room() < peak / 4, "{} of {peak}", table.room());
+        assert!(!table.shrink_if_sparse(), "already fits");
+        table.assert_consistent();
+        assert_eq!(table.len(), kept.len());
+        for key in &kept {
+            assert_eq!(table.get(key).map(|e| table_key(&table, e)), Some(*key));
+        }
+        // Every index still works: updates, touches, owner lookups, purges.
+        let first = kept[0];
+        let mut w = write(9_000, Some("dave"));
+        w.key = first;
+        w.expected_version = Some(1);
+        w.meta.version = 2;
+        table.apply(&w).unwrap();
+        assert_eq!(table.owned("dave").count(), 1);
+        // Of the kept (every tenth from the eighth), half are Bob's.
+        assert_eq!(table.owned("bob").count(), kept.len() / 2);
+        let mut out = Vec::new();
+        assert!(!table.purge_batch(6_000, usize::MAX, &mut out));
+        assert_eq!(out.len(), kept.len() - 1, "all but the updated one");
+        table.assert_consistent();
+        assert_eq!(table.len(), 1);
+    }
+
+    /// The key a stored entry is filed under, found through the slots.
+    fn table_key(table: &Table, entry: &Entry) -> StorageKey {
+        table
+            .slots
+            .iter()
+            .find(|(_, slot)| std::ptr::eq(&slot.entry, entry))
+            .map(|(_, slot)| slot.key)
+            .unwrap()
+    }
+
+    #[test]
     fn purge_removes_exactly_the_expired_and_stops_at_the_first_live() {
         let mut table = Table::default();
         for expires in [10, 20, 30, 40, 50] {
@@ -342,7 +502,7 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(table.len(), 2);
-        assert_eq!(table.first_expiry().map(|(e, _)| e), Some(40));
+        assert_eq!(table.first_expiry(false).map(|(e, _)| e), Some(40));
         table.assert_consistent();
     }
 }

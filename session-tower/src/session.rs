@@ -508,18 +508,16 @@ impl Session {
     /// Store any serde-serializable value under `key`.
     ///
     /// # Errors
-    /// [`Error::Value`] if `value` cannot be represented as JSON (nothing
-    /// changes); otherwise as for [`set`](Self::set).
+    /// [`Error::Value`] if `value` cannot be represented as JSON (a NaN or
+    /// infinite float, say; nothing changes); otherwise as for
+    /// [`set`](Self::set).
     pub async fn insert<T: Serialize + ?Sized>(
         &self,
         key: impl Into<String>,
         value: &T,
     ) -> Result<()> {
         let key = key.into();
-        let value = serde_json::to_value(value).map_err(|source| Error::Value {
-            key: key.clone(),
-            source,
-        })?;
+        let value = session_core::value_to_json(&key, value)?;
         self.write(Entry::Put(key, value)).await
     }
 

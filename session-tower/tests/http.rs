@@ -1147,6 +1147,25 @@ async fn too_large_session_data_is_a_500_that_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_non_finite_number_is_refused_by_insert_not_stored_as_null() {
+    let app = TestApp::new();
+    for value in ["NaN", "inf", "-inf"] {
+        let reply = app
+            .send("POST", &format!("/put-number/x/{value}"), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{value}: {reply:?}");
+        assert!(reply.body.contains("finite"), "{reply:?}");
+        assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    }
+    assert_eq!(app.store.len().await.unwrap(), 0, "nothing was stored");
+    let reply = app.send("POST", "/put-number/x/1.5", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let id = reply.session_id().expect("stored");
+    let stored = app.stored(&id).await.unwrap();
+    assert_eq!(stored.get_as::<f64>("x").unwrap(), Some(1.5));
+}
+
+#[tokio::test]
 async fn a_client_error_response_still_saves() {
     let app = TestApp::new();
     let reply = app.send("POST", "/put-then-404/k/v", None).await;

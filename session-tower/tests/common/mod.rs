@@ -301,6 +301,7 @@ fn routes() -> Router<Arc<Gate>> {
         .route("/noop", get(|| async { "no session used" }))
         .route("/get/{key}", get(get_key))
         .route("/put/{key}/{value}", post(put_key))
+        .route("/put-number/{key}/{value}", post(put_number))
         .route("/count", post(count))
         .route("/login/{user}", post(login))
         .route("/logout", post(logout))
@@ -345,6 +346,17 @@ async fn put_key(
 ) -> impl IntoResponse {
     match session.set(key, value).await {
         Ok(()) => (StatusCode::OK, "stored".to_owned()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("load failed: {e}")),
+    }
+}
+
+async fn put_number(
+    session: Session,
+    Path((key, value)): Path<(String, f64)>,
+) -> impl IntoResponse {
+    match session.insert(key, &value).await {
+        Ok(()) => (StatusCode::OK, "stored".to_owned()),
+        Err(e @ Error::Value { .. }) => (StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("load failed: {e}")),
     }
 }
