@@ -372,6 +372,10 @@ impl DbSessionStoreBuilder {
     ///
     /// For PostgreSQL it is also libpq's `connect_timeout` (in whole seconds,
     /// at least 2), unless the URL sets one.
+    ///
+    /// [`build`](Self::build) waits this long for its first connection,
+    /// opened before the pool is: a database that refuses it fails the
+    /// build at once with [`DbError::Connect`].
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout.clamp(Duration::from_millis(1), MAX_CONNECTION_TIMEOUT);
         self
@@ -416,8 +420,12 @@ impl DbSessionStoreBuilder {
     /// [`DbError::InvalidTableName`], [`DbError::UnsupportedUrl`],
     /// [`DbError::InvalidUrl`] (also for a password with an unescaped `@`,
     /// `/`, `?`, `#` or `%`), [`DbError::FeatureDisabled`] (a URL for a
-    /// database whose feature is not enabled), [`DbError::Pool`] if no
-    /// connection can be opened within the connection timeout,
+    /// database whose feature is not enabled), [`DbError::Connect`] at once
+    /// if the first connection fails (refused credentials, unknown database,
+    /// unreachable host, a SQLite file that cannot be opened; the driver's
+    /// reason, without the password) or gets no answer within the
+    /// connection timeout, [`DbError::Pool`] if the pool still cannot open
+    /// a connection within the connection timeout,
     /// [`DbError::Migration`] or [`DbError::LockTimeout`] if the table cannot
     /// be created.
     /// [`DbError::Timeout`] if all that took longer than the connection
@@ -503,6 +511,11 @@ impl DbSessionStoreBuilder {
             Target::SqliteFile(_) | Target::SqliteMemory(_) => Secrets::none(),
         };
         let (size, timeout) = (self.pool_size, self.connection_timeout);
+        // r2d2 would retry a connection that fails for the whole connection
+        // timeout and then report a timeout: open one directly first, so a
+        // wrong password, an unknown database or a refused connection fails
+        // at once, saying why.
+        probe(&target, timeout, &secrets)?;
         let redact = |e: diesel::r2d2::PoolError| DbError::Pool(secrets.redact(&e.to_string()));
         let (pool, checkout) = match target {
             #[cfg(feature = "sqlite")]
@@ -549,6 +562,100 @@ impl DbSessionStoreBuilder {
             secrets,
         })
     }
+}
+
+/// Open one connection to `target` directly and close it again, waiting at
+/// most `timeout`: [`DbError::Connect`] with the driver's reason (secrets
+/// redacted) if that fails or takes longer. A SQLite file connection also
+/// gets the pool's [`SqliteTuning`], so a file that is not a database fails
+/// here too. In-memory SQLite databases are not probed (nothing can fail,
+/// and a probe of a named shared one would be a second connection to it).
+///
+/// The attempt runs on a thread of its own: a server that accepts the TCP
+/// connection and then says nothing (MySQL has no connect timeout in diesel)
+/// would otherwise hold the build past its connection timeout. After a
+/// timeout that thread is left to finish on its own.
+fn probe(target: &Target, timeout: Duration, secrets: &Secrets) -> Result<(), DbError> {
+    type Attempt = Box<dyn FnOnce() -> Result<(), String> + Send>;
+    let attempt: Attempt = match target {
+        #[cfg(feature = "sqlite")]
+        Target::SqliteFile(path) => {
+            let (path, tuning) = (path.clone(), SqliteTuning::new(timeout));
+            Box::new(move || {
+                use diesel::Connection;
+                use diesel::r2d2::CustomizeConnection;
+                let mut conn = diesel::SqliteConnection::establish(&path)
+                    .map_err(|e| sqlite_open_failure(&path, &e.to_string()))?;
+                tuning
+                    .on_acquire(&mut conn)
+                    .map_err(|e| sqlite_open_failure(&path, &e.to_string()))
+            })
+        }
+        #[cfg(feature = "postgres")]
+        Target::Postgres(url) => {
+            let url = url.clone();
+            Box::new(move || establish::<diesel::PgConnection>(&url))
+        }
+        #[cfg(feature = "mysql")]
+        Target::Mysql(url) => {
+            let url = url.clone();
+            Box::new(move || establish::<diesel::MysqlConnection>(&url))
+        }
+        // In memory, or a database whose feature is off (`open` says so).
+        _ => return Ok(()),
+    };
+    let database = target.database().name();
+    let failed = |reason: String| DbError::Connect { database, reason };
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("session-db-connect".to_owned())
+        .spawn(move || {
+            // The receiver is gone if the build stopped waiting.
+            let _ = done.send(attempt());
+        })
+        .map_err(|e| failed(format!("could not start a thread to connect: {e}")))?;
+    match outcome.recv_timeout(timeout) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => Err(failed(secrets.redact(&one_line(&reason)))),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(failed(format!(
+            "no answer within {timeout:?} (the connection timeout)"
+        ))),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(failed("the connection attempt panicked".to_owned()))
+        }
+    }
+}
+
+/// A driver's message on one line (libpq's span several, indented).
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    lines.join(" ")
+}
+
+/// Open a connection to `url` and close it again: the driver's reason if
+/// that fails.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn establish<C: diesel::Connection>(url: &str) -> Result<(), String> {
+    C::establish(url).map(drop).map_err(|e| e.to_string())
+}
+
+/// Why a SQLite file could not be opened: SQLite's reason, the path (not a
+/// secret, and the first thing to check) and, for a plain path, whether its
+/// directory is missing (SQLite creates the file, never the directory).
+#[cfg(feature = "sqlite")]
+fn sqlite_open_failure(path: &str, reason: &str) -> String {
+    let mut message = format!("{reason} ({path})");
+    if !path.starts_with("file:") {
+        let dir = std::path::Path::new(path).parent();
+        if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            message.push_str(&format!("; the directory {} does not exist", dir.display()));
+        }
+    }
+    message
 }
 
 /// The libpq parameters a PostgreSQL URL gets unless it sets them, so that a

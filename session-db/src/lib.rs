@@ -435,7 +435,14 @@
 //!
 //! # Errors and tracing
 //!
-//! Building a store returns [`DbError`]. Operations return
+//! Building a store returns [`DbError`]. It opens one connection before
+//! the pool, so a wrong password, an unknown database or user, a refused
+//! connection or a SQLite file that cannot be opened (a missing directory,
+//! a file that is not a database) fails at once with [`DbError::Connect`]
+//! and the driver's reason (`FATAL:  password authentication failed for
+//! user "app"`, `Unknown database 'app'`), not after the connection
+//! timeout; a server that does not answer at all fails after the
+//! connection timeout. Operations return
 //! [`session_core::Error`]; database failures are
 //! [`Error::Backend`](session_core::Error::Backend) wrapping a [`DbError`].
 //! Messages never contain the database URL or its password: connection
