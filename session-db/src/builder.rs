@@ -9,7 +9,7 @@ use std::time::Duration;
 use diesel::r2d2::{ConnectionManager, HandleError, Pool};
 use session_core::SessionConfig;
 
-use crate::health::{Checkout, checkout};
+use crate::health::{Checkout, take};
 use crate::migrations::TableMigrations;
 use crate::sql::{Database, LockScope, Statements};
 use crate::table::{DEFAULT_TABLE_NAME, TableName};
@@ -162,7 +162,10 @@ impl From<MysqlPool> for DbPool {
 ///
 /// Stores built from a URL install it themselves. If you build the pool,
 /// install it with
-/// [`connection_customizer`](diesel::r2d2::Builder::connection_customizer):
+/// [`connection_customizer`](diesel::r2d2::Builder::connection_customizer)
+/// (without it, a store on the pool sets only a busy timeout, on each
+/// connection that has none, and warns that the database is not in WAL
+/// mode):
 ///
 /// ```
 /// use std::time::Duration;
@@ -225,6 +228,37 @@ impl diesel::r2d2::CustomizeConnection<diesel::SqliteConnection, diesel::r2d2::E
         }
         conn.batch_execute(&pragmas)
             .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Warn if the database of an application's SQLite pool is a file not in
+/// WAL mode: there readers and writers block each other (they wait, with
+/// the busy timeout the store gives each connection, but they wait).
+/// Switching the mode would change the application's database, so the
+/// store leaves that to the application.
+#[cfg(feature = "sqlite")]
+fn warn_unless_wal(pool: &SqlitePool) {
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    let Ok(mut conn) = pool.get() else {
+        return;
+    };
+    let mode = diesel::RunQueryDsl::get_result::<Mode>(
+        diesel::sql_query("PRAGMA journal_mode"),
+        &mut *conn,
+    );
+    if let Ok(Mode { journal_mode }) = mode
+        && !matches!(journal_mode.to_ascii_lowercase().as_str(), "wal" | "memory")
+    {
+        tracing::warn!(
+            journal_mode,
+            "session-db: the application's SQLite pool is not in WAL mode, so session reads \
+             and writes block each other; install session_db::SqliteTuning as the pool's \
+             connection customizer (or set PRAGMA journal_mode = WAL)"
+        );
     }
 }
 
@@ -366,7 +400,8 @@ impl DbSessionStoreBuilder {
     /// SQLite it is also the `busy_timeout`: how long a writer waits for the
     /// write lock, after it got a connection (so a write may wait up to
     /// twice this). Only for a pool built from a URL; an existing pool keeps
-    /// its own (its connection timeout is then the lock wait). At least
+    /// its own (its connection timeout is then the lock wait, and the busy
+    /// timeout of its SQLite connections that have none). At least
     /// 1 ms, at most [`MAX_CONNECTION_TIMEOUT`] (one hour); values outside
     /// are clamped.
     ///
@@ -462,20 +497,28 @@ impl DbSessionStoreBuilder {
         } = match self.source {
             Source::Pool(ref pool) => Opened {
                 pool: pool.clone(),
-                checkout: Checkout::AsIs,
+                checkout: if pool.database() == Database::Sqlite {
+                    Checkout::AdoptSqlite
+                } else {
+                    Checkout::AsIs
+                },
                 secrets: Secrets::none(),
             },
             Source::Url(ref url) => self.open(url)?,
         };
         let database = pool.database();
+        #[cfg(feature = "sqlite")]
+        if let (Source::Pool(_), DbPool::Sqlite(p)) = (&self.source, &pool) {
+            warn_unless_wal(p);
+        }
         if self.run_migrations {
-            on_connection(&pool, &secrets, |c| {
+            on_connection(&pool, checkout, &secrets, |c| {
                 c.migrate(TableMigrations::new(database, table.clone()))
             })?;
         }
         let mut sql = Statements::new(database, table);
         if database == Database::Mysql {
-            sql.lock_scope = on_connection(&pool, &secrets, |c| c.lock_scope())?;
+            sql.lock_scope = on_connection(&pool, checkout, &secrets, |c| c.lock_scope())?;
         }
         tracing::debug!(%database, table = %sql.table, "session store ready");
         Ok(DbSessionStore {
@@ -697,19 +740,27 @@ where
         .error_handler(Box::new(TraceErrors(secrets.clone())))
 }
 
-/// Run `f` on a connection of `pool` (at build time).
+/// Run `f` on a connection of `pool` (at build time), prepared as the
+/// store's operations will take it (`mode`), but not pinged (a fresh pool).
 fn on_connection<T>(
     pool: &DbPool,
+    mode: Checkout,
     secrets: &Secrets,
     f: impl FnOnce(&mut dyn AnyConn) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
+    let mode = if mode == Checkout::PingIfIdle {
+        Checkout::AsIs
+    } else {
+        mode
+    };
+    let wait = pool.connection_timeout();
     match *pool {
         #[cfg(feature = "sqlite")]
-        DbPool::Sqlite(ref p) => f(&mut *checkout(p, Checkout::AsIs, secrets)?),
+        DbPool::Sqlite(ref p) => f(&mut *take(p, mode, secrets, wait)?),
         #[cfg(feature = "postgres")]
-        DbPool::Postgres(ref p) => f(&mut *checkout(p, Checkout::AsIs, secrets)?),
+        DbPool::Postgres(ref p) => f(&mut *take(p, mode, secrets, wait)?),
         #[cfg(feature = "mysql")]
-        DbPool::Mysql(ref p) => f(&mut *checkout(p, Checkout::AsIs, secrets)?),
+        DbPool::Mysql(ref p) => f(&mut *take(p, mode, secrets, wait)?),
     }
 }
 
