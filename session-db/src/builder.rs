@@ -398,12 +398,13 @@ impl DbSessionStoreBuilder {
     /// with [`session_core::Error::Backend`] (default 5 s), and how long a
     /// write waits for a per-owner lock ([`DbError::LockTimeout`]). On
     /// SQLite it is also the `busy_timeout`: how long a writer waits for the
-    /// write lock, after it got a connection (so a write may wait up to
-    /// twice this). Only for a pool built from a URL; an existing pool keeps
-    /// its own (its connection timeout is then the lock wait, and the busy
-    /// timeout of its SQLite connections that have none). At least
-    /// 1 ms, at most [`MAX_CONNECTION_TIMEOUT`] (one hour); values outside
-    /// are clamped.
+    /// write lock, after it waited for its turn at the store's writer gate
+    /// and for a connection, each up to this long too (so a write may wait
+    /// up to three times this). Only for a pool built from a URL; an
+    /// existing pool keeps its own (its connection timeout is then the lock
+    /// wait, and the busy timeout of its SQLite connections that have
+    /// none). At least 1 ms, at most [`MAX_CONNECTION_TIMEOUT`] (one hour);
+    /// values outside are clamped.
     ///
     /// For PostgreSQL it is also libpq's `connect_timeout` (in whole seconds,
     /// at least 2), unless the URL sets one.
@@ -426,8 +427,9 @@ impl DbSessionStoreBuilder {
     /// connection timeout if that is longer. At least 1 ms, at most
     /// [`MAX_OPERATION_TIMEOUT`] (one day); values outside are clamped.
     /// `purge_expired` applies it to each batch of deletions, not to the
-    /// whole purge. Building the store may take up to the connection
-    /// timeout, 60 s (another process's migration) and this timeout.
+    /// whole purge. Building the store may take up to twice the connection
+    /// timeout (its first connection, then the pool's), 60 s (another
+    /// process's migration) and this timeout.
     ///
     /// A timed-out operation's outcome is unknown: a write may still commit.
     /// Its blocking thread, and the pooled connection it uses, stay busy
@@ -463,8 +465,8 @@ impl DbSessionStoreBuilder {
     /// a connection within the connection timeout,
     /// [`DbError::Migration`] or [`DbError::LockTimeout`] if the table cannot
     /// be created.
-    /// [`DbError::Timeout`] if all that took longer than the connection
-    /// timeout, 60 s and the operation timeout together.
+    /// [`DbError::Timeout`] if all that took longer than twice the
+    /// connection timeout, 60 s and the operation timeout together.
     pub async fn build(self) -> Result<DbSessionStore, DbError> {
         let table = TableName::parse(&self.table)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| DbError::NoRuntime)?;
@@ -472,7 +474,10 @@ impl DbSessionStoreBuilder {
             Source::Url(_) => self.connection_timeout,
             Source::Pool(pool) => pool.connection_timeout(),
         };
+        // The first connection and the pool's each wait up to the
+        // connection timeout.
         let limit = connection_timeout
+            .saturating_mul(2)
             .saturating_add(BUILD_MIGRATION_WAIT)
             .saturating_add(self.effective_operation_timeout(connection_timeout))
             .min(MAX_OPERATION_TIMEOUT);
