@@ -9,7 +9,7 @@ use std::time::Duration;
 use diesel::r2d2::{ConnectionManager, HandleError, Pool};
 use session_core::SessionConfig;
 
-use crate::health::{Checkout, checkout};
+use crate::health::{Checkout, take};
 use crate::migrations::TableMigrations;
 use crate::sql::{Database, LockScope, Statements};
 use crate::table::{DEFAULT_TABLE_NAME, TableName};
@@ -162,7 +162,10 @@ impl From<MysqlPool> for DbPool {
 ///
 /// Stores built from a URL install it themselves. If you build the pool,
 /// install it with
-/// [`connection_customizer`](diesel::r2d2::Builder::connection_customizer):
+/// [`connection_customizer`](diesel::r2d2::Builder::connection_customizer)
+/// (without it, a store on the pool sets only a busy timeout, on each
+/// connection that has none, and warns that the database is not in WAL
+/// mode):
 ///
 /// ```
 /// use std::time::Duration;
@@ -225,6 +228,37 @@ impl diesel::r2d2::CustomizeConnection<diesel::SqliteConnection, diesel::r2d2::E
         }
         conn.batch_execute(&pragmas)
             .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Warn if the database of an application's SQLite pool is a file not in
+/// WAL mode: there readers and writers block each other (they wait, with
+/// the busy timeout the store gives each connection, but they wait).
+/// Switching the mode would change the application's database, so the
+/// store leaves that to the application.
+#[cfg(feature = "sqlite")]
+fn warn_unless_wal(pool: &SqlitePool) {
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    let Ok(mut conn) = pool.get() else {
+        return;
+    };
+    let mode = diesel::RunQueryDsl::get_result::<Mode>(
+        diesel::sql_query("PRAGMA journal_mode"),
+        &mut *conn,
+    );
+    if let Ok(Mode { journal_mode }) = mode
+        && !matches!(journal_mode.to_ascii_lowercase().as_str(), "wal" | "memory")
+    {
+        tracing::warn!(
+            journal_mode,
+            "session-db: the application's SQLite pool is not in WAL mode, so session reads \
+             and writes block each other; install session_db::SqliteTuning as the pool's \
+             connection customizer (or set PRAGMA journal_mode = WAL)"
+        );
     }
 }
 
@@ -364,14 +398,20 @@ impl DbSessionStoreBuilder {
     /// with [`session_core::Error::Backend`] (default 5 s), and how long a
     /// write waits for a per-owner lock ([`DbError::LockTimeout`]). On
     /// SQLite it is also the `busy_timeout`: how long a writer waits for the
-    /// write lock, after it got a connection (so a write may wait up to
-    /// twice this). Only for a pool built from a URL; an existing pool keeps
-    /// its own (its connection timeout is then the lock wait). At least
-    /// 1 ms, at most [`MAX_CONNECTION_TIMEOUT`] (one hour); values outside
-    /// are clamped.
+    /// write lock, after it waited for its turn at the store's writer gate
+    /// and for a connection, each up to this long too (so a write may wait
+    /// up to three times this). Only for a pool built from a URL; an
+    /// existing pool keeps its own (its connection timeout is then the lock
+    /// wait, and the busy timeout of its SQLite connections that have
+    /// none). At least 1 ms, at most [`MAX_CONNECTION_TIMEOUT`] (one hour);
+    /// values outside are clamped.
     ///
     /// For PostgreSQL it is also libpq's `connect_timeout` (in whole seconds,
     /// at least 2), unless the URL sets one.
+    ///
+    /// [`build`](Self::build) waits this long for its first connection,
+    /// opened before the pool is: a database that refuses it fails the
+    /// build at once with [`DbError::Connect`].
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout.clamp(Duration::from_millis(1), MAX_CONNECTION_TIMEOUT);
         self
@@ -387,8 +427,9 @@ impl DbSessionStoreBuilder {
     /// connection timeout if that is longer. At least 1 ms, at most
     /// [`MAX_OPERATION_TIMEOUT`] (one day); values outside are clamped.
     /// `purge_expired` applies it to each batch of deletions, not to the
-    /// whole purge. Building the store may take up to the connection
-    /// timeout, 60 s (another process's migration) and this timeout.
+    /// whole purge. Building the store may take up to twice the connection
+    /// timeout (its first connection, then the pool's), 60 s (another
+    /// process's migration) and this timeout.
     ///
     /// A timed-out operation's outcome is unknown: a write may still commit.
     /// Its blocking thread, and the pooled connection it uses, stay busy
@@ -416,12 +457,16 @@ impl DbSessionStoreBuilder {
     /// [`DbError::InvalidTableName`], [`DbError::UnsupportedUrl`],
     /// [`DbError::InvalidUrl`] (also for a password with an unescaped `@`,
     /// `/`, `?`, `#` or `%`), [`DbError::FeatureDisabled`] (a URL for a
-    /// database whose feature is not enabled), [`DbError::Pool`] if no
-    /// connection can be opened within the connection timeout,
+    /// database whose feature is not enabled), [`DbError::Connect`] at once
+    /// if the first connection fails (refused credentials, unknown database,
+    /// unreachable host, a SQLite file that cannot be opened; the driver's
+    /// reason, without the password) or gets no answer within the
+    /// connection timeout, [`DbError::Pool`] if the pool still cannot open
+    /// a connection within the connection timeout,
     /// [`DbError::Migration`] or [`DbError::LockTimeout`] if the table cannot
     /// be created.
-    /// [`DbError::Timeout`] if all that took longer than the connection
-    /// timeout, 60 s and the operation timeout together.
+    /// [`DbError::Timeout`] if all that took longer than twice the
+    /// connection timeout, 60 s and the operation timeout together.
     pub async fn build(self) -> Result<DbSessionStore, DbError> {
         let table = TableName::parse(&self.table)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| DbError::NoRuntime)?;
@@ -429,7 +474,10 @@ impl DbSessionStoreBuilder {
             Source::Url(_) => self.connection_timeout,
             Source::Pool(pool) => pool.connection_timeout(),
         };
+        // The first connection and the pool's each wait up to the
+        // connection timeout.
         let limit = connection_timeout
+            .saturating_mul(2)
             .saturating_add(BUILD_MIGRATION_WAIT)
             .saturating_add(self.effective_operation_timeout(connection_timeout))
             .min(MAX_OPERATION_TIMEOUT);
@@ -454,20 +502,28 @@ impl DbSessionStoreBuilder {
         } = match self.source {
             Source::Pool(ref pool) => Opened {
                 pool: pool.clone(),
-                checkout: Checkout::AsIs,
+                checkout: if pool.database() == Database::Sqlite {
+                    Checkout::AdoptSqlite
+                } else {
+                    Checkout::AsIs
+                },
                 secrets: Secrets::none(),
             },
             Source::Url(ref url) => self.open(url)?,
         };
         let database = pool.database();
+        #[cfg(feature = "sqlite")]
+        if let (Source::Pool(_), DbPool::Sqlite(p)) = (&self.source, &pool) {
+            warn_unless_wal(p);
+        }
         if self.run_migrations {
-            on_connection(&pool, &secrets, |c| {
+            on_connection(&pool, checkout, &secrets, |c| {
                 c.migrate(TableMigrations::new(database, table.clone()))
             })?;
         }
         let mut sql = Statements::new(database, table);
         if database == Database::Mysql {
-            sql.lock_scope = on_connection(&pool, &secrets, |c| c.lock_scope())?;
+            sql.lock_scope = on_connection(&pool, checkout, &secrets, |c| c.lock_scope())?;
         }
         tracing::debug!(%database, table = %sql.table, "session store ready");
         Ok(DbSessionStore {
@@ -503,6 +559,11 @@ impl DbSessionStoreBuilder {
             Target::SqliteFile(_) | Target::SqliteMemory(_) => Secrets::none(),
         };
         let (size, timeout) = (self.pool_size, self.connection_timeout);
+        // r2d2 would retry a connection that fails for the whole connection
+        // timeout and then report a timeout: open one directly first, so a
+        // wrong password, an unknown database or a refused connection fails
+        // at once, saying why.
+        probe(&target, timeout, &secrets)?;
         let redact = |e: diesel::r2d2::PoolError| DbError::Pool(secrets.redact(&e.to_string()));
         let (pool, checkout) = match target {
             #[cfg(feature = "sqlite")]
@@ -551,6 +612,100 @@ impl DbSessionStoreBuilder {
     }
 }
 
+/// Open one connection to `target` directly and close it again, waiting at
+/// most `timeout`: [`DbError::Connect`] with the driver's reason (secrets
+/// redacted) if that fails or takes longer. A SQLite file connection also
+/// gets the pool's [`SqliteTuning`], so a file that is not a database fails
+/// here too. In-memory SQLite databases are not probed (nothing can fail,
+/// and a probe of a named shared one would be a second connection to it).
+///
+/// The attempt runs on a thread of its own: a server that accepts the TCP
+/// connection and then says nothing (MySQL has no connect timeout in diesel)
+/// would otherwise hold the build past its connection timeout. After a
+/// timeout that thread is left to finish on its own.
+fn probe(target: &Target, timeout: Duration, secrets: &Secrets) -> Result<(), DbError> {
+    type Attempt = Box<dyn FnOnce() -> Result<(), String> + Send>;
+    let attempt: Attempt = match target {
+        #[cfg(feature = "sqlite")]
+        Target::SqliteFile(path) => {
+            let (path, tuning) = (path.clone(), SqliteTuning::new(timeout));
+            Box::new(move || {
+                use diesel::Connection;
+                use diesel::r2d2::CustomizeConnection;
+                let mut conn = diesel::SqliteConnection::establish(&path)
+                    .map_err(|e| sqlite_open_failure(&path, &e.to_string()))?;
+                tuning
+                    .on_acquire(&mut conn)
+                    .map_err(|e| sqlite_open_failure(&path, &e.to_string()))
+            })
+        }
+        #[cfg(feature = "postgres")]
+        Target::Postgres(url) => {
+            let url = url.clone();
+            Box::new(move || establish::<diesel::PgConnection>(&url))
+        }
+        #[cfg(feature = "mysql")]
+        Target::Mysql(url) => {
+            let url = url.clone();
+            Box::new(move || establish::<diesel::MysqlConnection>(&url))
+        }
+        // In memory, or a database whose feature is off (`open` says so).
+        _ => return Ok(()),
+    };
+    let database = target.database().name();
+    let failed = |reason: String| DbError::Connect { database, reason };
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("session-db-connect".to_owned())
+        .spawn(move || {
+            // The receiver is gone if the build stopped waiting.
+            let _ = done.send(attempt());
+        })
+        .map_err(|e| failed(format!("could not start a thread to connect: {e}")))?;
+    match outcome.recv_timeout(timeout) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => Err(failed(secrets.redact(&one_line(&reason)))),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(failed(format!(
+            "no answer within {timeout:?} (the connection timeout)"
+        ))),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(failed("the connection attempt panicked".to_owned()))
+        }
+    }
+}
+
+/// A driver's message on one line (libpq's span several, indented).
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    lines.join(" ")
+}
+
+/// Open a connection to `url` and close it again: the driver's reason if
+/// that fails.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn establish<C: diesel::Connection>(url: &str) -> Result<(), String> {
+    C::establish(url).map(drop).map_err(|e| e.to_string())
+}
+
+/// Why a SQLite file could not be opened: SQLite's reason, the path (not a
+/// secret, and the first thing to check) and, for a plain path, whether its
+/// directory is missing (SQLite creates the file, never the directory).
+#[cfg(feature = "sqlite")]
+fn sqlite_open_failure(path: &str, reason: &str) -> String {
+    let mut message = format!("{reason} ({path})");
+    if !path.starts_with("file:") {
+        let dir = std::path::Path::new(path).parent();
+        if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            message.push_str(&format!("; the directory {} does not exist", dir.display()));
+        }
+    }
+    message
+}
+
 /// The libpq parameters a PostgreSQL URL gets unless it sets them, so that a
 /// dead network fails the socket instead of blocking a thread forever:
 /// `connect_timeout` (the connection timeout, whole seconds, at least 2 as
@@ -590,19 +745,27 @@ where
         .error_handler(Box::new(TraceErrors(secrets.clone())))
 }
 
-/// Run `f` on a connection of `pool` (at build time).
+/// Run `f` on a connection of `pool` (at build time), prepared as the
+/// store's operations will take it (`mode`), but not pinged (a fresh pool).
 fn on_connection<T>(
     pool: &DbPool,
+    mode: Checkout,
     secrets: &Secrets,
     f: impl FnOnce(&mut dyn AnyConn) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
+    let mode = if mode == Checkout::PingIfIdle {
+        Checkout::AsIs
+    } else {
+        mode
+    };
+    let wait = pool.connection_timeout();
     match *pool {
         #[cfg(feature = "sqlite")]
-        DbPool::Sqlite(ref p) => f(&mut *checkout(p, Checkout::AsIs, secrets)?),
+        DbPool::Sqlite(ref p) => f(&mut *take(p, mode, secrets, wait)?),
         #[cfg(feature = "postgres")]
-        DbPool::Postgres(ref p) => f(&mut *checkout(p, Checkout::AsIs, secrets)?),
+        DbPool::Postgres(ref p) => f(&mut *take(p, mode, secrets, wait)?),
         #[cfg(feature = "mysql")]
-        DbPool::Mysql(ref p) => f(&mut *checkout(p, Checkout::AsIs, secrets)?),
+        DbPool::Mysql(ref p) => f(&mut *take(p, mode, secrets, wait)?),
     }
 }
 

@@ -60,6 +60,14 @@ pub(crate) trait Conn: Sized + 'static {
         in_transaction: bool,
     ) -> Result<bool, OpError>;
 
+    /// Prepare a connection of a pool the application built, the first
+    /// time the store takes it (see `Checkout::AdoptSqlite`): SQLite gets
+    /// a busy timeout of `busy_timeout` unless it has one.
+    fn adopt(&mut self, busy_timeout: Duration) -> Result<(), DbError> {
+        let _ = busy_timeout;
+        Ok(())
+    }
+
     /// What the database's server-wide lock names must include (MySQL).
     fn lock_scope(&mut self) -> Result<LockScope, DbError> {
         Ok(LockScope::default())
@@ -221,6 +229,26 @@ mod sqlite {
             _in_transaction: bool,
         ) -> Result<bool, OpError> {
             upsert_over_expired(self, sql, values, now)
+        }
+
+        /// SQLite's default busy timeout is 0: a statement that meets a
+        /// lock fails at once with "database is locked". A busy timeout the
+        /// application chose is kept.
+        fn adopt(&mut self, busy_timeout: Duration) -> Result<(), DbError> {
+            use diesel::connection::SimpleConnection;
+
+            #[derive(diesel::QueryableByName)]
+            struct Busy {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                timeout: i64,
+            }
+            let current: Busy =
+                diesel::RunQueryDsl::get_result(diesel::sql_query("PRAGMA busy_timeout"), self)?;
+            if current.timeout == 0 {
+                let ms = busy_timeout.as_millis().clamp(1, i32::MAX as u128);
+                self.batch_execute(&format!("PRAGMA busy_timeout = {ms}"))?;
+            }
+            Ok(())
         }
 
         /// One `BEGIN IMMEDIATE` transaction around the whole run: a second

@@ -52,9 +52,27 @@ pub enum DbError {
         reason: &'static str,
     },
 
+    /// The first connection to the database, opened when the store is
+    /// built, failed: the server refused the credentials or does not know
+    /// the database, the host is unreachable or refused the connection, or
+    /// a SQLite file could not be opened. Building reports it at once, not
+    /// after the connection timeout (only a server that does not answer at
+    /// all takes that long). `reason` is what the driver said, for example
+    /// `FATAL:  password authentication failed for user "app"`, with the
+    /// URL, its password and anything that could be part of the password
+    /// replaced by `***`.
+    #[error("could not connect to {database}: {reason}")]
+    Connect {
+        /// The database the URL is for.
+        database: &'static str,
+        /// Why, as the driver reported it (secrets redacted).
+        reason: String,
+    },
+
     /// No connection could be had from the pool within its connection
-    /// timeout: the database is unreachable, refused the credentials, or
-    /// every connection is busy. The text is what the pool and the driver
+    /// timeout: every connection is busy, or the database became
+    /// unreachable or started refusing connections after the store was
+    /// built (at build time that is [`DbError::Connect`]). The text is what the pool and the driver
     /// reported, with the URL, its password and anything that could be part
     /// of the password replaced by `***`.
     #[error("no database connection available: {0}")]

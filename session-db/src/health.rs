@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection, R2D2Connection};
 
 use crate::DbError;
+use crate::conn::Conn;
 use crate::url::Secrets;
 
 /// A connection that completed an operation this recently is used without a
@@ -24,6 +25,12 @@ pub(crate) enum Checkout {
     /// of our own could not make r2d2 drop it), and pools the application
     /// built (their own `test_on_check_out` applies).
     AsIs,
+    /// SQLite pools the application built: as they are handed out, but the
+    /// first time the store takes a connection it gets a busy timeout (the
+    /// pool's connection timeout) if it has none, so that without
+    /// [`SqliteTuning`](crate::SqliteTuning) the store's statements wait
+    /// for a lock instead of failing at once with "database is locked".
+    AdoptSqlite,
     /// PostgreSQL pools this crate builds: ping a connection only if it did
     /// not complete an operation within [`ALIVE_BYPASS`] or its last
     /// operation failed. A connection whose socket is dead fails the ping,
@@ -36,9 +43,37 @@ pub(crate) enum Checkout {
 #[derive(Debug, Clone, Copy)]
 struct LastOk(Instant);
 
+/// The connection has been adopted (r2d2 extension): see
+/// [`Checkout::AdoptSqlite`].
+#[derive(Debug, Clone, Copy)]
+struct Adopted;
+
+/// A connection from `pool`, checked and prepared per `mode` (`wait`: the
+/// pool's connection timeout); errors with the URL's secrets redacted.
+pub(crate) fn take<C>(
+    pool: &Pool<ConnectionManager<C>>,
+    mode: Checkout,
+    secrets: &Secrets,
+    wait: Duration,
+) -> Result<PooledConnection<ConnectionManager<C>>, DbError>
+where
+    C: R2D2Connection + Conn + Send + 'static,
+{
+    let mut conn = checkout(pool, mode, secrets)?;
+    if mode == Checkout::AdoptSqlite
+        && PooledConnection::extensions(&conn)
+            .get::<Adopted>()
+            .is_none()
+    {
+        Conn::adopt(&mut *conn, wait)?;
+        PooledConnection::extensions_mut(&mut conn).insert(Adopted);
+    }
+    Ok(conn)
+}
+
 /// A connection from `pool`, checked per `mode`; errors with the URL's
 /// secrets redacted.
-pub(crate) fn checkout<C>(
+fn checkout<C>(
     pool: &Pool<ConnectionManager<C>>,
     mode: Checkout,
     secrets: &Secrets,
@@ -50,7 +85,7 @@ where
         pool.get()
             .map_err(|e| DbError::Pool(secrets.redact(&e.to_string())))
     };
-    if mode == Checkout::AsIs {
+    if mode != Checkout::PingIfIdle {
         return get();
     }
     // Every pooled connection may be dead after a database restart: check

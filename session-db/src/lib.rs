@@ -126,9 +126,18 @@
 //! [`MysqlPool`]: aliases of `diesel::r2d2::Pool<ConnectionManager<…>>`
 //! (diesel is re-exported as [`session_db::diesel`](diesel), so the versions
 //! match). The pool's own size and connection timeout apply, and
-//! [`DbSessionStore::pool`] hands the pool back. For SQLite, install
-//! [`SqliteTuning`] as the pool's connection customizer so writers wait for
-//! each other instead of failing with "database is locked".
+//! [`DbSessionStore::pool`] hands the pool back.
+//!
+//! For SQLite, install [`SqliteTuning`] as the pool's connection customizer
+//! (as below): WAL, so session reads and writes do not block each other,
+//! and a busy timeout, so they wait for a lock instead of failing with
+//! "database is locked". If you do not, the store still gives each
+//! connection it takes a busy timeout (the pool's connection timeout) the
+//! first time, unless the connection has one already (SQLite's default is
+//! none), so its statements, and the application's own on those
+//! connections, wait for locks. It does not switch the database to WAL,
+//! which would change the application's database file: building logs a
+//! warning instead if the file is not in WAL mode.
 //!
 #![cfg_attr(feature = "sqlite", doc = "```")]
 #![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
@@ -353,7 +362,9 @@
 //! * SQLite: no check; a local connection does not die.
 //!
 //! A pool given to [`DbSessionStore::from_pool`] keeps its own settings
-//! (r2d2's default is to test on checkout).
+//! (r2d2's default is to test on checkout); a SQLite one gets only a busy
+//! timeout where it has none (see
+//! [Using an existing pool](#using-an-existing-pool)).
 //!
 //! # When the database stops answering
 //!
@@ -435,7 +446,14 @@
 //!
 //! # Errors and tracing
 //!
-//! Building a store returns [`DbError`]. Operations return
+//! Building a store returns [`DbError`]. It opens one connection before
+//! the pool, so a wrong password, an unknown database or user, a refused
+//! connection or a SQLite file that cannot be opened (a missing directory,
+//! a file that is not a database) fails at once with [`DbError::Connect`]
+//! and the driver's reason (`FATAL:  password authentication failed for
+//! user "app"`, `Unknown database 'app'`), not after the connection
+//! timeout; a server that does not answer at all fails after the
+//! connection timeout. Operations return
 //! [`session_core::Error`]; database failures are
 //! [`Error::Backend`](session_core::Error::Backend) wrapping a [`DbError`].
 //! Messages never contain the database URL or its password: connection
@@ -687,9 +705,9 @@ fn on_pool<C, T>(
     f: impl FnOnce(&mut C) -> Result<T, OpError>,
 ) -> Result<T, OpError>
 where
-    C: diesel::r2d2::R2D2Connection + Send + 'static,
+    C: diesel::r2d2::R2D2Connection + conn::Conn + Send + 'static,
 {
-    let mut pooled = health::checkout(pool, inner.checkout, &inner.secrets)?;
+    let mut pooled = health::take(pool, inner.checkout, &inner.secrets, inner.lock_wait)?;
     let result = f(&mut pooled);
     if inner.checkout == Checkout::PingIfIdle {
         health::finished(&mut pooled, !matches!(result, Err(OpError::Db(_))));

@@ -493,6 +493,98 @@ async fn a_store_on_an_existing_pool_shares_it_with_the_application() {
     );
 }
 
+/// An application's pool built without [`SqliteTuning`] (no busy timeout,
+/// the default rollback journal): while the application holds the
+/// database's lock for a moment, the store's reads and writes wait for it
+/// instead of failing at once with "database is locked"; the store gave
+/// each of the pool's connections a busy timeout (the pool's connection
+/// timeout), and keeps one the application set itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_an_untuned_pool_waits_for_locks_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db").to_string_lossy().into_owned();
+    let pool: SqlitePool = Pool::builder()
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(4))
+        .build(ConnectionManager::<SqliteConnection>::new(&path))
+        .unwrap();
+    let store = DbSessionStore::from_pool(pool.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut s = store.create().await.unwrap();
+    s.set("n", "0");
+    store.save(&mut s).await.unwrap();
+
+    // The application: an exclusive lock (as a commit in rollback-journal
+    // mode takes), held for 300 ms on a connection of its own.
+    for op in ["load", "save"] {
+        let (locked, release) = (
+            std::sync::mpsc::channel::<()>(),
+            std::sync::mpsc::channel::<()>(),
+        );
+        let app = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut c = SqliteConnection::establish(&path).unwrap();
+                diesel::sql_query("BEGIN EXCLUSIVE")
+                    .execute(&mut c)
+                    .unwrap();
+                locked.0.send(()).unwrap();
+                let _ = release.1.recv_timeout(Duration::from_millis(300));
+                diesel::sql_query("COMMIT").execute(&mut c).unwrap();
+            })
+        };
+        locked.1.recv().unwrap();
+        let started = Instant::now();
+        let result = match op {
+            "load" => store
+                .load(s.id())
+                .await
+                .map(|found| assert!(found.is_some())),
+            _ => {
+                s.set("n", "1");
+                store.save(&mut s).await
+            }
+        };
+        assert!(
+            result.is_ok(),
+            "{op} under the application's lock: {result:?} after {:?}",
+            started.elapsed()
+        );
+        drop(release.0);
+        app.join().unwrap();
+    }
+    assert_eq!(
+        store.load(s.id()).await.unwrap().unwrap().get("n"),
+        Some("1")
+    );
+
+    // The connection the store used got the pool's connection timeout as
+    // its busy timeout; one the application set is kept.
+    let mut c = pool.get().unwrap();
+    let busy: BusyTimeout = diesel::sql_query("PRAGMA busy_timeout")
+        .get_result(&mut *c)
+        .unwrap();
+    assert_eq!(busy.timeout, 4000);
+    drop(c);
+
+    let own = Pool::builder()
+        .max_size(1)
+        .connection_customizer(Box::new(SqliteTuning::new(Duration::from_millis(1234))))
+        .build(ConnectionManager::<SqliteConnection>::new(&path))
+        .unwrap();
+    let store = DbSessionStore::from_pool(own.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(store.load(s.id()).await.unwrap().is_some());
+    let busy: BusyTimeout = diesel::sql_query("PRAGMA busy_timeout")
+        .get_result(&mut *own.get().unwrap())
+        .unwrap();
+    assert_eq!(busy.timeout, 1234, "the application's own busy timeout");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_urls_and_plain_paths_open_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
