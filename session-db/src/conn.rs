@@ -30,7 +30,7 @@ pub(crate) trait Conn: Sized + 'static {
     /// rather than fail: SQLite takes the database's write lock up front
     /// (`BEGIN IMMEDIATE`, waiting up to `busy_timeout`); PostgreSQL and MySQL
     /// run `f`'s single statements as they are (row locks do the rest), and
-    /// MySQL runs `f` once more if InnoDB rolled a statement back to break a
+    /// run `f` once more if the server rolled a statement back to break a
     /// deadlock (a key-changing rotation can deadlock with a revocation's
     /// delete by owner), so `f` may run twice.
     fn write<T>(&mut self, f: impl FnMut(&mut Self) -> Result<T, OpError>) -> Result<T, OpError>;
@@ -327,19 +327,50 @@ mod postgres {
         waited + Duration::from_millis(20) >= wait
     }
 
+    /// Whether PostgreSQL aborted a statement to break a deadlock (SQLSTATE
+    /// 40P01, which diesel reports as an unknown kind: so by the server's
+    /// message). Its transaction is rolled back, so running it again is safe.
+    fn is_deadlock<T>(result: &Result<T, OpError>) -> bool {
+        matches!(
+            result,
+            Err(OpError::Db(DbError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                info
+            )))) if info.message().starts_with("deadlock detected")
+        )
+    }
+
+    /// Before a deadlock victim runs again: the transaction it deadlocked
+    /// with is only woken by the rollback and must still take the row, and
+    /// a rerun that raced it there would deadlock once more.
+    fn pause_after_deadlock() {
+        tracing::debug!("a write was a deadlock victim; running it again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
     impl Conn for PgConnection {
         shared_queries!();
 
+        /// `f`'s statements as they are; if PostgreSQL chose one as a
+        /// deadlock victim (a revocation's delete by owner against a login
+        /// that ends an owner's oldest sessions), `f` runs once more.
         fn write<T>(
             &mut self,
             mut f: impl FnMut(&mut Self) -> Result<T, OpError>,
         ) -> Result<T, OpError> {
-            f(self)
+            let result = f(self);
+            if is_deadlock(&result) {
+                pause_after_deadlock();
+                return f(self);
+            }
+            result
         }
 
         /// `pg_advisory_xact_lock` on a hash of table and owner (advisory
         /// locks are per database already), released when the transaction
         /// ends; waiting at most `wait` (a transaction-local `lock_timeout`).
+        /// If PostgreSQL rolled the transaction back to break a deadlock, it
+        /// runs once more.
         fn owner_locked<T>(
             &mut self,
             sql: &Statements,
@@ -351,10 +382,18 @@ mod postgres {
             let key = i64::from_be_bytes([
                 hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
             ]);
-            transaction_with(self, &begin_waiting(wait), |c| {
-                xact_lock(c, key, wait)?;
-                f(c)
-            })
+            let mut run = |c: &mut Self| {
+                transaction_with(c, &begin_waiting(wait), |c| {
+                    xact_lock(c, key, wait)?;
+                    f(c)
+                })
+            };
+            let result = run(self);
+            if is_deadlock(&result) {
+                pause_after_deadlock();
+                return run(self);
+            }
+            result
         }
 
         fn insert(
@@ -588,9 +627,106 @@ pub(crate) fn is_unique_violation(e: &diesel::result::Error) -> bool {
 
 #[cfg(all(test, feature = "postgres"))]
 mod postgres_tests {
+    use std::sync::{Arc, Barrier};
     use std::time::Duration;
 
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+
     use super::postgres::is_lock_timeout;
+    use super::{Conn, transaction_with};
+    use crate::error::OpError;
+
+    /// Two transactions that lock two rows in opposite orders: PostgreSQL
+    /// rolls one back to break the deadlock. Through `write`, the victim
+    /// runs again and succeeds once the other has committed, instead of
+    /// surfacing an error for an operation that can simply be repeated.
+    #[test]
+    fn a_write_chosen_as_deadlock_victim_runs_again() {
+        let Some(url) = session_core::testing::service_url("SESSION_TEST_POSTGRES_URL") else {
+            return;
+        };
+        let table = format!("deadlock_test_{}", std::process::id());
+        let mut setup = PgConnection::establish(&url).unwrap();
+        setup
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (id INT PRIMARY KEY, n INT NOT NULL); \
+                 INSERT INTO {table} VALUES (1, 0), (2, 0)"
+            ))
+            .unwrap();
+        let update_sql = format!("UPDATE {table} SET n = n + 1 WHERE id = ");
+        let update = move |c: &mut PgConnection, id: i32| {
+            diesel::sql_query(format!("{update_sql}{id}"))
+                .execute(c)
+                .map(drop)
+        };
+        let both_locked = Arc::new(Barrier::new(2));
+        let other = {
+            let (url, both_locked, update) =
+                (url.clone(), Arc::clone(&both_locked), update.clone());
+            std::thread::spawn(move || {
+                let mut c = PgConnection::establish(&url).unwrap();
+                transaction_with(&mut c, "BEGIN", |c| {
+                    update(c, 2)?;
+                    both_locked.wait();
+                    update(c, 1)
+                })
+            })
+        };
+        let mut c = PgConnection::establish(&url).unwrap();
+        diesel::sql_query("SET deadlock_timeout = '50ms'")
+            .execute(&mut c)
+            .unwrap();
+        let mut runs = 0;
+        let written = c.write(|c| {
+            runs += 1;
+            let first = runs == 1;
+            transaction_with(c, "BEGIN", |c| {
+                update(c, 1)?;
+                if first {
+                    both_locked.wait();
+                    // Wait for row 2 last, so this transaction (its
+                    // deadlock_timeout 50 ms, the other's 1 s) finds the
+                    // deadlock and is its victim.
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                update(c, 2)
+            })
+            .map_err(OpError::from)
+        });
+        other
+            .join()
+            .unwrap()
+            .expect("the other transaction commits");
+        let counts: Vec<i32> = (1..=2)
+            .map(|id| {
+                diesel::sql_query(format!("SELECT n AS n FROM {table} WHERE id = {id}"))
+                    .get_result::<Count>(&mut setup)
+                    .unwrap()
+                    .n
+            })
+            .collect();
+        diesel::sql_query(format!("DROP TABLE {table}"))
+            .execute(&mut setup)
+            .unwrap();
+        assert!(
+            written.is_ok(),
+            "the victim ran again: {:?} after {runs} runs",
+            written.err()
+        );
+        assert_eq!(runs, 2, "the first run was the deadlock victim");
+        assert_eq!(
+            counts,
+            [2, 2],
+            "both transactions' updates are kept, once each"
+        );
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        n: i32,
+    }
 
     #[test]
     fn only_a_lock_timeout_is_a_lock_timeout() {

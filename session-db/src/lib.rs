@@ -307,7 +307,8 @@
 //!
 //! * PostgreSQL: `pg_advisory_xact_lock` on a 64-bit hash of table and owner
 //!   (advisory locks are per database), released at commit, with a
-//!   transaction-local `lock_timeout`;
+//!   transaction-local `lock_timeout`; if PostgreSQL picks it as a deadlock
+//!   victim it is run once more;
 //! * MySQL/MariaDB: `GET_LOCK` on a name hashed from database, table and
 //!   owner (named locks are server-wide), taken before the transaction
 //!   begins (so its reads see the previous holder's commit) and released
@@ -336,9 +337,10 @@
 //! sessions deletes them by key, so it takes the lock too (rotations are
 //! rare: login, privilege changes). Other owners and anonymous sessions
 //! never wait for the lock. Every process writing to the table must be
-//! configured with the same limit. A MySQL write that InnoDB rolls back to
-//! break a deadlock (a rotation's key change against a revocation's delete
-//! by owner) runs once more rather than failing.
+//! configured with the same limit. A PostgreSQL or MySQL write that the
+//! server rolls back to break a deadlock (a rotation's key change, or a
+//! login ending an owner's oldest sessions, against a revocation's delete by
+//! owner) runs once more rather than failing.
 //!
 //! # Connection checks
 //!
