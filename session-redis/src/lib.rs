@@ -206,7 +206,9 @@
 //! * **destroy**: deletes the record and its index entry, whatever the
 //!   record holds, a key of another type included (a corrupt record can
 //!   always be ended; revocation ends a corrupt record the owner's index
-//!   names, since its owner cannot be read).
+//!   names, since its owner cannot be read), and answers with the owner the
+//!   record was bound to and its deadline, so the store then drops the
+//!   entry from that owner's index (a second script, in the owner's slot).
 //!
 //! Redis runs a script without interleaving other commands, but does not
 //! roll back one that fails part-way. So every script reads and checks
@@ -259,12 +261,21 @@
 //! * Every write that leaves a record bound to an owner (save, touch,
 //!   rotation) first raises the key's score in the owner's index to the new
 //!   deadline, and only then writes the record.
-//! * An entry is removed only once its score has passed, when any record it
-//!   stood for has expired. Entries whose record is no longer bound to the
-//!   owner (rebound, rotated away, ended, or a write that was refused) are
-//!   not removed earlier, because a login that raised the entry may not
-//!   have written its record yet; they cost a little space and a check on
-//!   each read until their deadline passes.
+//! * An entry is removed once its score has passed, when any record it
+//!   stood for has expired, or when the store deletes the record bound to
+//!   the owner that it stands for (`destroy`, revocation, ending the oldest
+//!   sessions over a limit): after the deletion, and only if its score is
+//!   still no later than the deleted record's deadline, so a login that
+//!   claimed the key anew meanwhile keeps its entry. So once every session
+//!   of an owner has been ended or has expired, nothing is left under the
+//!   owner's name. Other entries whose record is no longer bound to the
+//!   owner (rebound, rotated away, deleted by a purge, or a write that was
+//!   refused) are not removed earlier, because a login that raised the
+//!   entry may not have written its record yet; they cost a little space
+//!   and a check on each read until their deadline passes.
+//! * The index key expires with its latest entry: every write to it sets
+//!   its expiry to its highest score, and Redis deletes it when it is
+//!   empty. It never outlives the sessions it names.
 //! * Every read of an index (listing, counting, revoking) checks each entry
 //!   against the record's `owner` field, so such entries are never
 //!   reported.
@@ -341,11 +352,13 @@
 //! | `load`, `len` | 1 |
 //! | `owner_sessions`, `count_owner_sessions` | 2 |
 //! | `save`, `touch`, `destroy`, `cycle_id` of an anonymous session | 2 |
+//! | `destroy` of an owned session | 4 |
+//! | `destroy_owner_session` | 5 |
 //! | `save`, `touch` keeping the session's owner | 4 |
 //! | a login: `cycle_id` or `save` binding a session to a new owner | 5 (9 for a `save` of a stored session) |
 //! | `cycle_id` keeping the session's owner | 8, plus up to [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) for the lock |
-//! | `destroy_owner_sessions` | 5, plus up to `owner_lock_wait` |
-//! | a login under a per-owner limit | 14 (18), plus up to `owner_lock_wait` |
+//! | `destroy_owner_sessions` | 7, plus up to `owner_lock_wait` |
+//! | a login under a per-owner limit | 16 (20), plus up to `owner_lock_wait` |
 //!
 //! (`touch` takes four more for each time it finds the session rebound to
 //! another owner meanwhile.) `purge_expired`, `destroy_owner_sessions` and

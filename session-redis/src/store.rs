@@ -159,6 +159,55 @@ impl Outcome {
     }
 }
 
+/// What a destroy script did.
+struct Destroyed {
+    key: StorageKey,
+    /// Whether it ended a session that was not known to be expired.
+    live: bool,
+    /// The owner the deleted record was bound to, and its deadline.
+    owner: Option<(String, i64)>,
+}
+
+impl Destroyed {
+    /// From the script's reply: `1` or `0`, then for a record bound to an
+    /// owner a space, the record's deadline, a space and the owner.
+    fn parse(key: StorageKey, reply: &Value) -> Result<Self> {
+        let text = reply.as_str().ok_or_else(|| {
+            Error::backend_msg(format!(
+                "session-redis: the destroy script answered {:?}, not a status",
+                reply.kind()
+            ))
+        })?;
+        let (head, rest) = match text.split_once(' ') {
+            Some((head, rest)) => (head, Some(rest)),
+            None => (&*text, None),
+        };
+        let live = match head {
+            "1" => true,
+            "0" => false,
+            other => return Err(unexpected(other)),
+        };
+        let owner = match rest {
+            None => None,
+            Some(rest) => {
+                let parsed = rest.split_once(' ').and_then(|(deadline, owner)| {
+                    Some((owner.to_owned(), deadline.parse::<i64>().ok()?))
+                });
+                Some(parsed.ok_or_else(|| unexpected(&text))?)
+            }
+        };
+        Ok(Self { key, live, owner })
+    }
+
+    /// The index entry to drop if the deleted record was bound to `owner`.
+    fn unbound_from(&self, owner: &str) -> Option<(StorageKey, i64)> {
+        match &self.owner {
+            Some((bound, deadline)) if bound == owner => Some((self.key, *deadline)),
+            _ => None,
+        }
+    }
+}
+
 /// What a script's `CORRUPT` means: the record (or whatever holds its key)
 /// is not a session record of this format.
 fn corrupt_record() -> Error {
@@ -703,14 +752,13 @@ impl Inner {
         }
     }
 
-    /// Delete a record, only if bound to `owner` when given. Returns whether
-    /// a session was removed that was not known to be expired.
+    /// Delete a record, only if bound to `owner` when given.
     async fn destroy_record(
         &self,
         key: &StorageKey,
         owner: Option<&str>,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Destroyed> {
         let bucket = self.layout.bucket(key);
         let record = self.layout.record_hex(bucket, &hex(key));
         let receipt = self.receipt(bucket)?;
@@ -724,8 +772,46 @@ impl Inner {
                 .arg(owner.unwrap_or_default())
                 .done()
         };
-        let reply = self.eval(&self.scripts.destroy, command).await?;
-        Ok(status(&reply)? == "1")
+        Destroyed::parse(*key, &self.eval(&self.scripts.destroy, command).await?)
+    }
+
+    /// Delete records (each only if bound to `owner`), all at once, then
+    /// drop their entries from `owner`'s index. Returns how many sessions
+    /// were ended that were not known to be expired.
+    async fn destroy_owned(&self, owner: &str, keys: &[StorageKey], now: i64) -> Result<u64> {
+        let results = join_all(
+            keys.iter()
+                .map(|k| self.destroy_record(k, Some(owner), now)),
+        )
+        .await;
+        let mut ended = 0;
+        let mut gone = Vec::new();
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok(destroyed) => {
+                    ended += u64::from(destroyed.live);
+                    gone.extend(destroyed.unbound_from(owner));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        // Even when some deletions failed: the entries of those that
+        // succeeded go.
+        self.forget(owner, &gone, now).await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(ended),
+        }
+    }
+
+    /// After a deletion: drop the entry of the record it deleted from the
+    /// index of the owner the record was bound to.
+    async fn forget_destroyed(&self, destroyed: &Destroyed, now: i64) {
+        if let Some((owner, _)) = &destroyed.owner {
+            let gone = destroyed.unbound_from(owner);
+            self.forget(owner, gone.as_slice(), now).await;
+        }
     }
 
     /// A new ID for rotating `session`: in its old ID's bucket if it is
@@ -753,6 +839,33 @@ impl Inner {
                 .done()
         };
         self.eval(&self.scripts.claim, command).await.map(drop)
+    }
+
+    /// Drop from `owner`'s index the entries of records the store has just
+    /// deleted (`(key, deadline)`), unless a login claimed a key anew since.
+    /// Best effort: an entry left behind only costs space until its
+    /// deadline, when the index would drop it anyway, so a failure is
+    /// logged, not returned (the deletion it follows stands).
+    async fn forget(&self, owner: &str, gone: &[(StorageKey, i64)], now: i64) {
+        if gone.is_empty() {
+            return;
+        }
+        let index = self.layout.owner_index(owner);
+        let command = |head| {
+            Argv::new(head, 1, 1 + 2 * gone.len())
+                .arg(index.as_str())
+                .arg(num(now))
+                .args(gone.iter().flat_map(|(key, deadline)| {
+                    [
+                        Value::Bytes(Bytes::copy_from_slice(&hex(key))),
+                        expiry_arg(*deadline),
+                    ]
+                }))
+                .done()
+        };
+        if let Err(e) = self.eval(&self.scripts.forget, command).await {
+            tracing::warn!(error = %e, "could not drop ended sessions from their owner's index; the entries expire by themselves");
+        }
     }
 
     /// Members of `owner`'s index whose score (at least the deadline of any
@@ -1029,24 +1142,15 @@ impl Inner {
         let others = self.owner_others(owner, op, now).await?;
         let excess = (others.len() + 1).saturating_sub(max);
         let oldest = &others[..excess.min(others.len())];
-        if !oldest.is_empty() {
-            self.ensure_lease(lock)?;
+        if oldest.is_empty() {
+            return Ok(());
         }
-        for result in join_all(
-            oldest
-                .iter()
-                .map(|k| self.destroy_record(k, Some(owner), now)),
-        )
-        .await
-        {
-            result?;
-        }
-        if !oldest.is_empty() {
-            tracing::debug!(
-                ended = oldest.len(),
-                "ended an owner's oldest sessions to make room"
-            );
-        }
+        self.ensure_lease(lock)?;
+        self.destroy_owned(owner, oldest, now).await?;
+        tracing::debug!(
+            ended = oldest.len(),
+            "ended an owner's oldest sessions to make room"
+        );
         Ok(())
     }
 
@@ -1157,8 +1261,10 @@ impl Inner {
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<bool> {
-        self.destroy_record(id.storage_key(), None, self.now())
-            .await
+        let now = self.now();
+        let destroyed = self.destroy_record(id.storage_key(), None, now).await?;
+        self.forget_destroyed(&destroyed, now).await;
+        Ok(destroyed.live)
     }
 
     async fn purge_bucket(&self, bucket: u16, now: i64) -> Result<(u64, Vec<String>)> {
@@ -1292,7 +1398,9 @@ impl Inner {
         let Some(key) = members.into_iter().find(|k| k.handle() == *handle) else {
             return Ok(false);
         };
-        self.destroy_record(&key, Some(owner), now).await
+        let destroyed = self.destroy_record(&key, Some(owner), now).await?;
+        self.forget_destroyed(&destroyed, now).await;
+        Ok(destroyed.live)
     }
 
     async fn destroy_owner_sessions(&self, owner: &str, keep: Option<&SessionId>) -> Result<u64> {
@@ -1325,19 +1433,7 @@ impl Inner {
             return Ok(0);
         }
         self.ensure_lease(lock)?;
-        let mut ended = 0;
-        for result in join_all(
-            members
-                .iter()
-                .map(|k| self.destroy_record(k, Some(owner), now)),
-        )
-        .await
-        {
-            if result? {
-                ended += 1;
-            }
-        }
-        Ok(ended)
+        self.destroy_owned(owner, &members, now).await
     }
 }
 
@@ -1482,6 +1578,23 @@ mod tests {
             "OWNER"
         );
         assert!(status(&Value::Array(Vec::new())).is_err());
+    }
+
+    #[test]
+    fn destroy_replies_name_the_owner_whose_entry_goes() {
+        let key = *SessionId::generate().unwrap().storage_key();
+        let d = Destroyed::parse(key, &s("1")).unwrap();
+        assert!(d.live && d.owner.is_none());
+        assert!(d.unbound_from("ann").is_none());
+        let d = Destroyed::parse(key, &s("0 1732000000000 ann lee")).unwrap();
+        assert!(!d.live);
+        assert_eq!(d.owner, Some(("ann lee".to_owned(), 1_732_000_000_000)));
+        assert_eq!(d.unbound_from("ann lee"), Some((key, 1_732_000_000_000)));
+        assert!(d.unbound_from("ann").is_none());
+        for bad in ["2", "", "1 soon ann", "1 1732000000000"] {
+            assert!(Destroyed::parse(key, &s(bad)).is_err(), "{bad:?}");
+        }
+        assert!(Destroyed::parse(key, &Value::Null).is_err());
     }
 
     #[test]

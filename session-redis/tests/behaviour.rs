@@ -1057,22 +1057,14 @@ async fn owner_index_entries_are_checked_against_the_record(url: &str) {
         env.store.load(theirs.id()).await.unwrap().is_some(),
         "another owner's session survives"
     );
-    // Entries stay until their deadline passes (a login may have claimed one
-    // and not written yet), and are dropped after it.
-    let zcard = |key: String| {
-        let pool = env.pool.clone();
-        async move {
-            common::raw(&pool, "ZCARD", vec![key.into()])
-                .await
-                .as_i64()
-                .unwrap()
-        }
-    };
-    assert_eq!(zcard(index.clone()).await, 3);
+    // The revoked session's entry goes with it; entries no record of the
+    // owner's backs stay until their deadline passes (a login may have
+    // claimed one and not written yet), and are dropped after it.
+    assert_eq!(zcard(&env.pool, &index).await, 2);
     env.clock.advance(32 * MINUTE);
     let fresh = env.saved(Some("nina")).await;
     assert_eq!(
-        zcard(index.clone()).await,
+        zcard(&env.pool, &index).await,
         1,
         "only the new login's entry is left"
     );
@@ -1200,6 +1192,143 @@ async fn owner_locks_are_released_after_each_login(url: &str) {
     env.cleanup().await;
 }
 
+/// Every per-owner key under the prefix (owner indexes and locks).
+async fn owner_keys(env: &Env) -> Vec<String> {
+    env.keys()
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":owner") || k.ends_with(":lock"))
+        .collect()
+}
+
+async fn zcard(pool: &Pool, key: &str) -> i64 {
+    common::raw(pool, "ZCARD", vec![key.into()])
+        .await
+        .as_i64()
+        .unwrap()
+}
+
+async fn login(env: &Env, owner: &str) -> Session {
+    let mut s = env.store.create().await.unwrap();
+    s.set("k", "v");
+    s.set_owner(owner);
+    env.store.cycle_id(&mut s).await.unwrap();
+    s
+}
+
+/// Once an owner has no session left (revoked, logged out, ended over the
+/// limit, purged), nothing is left in Redis under the owner's name; while
+/// some are left, the owner's index names only those and lives no longer
+/// than the latest of them.
+async fn owner_keys_do_not_outlive_the_owners_sessions(url: &str) {
+    let env = Env::new(url, |c| {
+        c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)
+    })
+    .await;
+
+    // Sign out everywhere.
+    login(&env, "pia").await;
+    env.clock.advance(MINUTE);
+    login(&env, "pia").await;
+    assert_eq!(
+        env.store.destroy_owner_sessions("pia", None).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        owner_keys(&env).await,
+        Vec::<String>::new(),
+        "after revoking all"
+    );
+
+    // Sign out everywhere else, then log out.
+    let first = login(&env, "pia").await;
+    env.clock.advance(MINUTE);
+    let second = login(&env, "pia").await;
+    assert_eq!(
+        env.store
+            .destroy_owner_sessions("pia", Some(second.id()))
+            .await
+            .unwrap(),
+        1
+    );
+    let index = env.key_ending(":owner").await;
+    assert_eq!(zcard(&env.pool, &index).await, 1, "only the kept session");
+    assert_eq!(
+        common::pexpiretime(&env.pool, &index).await,
+        ms(second.expires_at())
+    );
+    assert!(env.store.load(first.id()).await.unwrap().is_none());
+    assert!(env.store.destroy(second.id()).await.unwrap());
+    assert_eq!(owner_keys(&env).await, Vec::<String>::new(), "after logout");
+
+    // Sign out one device by its handle.
+    let s = login(&env, "pia").await;
+    assert!(
+        env.store
+            .destroy_owner_session("pia", &s.id().handle())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        owner_keys(&env).await,
+        Vec::<String>::new(),
+        "after ending by handle"
+    );
+
+    // Logins over the limit end the oldest sessions: their entries go too.
+    let mut last = Vec::new();
+    for _ in 0..4 {
+        env.clock.advance(MINUTE);
+        last.push(login(&env, "pia").await);
+    }
+    let index = env.key_ending(":owner").await;
+    assert_eq!(zcard(&env.pool, &index).await, 2, "the two live sessions");
+    assert_eq!(
+        common::pexpiretime(&env.pool, &index).await,
+        ms(last[3].expires_at())
+    );
+
+    // Expiry and purge.
+    env.clock.advance(31 * MINUTE);
+    assert_eq!(env.store.purge_expired().await.unwrap(), 2);
+    assert_eq!(owner_keys(&env).await, Vec::<String>::new(), "after purge");
+    assert_eq!(env.data_keys().await, Vec::<String>::new());
+    env.cleanup().await;
+}
+
+/// With the real clock, Redis removes every key of an owner whose sessions
+/// expired, by itself, without a purge.
+async fn an_owners_keys_expire_with_the_owners_sessions(url: &str) {
+    let pool = common::pool(url, 1).await;
+    let prefix = common::unique_prefix("owner-expiry");
+    let store = RedisSessionStore::builder_from_pool(pool.clone())
+        .config(
+            SessionConfig::new(Duration::from_millis(400))
+                .with_clock(SystemClock)
+                .with_max_sessions_per_owner(1, OwnerLimitPolicy::EndOldest),
+        )
+        .key_prefix(prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut s = store.create().await.unwrap();
+    s.set_owner("quinn");
+    store.cycle_id(&mut s).await.unwrap();
+    store.touch(&mut s).await.unwrap();
+    let owner_keys: Vec<String> = common::keys_with_prefix(&pool, &prefix)
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":owner") || k.ends_with(":lock"))
+        .collect();
+    assert!(!owner_keys.is_empty());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for key in owner_keys {
+        let exists: i64 = pool.exists(key.as_str()).await.unwrap();
+        assert_eq!(exists, 0, "{key} outlived the owner's sessions");
+    }
+    common::delete_prefix(&pool, &prefix).await;
+}
+
 async fn builds_from_a_url_and_round_trips(url: &str) {
     let prefix = common::unique_prefix("url");
     let store = RedisSessionStore::builder(url)
@@ -1264,6 +1393,8 @@ against!(
         owner_index_entries_are_checked_against_the_record,
         index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        owner_keys_do_not_outlive_the_owners_sessions,
+        an_owners_keys_expire_with_the_owners_sessions,
         a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
     ]
@@ -1293,6 +1424,8 @@ against!(
         owner_index_entries_are_checked_against_the_record,
         index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        owner_keys_do_not_outlive_the_owners_sessions,
+        an_owners_keys_expire_with_the_owners_sessions,
         a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
     ]
@@ -1301,7 +1434,10 @@ against!(
 against!(
     sentinel,
     crate::common::SENTINEL,
-    [builds_from_a_url_and_round_trips]
+    [
+        builds_from_a_url_and_round_trips,
+        owner_keys_do_not_outlive_the_owners_sessions
+    ]
 );
 
 #[tokio::test]
