@@ -189,6 +189,23 @@ local function owner_of(rec, h, m)
   if #o ~= n or not utf8(o) then return nil end
   return o
 end
+-- The owner of a record as the store sends it (a whole record, well formed).
+local function owner_in(r)
+  return string.sub(r, 106, 105 + tonumber(string.sub(r, 102, 105)))
+end
+-- A write's reply: `status`, and if the write ends the binding of the
+-- record `m` (read at `rec`, first bytes `h`) to an owner other than
+-- `keep`, a space, the record's deadline, a space and that owner, so the
+-- caller can drop the entry from the owner's index. Reads only: call it
+-- before the first write.
+local function unbinding(status, rec, h, m, keep)
+  if not m or m.owner_len == 0 then return status end
+  local was = owner_of(rec, h, m)
+  if was == nil or was == keep then return status end
+  local at = m.expires
+  if at < 1 then at = 1 end
+  return status .. ' ' .. ms(at) .. ' ' .. was
+end
 -- A bucket index lives as long as its latest entry: raise its expiry to
 -- `at` (Unix ms) unless it is later already.
 local function extend(idx, at)
@@ -249,7 +266,11 @@ return reply
 /// must be bound to ('' = no such check).
 ///
 /// Answers `OK`, `CONFLICT`, `NOTFOUND`, `CORRUPT`, or `REBIND` when the
-/// record is not bound to the required owner (nothing written).
+/// record is not bound to the required owner (nothing written). When the
+/// write ends the stored record's binding to another owner (a rebinding,
+/// or an owner cleared), `OK` is followed by a space, the stored record's
+/// deadline, a space and that owner, so the caller can drop the entry from
+/// that owner's index ([`FORGET`]).
 pub(crate) const SAVE: &str = once!(
     r"
 local rec, idx = KEYS[1], KEYS[2]
@@ -263,15 +284,18 @@ else
   if not is_live then return 'NOTFOUND', false end
   if string.sub(h, 2, 21) ~= ARGV[3] then return 'CONFLICT', false end
 end
+local reply = 'OK'
 if need ~= '' then
   if not is_live then return 'REBIND', false end
   local owner = owner_of(rec, h, m)
   if owner == nil then return 'CORRUPT', false end
   if owner ~= need then return 'REBIND', false end
+else
+  reply = unbinding('OK', rec, h, m, owner_in(ARGV[4]))
 end
 redis.call('SET', rec, ARGV[4], 'PXAT', ARGV[5])
 enter(idx, rec, ARGV[5], now)
-return 'OK', true
+return reply, true
 "
 );
 
@@ -317,7 +341,9 @@ return {'OK'}
 /// ARGV: receipt ttl, now, expected version field, record, expiry (Unix
 /// ms, 1 to [`LATEST_DEADLINE_MS`]).
 ///
-/// Answers `OK`, `CONFLICT`, `NOTFOUND` or `CORRUPT`.
+/// Answers `OK`, `CONFLICT`, `NOTFOUND` or `CORRUPT`; `OK` is followed, as
+/// [`SAVE`]'s, by the old record's deadline and owner if it was bound to
+/// one (the owner's index names the old key, which is gone).
 pub(crate) const ROTATE: &str = once!(
     r"
 local old, new, idx = KEYS[1], KEYS[2], KEYS[3]
@@ -325,15 +351,16 @@ local now = tonumber(ARGV[2])
 local taken = read(new, 104)
 if taken == false then return 'CORRUPT', false end
 if taken and taken.expires > now then return 'CONFLICT', false end
-local m, h = read(old, 104)
+local m, h = read(old, 168)
 if m == false then return 'CORRUPT', false end
 if m == nil or m.expires <= now then return 'NOTFOUND', false end
 if string.sub(h, 2, 21) ~= ARGV[3] then return 'CONFLICT', false end
+local reply = unbinding('OK', old, h, m, nil)
 redis.call('DEL', old)
 redis.call('SET', new, ARGV[4], 'PXAT', ARGV[5])
 redis.call('ZREM', idx, member(old))
 enter(idx, new, ARGV[5], now)
-return 'OK', true
+return reply, true
 "
 );
 
@@ -358,18 +385,15 @@ if m == nil then
   redis.call('ZREM', idx, member(rec))
   return '0', false
 end
-local owner = nil
-if m then owner = owner_of(rec, h, m) end
-if need ~= '' and owner ~= nil and owner ~= need then return '0', false end
-redis.call('DEL', rec)
-redis.call('ZREM', idx, member(rec))
+if need ~= '' and m then
+  local owner = owner_of(rec, h, m)
+  if owner ~= nil and owner ~= need then return '0', false end
+end
 local reply = '1'
 if m and m.expires <= now then reply = '0' end
-if owner ~= nil and owner ~= '' then
-  local at = m.expires
-  if at < 1 then at = 1 end
-  reply = reply .. ' ' .. ms(at) .. ' ' .. owner
-end
+reply = unbinding(reply, rec, h, m, nil)
+redis.call('DEL', rec)
+redis.call('ZREM', idx, member(rec))
 return reply, true
 "
 );

@@ -134,6 +134,18 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// A write's outcome, and for an applied write that ended the stored
+    /// record's binding to an owner, that owner and the record's deadline.
+    fn parse_write(reply: &Value) -> Result<(Self, Option<(String, i64)>)> {
+        let (status, unbound) = split_unbinding(reply)?;
+        let outcome = Self::parse(&Value::String(status.into()))?;
+        match outcome {
+            Self::Written => Ok((outcome, unbound)),
+            _ if unbound.is_some() => Err(unexpected("a refused write that unbound an owner")),
+            _ => Ok((outcome, None)),
+        }
+    }
+
     fn parse(reply: &Value) -> Result<Self> {
         match status(reply)? {
             "OK" => Ok(Self::Written),
@@ -159,6 +171,32 @@ impl Outcome {
     }
 }
 
+/// A write script's reply split in two: its status, and for a write that
+/// ended a record's binding to an owner (after the status, a space, the
+/// record's deadline, a space and the owner), that owner and deadline.
+fn split_unbinding(reply: &Value) -> Result<(String, Option<(String, i64)>)> {
+    let text = match reply {
+        Value::String(s) => s.to_string(),
+        Value::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| {
+            Error::backend_msg("session-redis: a script answered bytes that are not UTF-8")
+        })?,
+        other => {
+            return Err(Error::backend_msg(format!(
+                "session-redis: a script answered {:?}, not a status",
+                other.kind()
+            )));
+        }
+    };
+    let Some((status, rest)) = text.split_once(' ') else {
+        return Ok((text, None));
+    };
+    let unbound = rest
+        .split_once(' ')
+        .and_then(|(deadline, owner)| Some((owner.to_owned(), deadline.parse::<i64>().ok()?)))
+        .ok_or_else(|| unexpected(&text))?;
+    Ok((status.to_owned(), Some(unbound)))
+}
+
 /// What a destroy script did.
 struct Destroyed {
     key: StorageKey,
@@ -172,29 +210,11 @@ impl Destroyed {
     /// From the script's reply: `1` or `0`, then for a record bound to an
     /// owner a space, the record's deadline, a space and the owner.
     fn parse(key: StorageKey, reply: &Value) -> Result<Self> {
-        let text = reply.as_str().ok_or_else(|| {
-            Error::backend_msg(format!(
-                "session-redis: the destroy script answered {:?}, not a status",
-                reply.kind()
-            ))
-        })?;
-        let (head, rest) = match text.split_once(' ') {
-            Some((head, rest)) => (head, Some(rest)),
-            None => (&*text, None),
-        };
-        let live = match head {
+        let (status, owner) = split_unbinding(reply)?;
+        let live = match status.as_str() {
             "1" => true,
             "0" => false,
             other => return Err(unexpected(other)),
-        };
-        let owner = match rest {
-            None => None,
-            Some(rest) => {
-                let parsed = rest.split_once(' ').and_then(|(deadline, owner)| {
-                    Some((owner.to_owned(), deadline.parse::<i64>().ok()?))
-                });
-                Some(parsed.ok_or_else(|| unexpected(&text))?)
-            }
         };
         Ok(Self { key, live, owner })
     }
@@ -716,7 +736,14 @@ impl Inner {
                 .arg(owner.unwrap_or_default())
                 .done()
         };
-        Outcome::parse(&self.eval(&self.scripts.save, command).await?)
+        let reply = self.eval(&self.scripts.save, command).await?;
+        let (outcome, unbound) = Outcome::parse_write(&reply)?;
+        if let Some((owner, deadline)) = unbound {
+            // Rebound or unbound: the former owner's index need not name it.
+            self.forget(&owner, &[(write.key, deadline)], write.now_ms)
+                .await;
+        }
+        Ok(outcome)
     }
 
     /// Rotate a stored session (the new key is in the old key's bucket).
@@ -739,7 +766,14 @@ impl Inner {
                 .arg(expiry_arg(write.meta.expires_ms))
                 .done()
         };
-        Outcome::parse(&self.eval(&self.scripts.rotate, command).await?)
+        let reply = self.eval(&self.scripts.rotate, command).await?;
+        let (outcome, unbound) = Outcome::parse_write(&reply)?;
+        if let Some((owner, deadline)) = unbound {
+            // The old key is gone: its owner's index need not name it.
+            self.forget(&owner, &[(rotation.old_key, deadline)], write.now_ms)
+                .await;
+        }
+        Ok(outcome)
     }
 
     /// Perform `op`'s write: a save, a rotation of a stored session, or the
@@ -1595,6 +1629,22 @@ mod tests {
             assert!(Destroyed::parse(key, &s(bad)).is_err(), "{bad:?}");
         }
         assert!(Destroyed::parse(key, &Value::Null).is_err());
+    }
+
+    #[test]
+    fn write_replies_name_the_owner_a_write_unbound() {
+        let (outcome, unbound) = Outcome::parse_write(&s("OK")).unwrap();
+        assert!(matches!(outcome, Outcome::Written) && unbound.is_none());
+        let (outcome, unbound) = Outcome::parse_write(&s("OK 42 bo b")).unwrap();
+        assert!(matches!(outcome, Outcome::Written));
+        assert_eq!(unbound, Some(("bo b".to_owned(), 42)));
+        assert!(matches!(
+            Outcome::parse_write(&s("CONFLICT")).unwrap().0,
+            Outcome::Conflict
+        ));
+        assert!(Outcome::parse_write(&s("CONFLICT 42 bob")).is_err());
+        assert!(Outcome::parse_write(&s("OK 42")).is_err());
+        assert!(Outcome::parse_write(&Value::Integer(1)).is_err());
     }
 
     #[test]

@@ -1070,10 +1070,8 @@ async fn owner_index_entries_are_checked_against_the_record(url: &str) {
     );
 
     // Rebinding: the new owner lists the session, the old one neither lists
-    // nor revokes it, and the old owner's entry expires with the deadline
-    // the session had while bound to them.
+    // nor revokes it, and the old owner's entry goes.
     let mut moved = env.saved(Some("oscar")).await;
-    let bound_until = ms(moved.expires_at());
     env.clock.advance(MINUTE);
     moved.set_owner("nina");
     env.store.save(&mut moved).await.unwrap();
@@ -1087,13 +1085,17 @@ async fn owner_index_entries_are_checked_against_the_record(url: &str) {
         0
     );
     assert!(env.store.load(moved.id()).await.unwrap().is_some());
-    let oscars = env
+    let owner_indexes: Vec<String> = env
         .keys()
         .await
         .into_iter()
-        .find(|k| k.ends_with(":owner") && *k != index)
-        .unwrap();
-    assert_eq!(common::pexpiretime(&env.pool, &oscars).await, bound_until);
+        .filter(|k| k.ends_with(":owner"))
+        .collect();
+    assert_eq!(
+        owner_indexes,
+        std::slice::from_ref(&index),
+        "oscar has no session left"
+    );
     assert!(env.store.load(fresh.id()).await.unwrap().is_some());
     env.cleanup().await;
 }
@@ -1288,9 +1290,39 @@ async fn owner_keys_do_not_outlive_the_owners_sessions(url: &str) {
         ms(last[3].expires_at())
     );
 
+    // A rotation (privilege change) moves a session to a new key: the old
+    // key's entry goes with the old key.
+    let mut rotated = last.pop().unwrap();
+    env.store.cycle_id(&mut rotated).await.unwrap();
+    assert_eq!(zcard(&env.pool, &index).await, 2, "no entry for the old ID");
+
+    // Rebinding to another owner, or clearing the owner, ends the binding.
+    let mut other = last.pop().unwrap();
+    other.set_owner("rui");
+    env.store.save(&mut other).await.unwrap();
+    rotated.clear_owner();
+    env.store.save(&mut rotated).await.unwrap();
+    assert_eq!(env.store.count_owner_sessions("pia").await.unwrap(), 0);
+    assert_eq!(
+        owner_keys(&env).await,
+        [env.key_ending(":owner").await],
+        "only rui's index is left"
+    );
+    assert_eq!(env.store.count_owner_sessions("rui").await.unwrap(), 1);
+    other.clear_owner();
+    env.store.save(&mut other).await.unwrap();
+    assert_eq!(
+        owner_keys(&env).await,
+        Vec::<String>::new(),
+        "after unbinding"
+    );
+
     // Expiry and purge.
+    let mut owned = login(&env, "pia").await;
+    env.clock.advance(MINUTE);
+    env.store.touch(&mut owned).await.unwrap();
     env.clock.advance(31 * MINUTE);
-    assert_eq!(env.store.purge_expired().await.unwrap(), 2);
+    assert_eq!(env.store.purge_expired().await.unwrap(), 3);
     assert_eq!(owner_keys(&env).await, Vec::<String>::new(), "after purge");
     assert_eq!(env.data_keys().await, Vec::<String>::new());
     env.cleanup().await;
