@@ -1588,3 +1588,36 @@ async fn a_server_that_hides_its_version_is_given_the_benefit_of_the_doubt() {
         assert!(store.load(s.id()).await.unwrap().is_some());
     }
 }
+
+/// A password the server refuses is not echoed back in the error, from a
+/// single node or through Sentinel (to the sentinels or to the primary).
+#[tokio::test]
+async fn refused_credentials_are_not_echoed_in_errors() {
+    let secret = "hunter2-sr-test";
+    let mut urls = Vec::new();
+    if let Some(url) = service_url(common::SINGLE) {
+        let host = url.trim_start_matches("redis://");
+        urls.push(format!("redis://:{secret}@{host}"));
+        urls.push(format!("redis://nobody-sr-test:{secret}@{host}"));
+    }
+    if let Some(url) = service_url(common::SENTINEL) {
+        let rest = url.trim_start_matches("redis-sentinel://");
+        urls.push(format!("redis-sentinel://:{secret}@{rest}"));
+        urls.push(format!("redis-sentinel://{rest}&sentinelPassword={secret}"));
+    }
+    for url in urls {
+        // A server without a password may let a password pass: only the
+        // refusals have something to show.
+        if let Err(err) = RedisSessionStore::builder(url.as_str())
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .await
+        {
+            let shown = format!("{err} / {err:?}");
+            eprintln!("{url}: {shown}");
+            assert!(!shown.contains(secret), "{url}: {shown}");
+        } else {
+            eprintln!("{url}: accepted");
+        }
+    }
+}
