@@ -273,9 +273,11 @@
 //!   than that deadline, so a login that claimed the key anew meanwhile
 //!   keeps its entry. So once every session of an owner has been ended,
 //!   has moved away or has expired, nothing is left under the owner's
-//!   name. Entries of writes that were refused, or whose cleanup failed
-//!   (it is best effort, after the write), stay until their deadline
-//!   passes: removing them earlier could remove the entry of a login that
+//!   name. A save or touch that claimed an entry and then found its
+//!   session gone (`NotFound`: revoked or expired while a request held it)
+//!   drops that entry the same way. Entries of writes refused otherwise
+//!   (`Conflict`), or whose cleanup failed (it is best effort, after the
+//!   write), stay until their deadline passes: removing them earlier could remove the entry of a login that
 //!   has claimed it and not yet written its record. They cost a little
 //!   space and a check on each read.
 //! * The index key expires with its latest entry: every write to it sets
@@ -333,9 +335,9 @@
 //! fails with `Error::Backend` and may be retried; only timeouts, broken
 //! connections and replies that ask to retry (`LOADING`, `BUSY`, …) are
 //! retried within the wait, so an error Redis would only repeat (a key of
-//! another type under the lock's name) fails at once. A refused save or touch of an
-//! owned session may have raised the score of its (existing) entry, which
-//! then lasts until that later deadline.
+//! another type under the lock's name) fails at once. A save or touch of an
+//! owned session refused as `Conflict` may have raised the score of its
+//! (existing) entry, which then lasts until that later deadline.
 //!
 //! # Failures and time limits
 //!
@@ -359,7 +361,7 @@
 //! | `save`, `touch`, `destroy`, `cycle_id` of an anonymous session | 2 |
 //! | `destroy` of an owned session | 4 |
 //! | `destroy_owner_session` | 5 |
-//! | `save`, `touch` keeping the session's owner | 4 |
+//! | `save`, `touch` keeping the session's owner | 4 (6 if the session is gone) |
 //! | a login: `cycle_id` or `save` binding a session to a new owner | 5 (9 for a `save` of a stored session; 2 more if it was bound to another owner) |
 //! | `save` clearing the session's owner | 4 |
 //! | `cycle_id` keeping the session's owner | 10, plus up to [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) for the lock |

@@ -902,6 +902,16 @@ impl Inner {
         }
     }
 
+    /// Undo a claim of `key` (with deadline `expires_ms`) in `owner`'s
+    /// index whose write found no session (`NotFound`): a request still
+    /// holding a session that was revoked or expired meanwhile must not
+    /// leave the owner's index behind. The entry stays if a later claim
+    /// raised it.
+    async fn unclaim(&self, owner: &str, key: &StorageKey, expires_ms: i64, now: i64) {
+        let deadline = expires_ms.clamp(1, LATEST_DEADLINE_MS);
+        self.forget(owner, &[(*key, deadline)], now).await;
+    }
+
     /// Members of `owner`'s index whose score (at least the deadline of any
     /// record bound to the owner under that key) is after `now`.
     async fn owner_members(&self, owner: &str, now: i64) -> Result<Vec<StorageKey>> {
@@ -1148,7 +1158,7 @@ impl Inner {
         self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
             .await?;
         self.ensure_lease(lock)?;
-        self.apply(&op, None).await?.written()?;
+        self.write_claimed(owner, &op).await?;
         // Only now that the write is stored: end the oldest sessions over
         // the limit. The write stands even if this fails (the next login
         // of the owner tries again).
@@ -1165,7 +1175,19 @@ impl Inner {
         let write = op.write();
         self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
             .await?;
-        self.apply(op, None).await?.written()
+        self.write_claimed(owner, op).await
+    }
+
+    /// Perform `op`, whose key `owner`'s index has just claimed. If the
+    /// session turns out to be gone, the claim stood for nothing: drop it.
+    async fn write_claimed(&self, owner: &str, op: &Op) -> Result<()> {
+        let outcome = self.apply(op, None).await?;
+        if matches!(outcome, Outcome::NotFound) {
+            let write = op.write();
+            self.unclaim(owner, &write.key, write.meta.expires_ms, write.now_ms)
+                .await;
+        }
+        outcome.written()
     }
 
     /// End `owner`'s oldest sessions other than the one `op` just wrote,
@@ -1211,6 +1233,11 @@ impl Inner {
                 .await?;
             match self.write_record(&write, Some(owner)).await? {
                 Outcome::Rebind => {}
+                Outcome::NotFound => {
+                    self.unclaim(owner, &write.key, write.meta.expires_ms, write.now_ms)
+                        .await;
+                    return Err(Error::NotFound);
+                }
                 outcome => {
                     outcome.written()?;
                     session.commit_write(write);
@@ -1249,7 +1276,13 @@ impl Inner {
                     session.commit_touch(&touch);
                     return Ok(());
                 }
-                "NOTFOUND" => return Err(Error::NotFound),
+                "NOTFOUND" => {
+                    if let Some(o) = owner.as_deref() {
+                        self.unclaim(o, &touch.key, touch.expires_ms, touch.now_ms)
+                            .await;
+                    }
+                    return Err(Error::NotFound);
+                }
                 "CORRUPT" => return Err(corrupt_record()),
                 // Rebound since it was loaded: extend the index of the owner
                 // it has now, then try again.

@@ -1317,6 +1317,27 @@ async fn owner_keys_do_not_outlive_the_owners_sessions(url: &str) {
         "after unbinding"
     );
 
+    // A request still holding a session that was revoked meanwhile: its
+    // save or touch is refused and leaves nothing under the owner's name.
+    let mut stale = login(&env, "pia").await;
+    let mut stale_too = env.store.load(stale.id()).await.unwrap().unwrap();
+    env.store.destroy_owner_sessions("pia", None).await.unwrap();
+    env.clock.advance(MINUTE);
+    assert!(matches!(
+        env.store.touch(&mut stale).await,
+        Err(Error::NotFound)
+    ));
+    stale_too.set("late", "write");
+    assert!(matches!(
+        env.store.save(&mut stale_too).await,
+        Err(Error::NotFound)
+    ));
+    assert_eq!(
+        owner_keys(&env).await,
+        Vec::<String>::new(),
+        "after stale writes"
+    );
+
     // Expiry and purge.
     let mut owned = login(&env, "pia").await;
     env.clock.advance(MINUTE);
