@@ -202,11 +202,14 @@
 //!   in place, version and data untouched, and only forward: a touch whose
 //!   activity time is not after the stored one changes nothing;
 //! * **rotate**: checks the old record as save does, writes the new one and
-//!   deletes the old, in one step;
+//!   deletes the old, in one step (and, as save and destroy, reports the
+//!   owner binding it ended, for the owner's index);
 //! * **destroy**: deletes the record and its index entry, whatever the
 //!   record holds, a key of another type included (a corrupt record can
 //!   always be ended; revocation ends a corrupt record the owner's index
-//!   names, since its owner cannot be read).
+//!   names, since its owner cannot be read), and answers with the owner the
+//!   record was bound to and its deadline, so the store then drops the
+//!   entry from that owner's index (a second script, in the owner's slot).
 //!
 //! Redis runs a script without interleaving other commands, but does not
 //! roll back one that fails part-way. So every script reads and checks
@@ -259,12 +262,27 @@
 //! * Every write that leaves a record bound to an owner (save, touch,
 //!   rotation) first raises the key's score in the owner's index to the new
 //!   deadline, and only then writes the record.
-//! * An entry is removed only once its score has passed, when any record it
-//!   stood for has expired. Entries whose record is no longer bound to the
-//!   owner (rebound, rotated away, ended, or a write that was refused) are
-//!   not removed earlier, because a login that raised the entry may not
-//!   have written its record yet; they cost a little space and a check on
-//!   each read until their deadline passes.
+//! * An entry is removed once its score has passed, when any record it
+//!   stood for has expired, or as soon as a write of the store ends the
+//!   binding it stands for: `destroy`, revocation and ending the oldest
+//!   sessions over a limit (which delete the record), a rotation (which
+//!   moves it to a new key), and a save that binds the record to another
+//!   owner or to none. Each such script reports the owner and deadline of
+//!   the binding it ended, and the store then drops the entry (a second
+//!   script, in the owner's slot), only if its score is still no later
+//!   than that deadline, so a login that claimed the key anew meanwhile
+//!   keeps its entry. So once every session of an owner has been ended,
+//!   has moved away or has expired, nothing is left under the owner's
+//!   name. A save or touch that claimed an entry and then found its
+//!   session gone (`NotFound`: revoked or expired while a request held it)
+//!   drops that entry the same way. Entries of writes refused otherwise
+//!   (`Conflict`), or whose cleanup failed (it is best effort, after the
+//!   write), stay until their deadline passes: removing them earlier could remove the entry of a login that
+//!   has claimed it and not yet written its record. They cost a little
+//!   space and a check on each read.
+//! * The index key expires with its latest entry: every write to it sets
+//!   its expiry to its highest score, and Redis deletes it when it is
+//!   empty. It never outlives the sessions it names.
 //! * Every read of an index (listing, counting, revoking) checks each entry
 //!   against the record's `owner` field, so such entries are never
 //!   reported.
@@ -317,9 +335,9 @@
 //! fails with `Error::Backend` and may be retried; only timeouts, broken
 //! connections and replies that ask to retry (`LOADING`, `BUSY`, …) are
 //! retried within the wait, so an error Redis would only repeat (a key of
-//! another type under the lock's name) fails at once. A refused save or touch of an
-//! owned session may have raised the score of its (existing) entry, which
-//! then lasts until that later deadline.
+//! another type under the lock's name) fails at once. A save or touch of an
+//! owned session refused as `Conflict` may have raised the score of its
+//! (existing) entry, which then lasts until that later deadline.
 //!
 //! # Failures and time limits
 //!
@@ -341,11 +359,14 @@
 //! | `load`, `len` | 1 |
 //! | `owner_sessions`, `count_owner_sessions` | 2 |
 //! | `save`, `touch`, `destroy`, `cycle_id` of an anonymous session | 2 |
-//! | `save`, `touch` keeping the session's owner | 4 |
-//! | a login: `cycle_id` or `save` binding a session to a new owner | 5 (9 for a `save` of a stored session) |
-//! | `cycle_id` keeping the session's owner | 8, plus up to [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) for the lock |
-//! | `destroy_owner_sessions` | 5, plus up to `owner_lock_wait` |
-//! | a login under a per-owner limit | 14 (18), plus up to `owner_lock_wait` |
+//! | `destroy` of an owned session | 4 |
+//! | `destroy_owner_session` | 5 |
+//! | `save`, `touch` keeping the session's owner | 4 (6 if the session is gone) |
+//! | a login: `cycle_id` or `save` binding a session to a new owner | 5 (9 for a `save` of a stored session; 2 more if it was bound to another owner) |
+//! | `save` clearing the session's owner | 4 |
+//! | `cycle_id` keeping the session's owner | 10, plus up to [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) for the lock |
+//! | `destroy_owner_sessions` | 7, plus up to `owner_lock_wait` |
+//! | a login under a per-owner limit | 16 (20), plus up to `owner_lock_wait` |
 //!
 //! (`touch` takes four more for each time it finds the session rebound to
 //! another owner meanwhile.) `purge_expired`, `destroy_owner_sessions` and

@@ -189,6 +189,23 @@ local function owner_of(rec, h, m)
   if #o ~= n or not utf8(o) then return nil end
   return o
 end
+-- The owner of a record as the store sends it (a whole record, well formed).
+local function owner_in(r)
+  return string.sub(r, 106, 105 + tonumber(string.sub(r, 102, 105)))
+end
+-- A write's reply: `status`, and if the write ends the binding of the
+-- record `m` (read at `rec`, first bytes `h`) to an owner other than
+-- `keep`, a space, the record's deadline, a space and that owner, so the
+-- caller can drop the entry from the owner's index. Reads only: call it
+-- before the first write.
+local function unbinding(status, rec, h, m, keep)
+  if not m or m.owner_len == 0 then return status end
+  local was = owner_of(rec, h, m)
+  if was == nil or was == keep then return status end
+  local at = m.expires
+  if at < 1 then at = 1 end
+  return status .. ' ' .. ms(at) .. ' ' .. was
+end
 -- A bucket index lives as long as its latest entry: raise its expiry to
 -- `at` (Unix ms) unless it is later already.
 local function extend(idx, at)
@@ -249,7 +266,11 @@ return reply
 /// must be bound to ('' = no such check).
 ///
 /// Answers `OK`, `CONFLICT`, `NOTFOUND`, `CORRUPT`, or `REBIND` when the
-/// record is not bound to the required owner (nothing written).
+/// record is not bound to the required owner (nothing written). When the
+/// write ends the stored record's binding to another owner (a rebinding,
+/// or an owner cleared), `OK` is followed by a space, the stored record's
+/// deadline, a space and that owner, so the caller can drop the entry from
+/// that owner's index ([`FORGET`]).
 pub(crate) const SAVE: &str = once!(
     r"
 local rec, idx = KEYS[1], KEYS[2]
@@ -263,15 +284,18 @@ else
   if not is_live then return 'NOTFOUND', false end
   if string.sub(h, 2, 21) ~= ARGV[3] then return 'CONFLICT', false end
 end
+local reply = 'OK'
 if need ~= '' then
   if not is_live then return 'REBIND', false end
   local owner = owner_of(rec, h, m)
   if owner == nil then return 'CORRUPT', false end
   if owner ~= need then return 'REBIND', false end
+else
+  reply = unbinding('OK', rec, h, m, owner_in(ARGV[4]))
 end
 redis.call('SET', rec, ARGV[4], 'PXAT', ARGV[5])
 enter(idx, rec, ARGV[5], now)
-return 'OK', true
+return reply, true
 "
 );
 
@@ -317,7 +341,9 @@ return {'OK'}
 /// ARGV: receipt ttl, now, expected version field, record, expiry (Unix
 /// ms, 1 to [`LATEST_DEADLINE_MS`]).
 ///
-/// Answers `OK`, `CONFLICT`, `NOTFOUND` or `CORRUPT`.
+/// Answers `OK`, `CONFLICT`, `NOTFOUND` or `CORRUPT`; `OK` is followed, as
+/// [`SAVE`]'s, by the old record's deadline and owner if it was bound to
+/// one (the owner's index names the old key, which is gone).
 pub(crate) const ROTATE: &str = once!(
     r"
 local old, new, idx = KEYS[1], KEYS[2], KEYS[3]
@@ -325,15 +351,16 @@ local now = tonumber(ARGV[2])
 local taken = read(new, 104)
 if taken == false then return 'CORRUPT', false end
 if taken and taken.expires > now then return 'CONFLICT', false end
-local m, h = read(old, 104)
+local m, h = read(old, 168)
 if m == false then return 'CORRUPT', false end
 if m == nil or m.expires <= now then return 'NOTFOUND', false end
 if string.sub(h, 2, 21) ~= ARGV[3] then return 'CONFLICT', false end
+local reply = unbinding('OK', old, h, m, nil)
 redis.call('DEL', old)
 redis.call('SET', new, ARGV[4], 'PXAT', ARGV[5])
 redis.call('ZREM', idx, member(old))
 enter(idx, new, ARGV[5], now)
-return 'OK', true
+return reply, true
 "
 );
 
@@ -346,12 +373,14 @@ return 'OK', true
 ///
 /// Answers `1` if a session was deleted that was not known to be expired
 /// (a corrupt record counts as live: loading it fails rather than finding
-/// nothing), `0` otherwise.
+/// nothing), `0` otherwise; when the deleted record was bound to an owner,
+/// followed by a space, its deadline (as its owner index entry holds it),
+/// a space and the owner, so the caller can drop that entry ([`FORGET`]).
 pub(crate) const DESTROY: &str = once!(
     r"
 local rec, idx = KEYS[1], KEYS[2]
 local now, need = tonumber(ARGV[2]), ARGV[3]
-local m, h = read(rec, 104 + #need)
+local m, h = read(rec, 104 + math.max(#need, 64))
 if m == nil then
   redis.call('ZREM', idx, member(rec))
   return '0', false
@@ -360,10 +389,12 @@ if need ~= '' and m then
   local owner = owner_of(rec, h, m)
   if owner ~= nil and owner ~= need then return '0', false end
 end
+local reply = '1'
+if m and m.expires <= now then reply = '0' end
+reply = unbinding(reply, rec, h, m, nil)
 redis.call('DEL', rec)
 redis.call('ZREM', idx, member(rec))
-if m and m.expires <= now then return '0', true end
-return '1', true
+return reply, true
 "
 );
 
@@ -442,6 +473,38 @@ return 1
 "
 );
 
+/// Drop entries from an owner's index whose records the store has just
+/// deleted: each given member is removed only if its score is no later
+/// than the deleted record's deadline (a login that claimed the key anew
+/// since raised it, and keeps it). Entries whose score passed are dropped
+/// too, as [`CLAIM`] drops them, and the index then lives as long as its
+/// latest entry (Redis deletes it when it is empty). Running it twice is as
+/// good as once, so it needs no receipt.
+///
+/// KEYS: owner index. ARGV: now, then pairs of member and deadline (Unix
+/// ms, 1 to [`LATEST_DEADLINE_MS`]).
+pub(crate) const FORGET: &str = concat!(
+    "local LATEST = ",
+    latest!(),
+    r"
+local idx = KEYS[1]
+redis.call('ZREMRANGEBYSCORE', idx, '-inf', string.format('%.0f', tonumber(ARGV[1])))
+for i = 2, #ARGV - 1, 2 do
+  local score = redis.call('ZSCORE', idx, ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[i + 1]) then
+    redis.call('ZREM', idx, ARGV[i])
+  end
+end
+local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
+if top[2] then
+  local at = tonumber(top[2])
+  if at > LATEST then at = LATEST end
+  redis.call('PEXPIREAT', idx, string.format('%.0f', at))
+end
+return 1
+"
+);
+
 /// Take an owner lock, or confirm this token already holds it (a retry
 /// with the same token), renewing its lease.
 ///
@@ -491,6 +554,7 @@ pub(crate) struct Scripts {
     pub(crate) destroy: Script,
     pub(crate) purge: Script,
     pub(crate) claim: Script,
+    pub(crate) forget: Script,
     pub(crate) lock: Script,
     pub(crate) unlock: Script,
 }
@@ -504,12 +568,13 @@ impl Scripts {
             destroy: Script::new("destroy", DESTROY),
             purge: Script::new("purge", PURGE),
             claim: Script::new("claim", CLAIM),
+            forget: Script::new("forget", FORGET),
             lock: Script::new("lock", LOCK),
             unlock: Script::new("unlock", UNLOCK),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 8] {
+    pub(crate) fn all(&self) -> [&Script; 9] {
         [
             &self.save,
             &self.touch,
@@ -517,6 +582,7 @@ impl Scripts {
             &self.destroy,
             &self.purge,
             &self.claim,
+            &self.forget,
             &self.lock,
             &self.unlock,
         ]
@@ -548,6 +614,79 @@ mod tests {
         );
         const { assert!(LATEST_DEADLINE_MS < 1 << 53, "exact in a Lua number") };
         const { assert!(MAX_OWNER_LEN == 1024, "the owner bound in `header`") };
+    }
+
+    /// `FORGET` drops an entry only if a login did not claim it anew (a
+    /// higher score), drops passed entries, and leaves the index living as
+    /// long as its latest entry, or not at all.
+    #[tokio::test]
+    async fn forget_keeps_an_entry_claimed_anew_and_deletes_an_empty_index() {
+        let Some(url) = session_core::testing::service_url("SESSION_TEST_REDIS_URL") else {
+            return;
+        };
+        let client = Builder::from_config(Config::from_url(&url).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        let index = format!("sr-test:forget:{}:{{o:x}}:owner", std::process::id());
+        let run = |script: &'static str, args: Vec<Value>| {
+            let client = client.clone();
+            let index = index.clone();
+            async move {
+                let eval = CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false);
+                let mut argv: Vec<Value> = vec![script.into(), 1.into(), index.into()];
+                argv.extend(args);
+                client.custom::<Value, Value>(eval, argv).await.unwrap()
+            }
+        };
+        let state = || {
+            let client = client.clone();
+            let index = index.clone();
+            async move {
+                let zrange = CustomCommand::new_static("ZRANGE", ClusterHash::FirstKey, false);
+                let args: Vec<Value> = vec![
+                    index.clone().into(),
+                    0.into(),
+                    (-1).into(),
+                    "WITHSCORES".into(),
+                ];
+                let entries: Value = client.custom(zrange, args).await.unwrap();
+                let at = CustomCommand::new_static("PEXPIRETIME", ClusterHash::FirstKey, false);
+                let at: Value = client.custom(at, vec![Value::from(index)]).await.unwrap();
+                (format!("{entries:?}"), at.as_i64().unwrap())
+            }
+        };
+        let far = 4_000_000_000_000_i64;
+        for (member, score) in [("a", far), ("b", far + 10), ("c", far + 20)] {
+            run(CLAIM, vec![1.into(), member.into(), score.into()]).await;
+        }
+        // `b` was claimed anew (a later deadline than the deleted record's).
+        run(
+            FORGET,
+            vec![
+                1.into(),
+                "b".into(),
+                (far + 5).into(),
+                "c".into(),
+                (far + 20).into(),
+            ],
+        )
+        .await;
+        let (entries, at) = state().await;
+        assert!(
+            entries.contains("\"b\"") && entries.contains("\"a\""),
+            "{entries}"
+        );
+        assert!(!entries.contains("\"c\""), "{entries}");
+        assert_eq!(at, far + 10, "the index lives as long as its latest entry");
+        // Passed entries go too, and an index left empty is deleted.
+        run(
+            FORGET,
+            vec![(far + 1).into(), "b".into(), (far + 10).into()],
+        )
+        .await;
+        assert_eq!(state().await.1, -2, "no index is left");
+        let _ = client.quit().await;
     }
 
     /// For each value: whether the Lua prelude reads it as a record header

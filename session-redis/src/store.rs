@@ -134,6 +134,18 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// A write's outcome, and for an applied write that ended the stored
+    /// record's binding to an owner, that owner and the record's deadline.
+    fn parse_write(reply: &Value) -> Result<(Self, Option<(String, i64)>)> {
+        let (status, unbound) = split_unbinding(reply)?;
+        let outcome = Self::parse(&Value::String(status.into()))?;
+        match outcome {
+            Self::Written => Ok((outcome, unbound)),
+            _ if unbound.is_some() => Err(unexpected("a refused write that unbound an owner")),
+            _ => Ok((outcome, None)),
+        }
+    }
+
     fn parse(reply: &Value) -> Result<Self> {
         match status(reply)? {
             "OK" => Ok(Self::Written),
@@ -155,6 +167,63 @@ impl Outcome {
                 "session-redis: unexpected REBIND from a binding write",
             )),
             Self::Corrupt => Err(corrupt_record()),
+        }
+    }
+}
+
+/// A write script's reply split in two: its status, and for a write that
+/// ended a record's binding to an owner (after the status, a space, the
+/// record's deadline, a space and the owner), that owner and deadline.
+fn split_unbinding(reply: &Value) -> Result<(String, Option<(String, i64)>)> {
+    let text = match reply {
+        Value::String(s) => s.to_string(),
+        Value::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| {
+            Error::backend_msg("session-redis: a script answered bytes that are not UTF-8")
+        })?,
+        other => {
+            return Err(Error::backend_msg(format!(
+                "session-redis: a script answered {:?}, not a status",
+                other.kind()
+            )));
+        }
+    };
+    let Some((status, rest)) = text.split_once(' ') else {
+        return Ok((text, None));
+    };
+    let unbound = rest
+        .split_once(' ')
+        .and_then(|(deadline, owner)| Some((owner.to_owned(), deadline.parse::<i64>().ok()?)))
+        .ok_or_else(|| unexpected(&text))?;
+    Ok((status.to_owned(), Some(unbound)))
+}
+
+/// What a destroy script did.
+struct Destroyed {
+    key: StorageKey,
+    /// Whether it ended a session that was not known to be expired.
+    live: bool,
+    /// The owner the deleted record was bound to, and its deadline.
+    owner: Option<(String, i64)>,
+}
+
+impl Destroyed {
+    /// From the script's reply: `1` or `0`, then for a record bound to an
+    /// owner a space, the record's deadline, a space and the owner.
+    fn parse(key: StorageKey, reply: &Value) -> Result<Self> {
+        let (status, owner) = split_unbinding(reply)?;
+        let live = match status.as_str() {
+            "1" => true,
+            "0" => false,
+            other => return Err(unexpected(other)),
+        };
+        Ok(Self { key, live, owner })
+    }
+
+    /// The index entry to drop if the deleted record was bound to `owner`.
+    fn unbound_from(&self, owner: &str) -> Option<(StorageKey, i64)> {
+        match &self.owner {
+            Some((bound, deadline)) if bound == owner => Some((self.key, *deadline)),
+            _ => None,
         }
     }
 }
@@ -667,7 +736,14 @@ impl Inner {
                 .arg(owner.unwrap_or_default())
                 .done()
         };
-        Outcome::parse(&self.eval(&self.scripts.save, command).await?)
+        let reply = self.eval(&self.scripts.save, command).await?;
+        let (outcome, unbound) = Outcome::parse_write(&reply)?;
+        if let Some((owner, deadline)) = unbound {
+            // Rebound or unbound: the former owner's index need not name it.
+            self.forget(&owner, &[(write.key, deadline)], write.now_ms)
+                .await;
+        }
+        Ok(outcome)
     }
 
     /// Rotate a stored session (the new key is in the old key's bucket).
@@ -690,7 +766,14 @@ impl Inner {
                 .arg(expiry_arg(write.meta.expires_ms))
                 .done()
         };
-        Outcome::parse(&self.eval(&self.scripts.rotate, command).await?)
+        let reply = self.eval(&self.scripts.rotate, command).await?;
+        let (outcome, unbound) = Outcome::parse_write(&reply)?;
+        if let Some((owner, deadline)) = unbound {
+            // The old key is gone: its owner's index need not name it.
+            self.forget(&owner, &[(rotation.old_key, deadline)], write.now_ms)
+                .await;
+        }
+        Ok(outcome)
     }
 
     /// Perform `op`'s write: a save, a rotation of a stored session, or the
@@ -703,14 +786,13 @@ impl Inner {
         }
     }
 
-    /// Delete a record, only if bound to `owner` when given. Returns whether
-    /// a session was removed that was not known to be expired.
+    /// Delete a record, only if bound to `owner` when given.
     async fn destroy_record(
         &self,
         key: &StorageKey,
         owner: Option<&str>,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Destroyed> {
         let bucket = self.layout.bucket(key);
         let record = self.layout.record_hex(bucket, &hex(key));
         let receipt = self.receipt(bucket)?;
@@ -724,8 +806,46 @@ impl Inner {
                 .arg(owner.unwrap_or_default())
                 .done()
         };
-        let reply = self.eval(&self.scripts.destroy, command).await?;
-        Ok(status(&reply)? == "1")
+        Destroyed::parse(*key, &self.eval(&self.scripts.destroy, command).await?)
+    }
+
+    /// Delete records (each only if bound to `owner`), all at once, then
+    /// drop their entries from `owner`'s index. Returns how many sessions
+    /// were ended that were not known to be expired.
+    async fn destroy_owned(&self, owner: &str, keys: &[StorageKey], now: i64) -> Result<u64> {
+        let results = join_all(
+            keys.iter()
+                .map(|k| self.destroy_record(k, Some(owner), now)),
+        )
+        .await;
+        let mut ended = 0;
+        let mut gone = Vec::new();
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok(destroyed) => {
+                    ended += u64::from(destroyed.live);
+                    gone.extend(destroyed.unbound_from(owner));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        // Even when some deletions failed: the entries of those that
+        // succeeded go.
+        self.forget(owner, &gone, now).await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(ended),
+        }
+    }
+
+    /// After a deletion: drop the entry of the record it deleted from the
+    /// index of the owner the record was bound to.
+    async fn forget_destroyed(&self, destroyed: &Destroyed, now: i64) {
+        if let Some((owner, _)) = &destroyed.owner {
+            let gone = destroyed.unbound_from(owner);
+            self.forget(owner, gone.as_slice(), now).await;
+        }
     }
 
     /// A new ID for rotating `session`: in its old ID's bucket if it is
@@ -753,6 +873,43 @@ impl Inner {
                 .done()
         };
         self.eval(&self.scripts.claim, command).await.map(drop)
+    }
+
+    /// Drop from `owner`'s index the entries of records the store has just
+    /// deleted (`(key, deadline)`), unless a login claimed a key anew since.
+    /// Best effort: an entry left behind only costs space until its
+    /// deadline, when the index would drop it anyway, so a failure is
+    /// logged, not returned (the deletion it follows stands).
+    async fn forget(&self, owner: &str, gone: &[(StorageKey, i64)], now: i64) {
+        if gone.is_empty() {
+            return;
+        }
+        let index = self.layout.owner_index(owner);
+        let command = |head| {
+            Argv::new(head, 1, 1 + 2 * gone.len())
+                .arg(index.as_str())
+                .arg(num(now))
+                .args(gone.iter().flat_map(|(key, deadline)| {
+                    [
+                        Value::Bytes(Bytes::copy_from_slice(&hex(key))),
+                        expiry_arg(*deadline),
+                    ]
+                }))
+                .done()
+        };
+        if let Err(e) = self.eval(&self.scripts.forget, command).await {
+            tracing::warn!(error = %e, "could not drop ended sessions from their owner's index; the entries expire by themselves");
+        }
+    }
+
+    /// Undo a claim of `key` (with deadline `expires_ms`) in `owner`'s
+    /// index whose write found no session (`NotFound`): a request still
+    /// holding a session that was revoked or expired meanwhile must not
+    /// leave the owner's index behind. The entry stays if a later claim
+    /// raised it.
+    async fn unclaim(&self, owner: &str, key: &StorageKey, expires_ms: i64, now: i64) {
+        let deadline = expires_ms.clamp(1, LATEST_DEADLINE_MS);
+        self.forget(owner, &[(*key, deadline)], now).await;
     }
 
     /// Members of `owner`'s index whose score (at least the deadline of any
@@ -1001,7 +1158,7 @@ impl Inner {
         self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
             .await?;
         self.ensure_lease(lock)?;
-        self.apply(&op, None).await?.written()?;
+        self.write_claimed(owner, &op).await?;
         // Only now that the write is stored: end the oldest sessions over
         // the limit. The write stands even if this fails (the next login
         // of the owner tries again).
@@ -1018,7 +1175,19 @@ impl Inner {
         let write = op.write();
         self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
             .await?;
-        self.apply(op, None).await?.written()
+        self.write_claimed(owner, op).await
+    }
+
+    /// Perform `op`, whose key `owner`'s index has just claimed. If the
+    /// session turns out to be gone, the claim stood for nothing: drop it.
+    async fn write_claimed(&self, owner: &str, op: &Op) -> Result<()> {
+        let outcome = self.apply(op, None).await?;
+        if matches!(outcome, Outcome::NotFound) {
+            let write = op.write();
+            self.unclaim(owner, &write.key, write.meta.expires_ms, write.now_ms)
+                .await;
+        }
+        outcome.written()
     }
 
     /// End `owner`'s oldest sessions other than the one `op` just wrote,
@@ -1029,24 +1198,15 @@ impl Inner {
         let others = self.owner_others(owner, op, now).await?;
         let excess = (others.len() + 1).saturating_sub(max);
         let oldest = &others[..excess.min(others.len())];
-        if !oldest.is_empty() {
-            self.ensure_lease(lock)?;
+        if oldest.is_empty() {
+            return Ok(());
         }
-        for result in join_all(
-            oldest
-                .iter()
-                .map(|k| self.destroy_record(k, Some(owner), now)),
-        )
-        .await
-        {
-            result?;
-        }
-        if !oldest.is_empty() {
-            tracing::debug!(
-                ended = oldest.len(),
-                "ended an owner's oldest sessions to make room"
-            );
-        }
+        self.ensure_lease(lock)?;
+        self.destroy_owned(owner, oldest, now).await?;
+        tracing::debug!(
+            ended = oldest.len(),
+            "ended an owner's oldest sessions to make room"
+        );
         Ok(())
     }
 
@@ -1073,6 +1233,11 @@ impl Inner {
                 .await?;
             match self.write_record(&write, Some(owner)).await? {
                 Outcome::Rebind => {}
+                Outcome::NotFound => {
+                    self.unclaim(owner, &write.key, write.meta.expires_ms, write.now_ms)
+                        .await;
+                    return Err(Error::NotFound);
+                }
                 outcome => {
                     outcome.written()?;
                     session.commit_write(write);
@@ -1111,7 +1276,13 @@ impl Inner {
                     session.commit_touch(&touch);
                     return Ok(());
                 }
-                "NOTFOUND" => return Err(Error::NotFound),
+                "NOTFOUND" => {
+                    if let Some(o) = owner.as_deref() {
+                        self.unclaim(o, &touch.key, touch.expires_ms, touch.now_ms)
+                            .await;
+                    }
+                    return Err(Error::NotFound);
+                }
                 "CORRUPT" => return Err(corrupt_record()),
                 // Rebound since it was loaded: extend the index of the owner
                 // it has now, then try again.
@@ -1157,8 +1328,10 @@ impl Inner {
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<bool> {
-        self.destroy_record(id.storage_key(), None, self.now())
-            .await
+        let now = self.now();
+        let destroyed = self.destroy_record(id.storage_key(), None, now).await?;
+        self.forget_destroyed(&destroyed, now).await;
+        Ok(destroyed.live)
     }
 
     async fn purge_bucket(&self, bucket: u16, now: i64) -> Result<(u64, Vec<String>)> {
@@ -1292,7 +1465,9 @@ impl Inner {
         let Some(key) = members.into_iter().find(|k| k.handle() == *handle) else {
             return Ok(false);
         };
-        self.destroy_record(&key, Some(owner), now).await
+        let destroyed = self.destroy_record(&key, Some(owner), now).await?;
+        self.forget_destroyed(&destroyed, now).await;
+        Ok(destroyed.live)
     }
 
     async fn destroy_owner_sessions(&self, owner: &str, keep: Option<&SessionId>) -> Result<u64> {
@@ -1325,19 +1500,7 @@ impl Inner {
             return Ok(0);
         }
         self.ensure_lease(lock)?;
-        let mut ended = 0;
-        for result in join_all(
-            members
-                .iter()
-                .map(|k| self.destroy_record(k, Some(owner), now)),
-        )
-        .await
-        {
-            if result? {
-                ended += 1;
-            }
-        }
-        Ok(ended)
+        self.destroy_owned(owner, &members, now).await
     }
 }
 
@@ -1482,6 +1645,39 @@ mod tests {
             "OWNER"
         );
         assert!(status(&Value::Array(Vec::new())).is_err());
+    }
+
+    #[test]
+    fn destroy_replies_name_the_owner_whose_entry_goes() {
+        let key = *SessionId::generate().unwrap().storage_key();
+        let d = Destroyed::parse(key, &s("1")).unwrap();
+        assert!(d.live && d.owner.is_none());
+        assert!(d.unbound_from("ann").is_none());
+        let d = Destroyed::parse(key, &s("0 1732000000000 ann lee")).unwrap();
+        assert!(!d.live);
+        assert_eq!(d.owner, Some(("ann lee".to_owned(), 1_732_000_000_000)));
+        assert_eq!(d.unbound_from("ann lee"), Some((key, 1_732_000_000_000)));
+        assert!(d.unbound_from("ann").is_none());
+        for bad in ["2", "", "1 soon ann", "1 1732000000000"] {
+            assert!(Destroyed::parse(key, &s(bad)).is_err(), "{bad:?}");
+        }
+        assert!(Destroyed::parse(key, &Value::Null).is_err());
+    }
+
+    #[test]
+    fn write_replies_name_the_owner_a_write_unbound() {
+        let (outcome, unbound) = Outcome::parse_write(&s("OK")).unwrap();
+        assert!(matches!(outcome, Outcome::Written) && unbound.is_none());
+        let (outcome, unbound) = Outcome::parse_write(&s("OK 42 bo b")).unwrap();
+        assert!(matches!(outcome, Outcome::Written));
+        assert_eq!(unbound, Some(("bo b".to_owned(), 42)));
+        assert!(matches!(
+            Outcome::parse_write(&s("CONFLICT")).unwrap().0,
+            Outcome::Conflict
+        ));
+        assert!(Outcome::parse_write(&s("CONFLICT 42 bob")).is_err());
+        assert!(Outcome::parse_write(&s("OK 42")).is_err());
+        assert!(Outcome::parse_write(&Value::Integer(1)).is_err());
     }
 
     #[test]

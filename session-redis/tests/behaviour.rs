@@ -1057,31 +1057,21 @@ async fn owner_index_entries_are_checked_against_the_record(url: &str) {
         env.store.load(theirs.id()).await.unwrap().is_some(),
         "another owner's session survives"
     );
-    // Entries stay until their deadline passes (a login may have claimed one
-    // and not written yet), and are dropped after it.
-    let zcard = |key: String| {
-        let pool = env.pool.clone();
-        async move {
-            common::raw(&pool, "ZCARD", vec![key.into()])
-                .await
-                .as_i64()
-                .unwrap()
-        }
-    };
-    assert_eq!(zcard(index.clone()).await, 3);
+    // The revoked session's entry goes with it; entries no record of the
+    // owner's backs stay until their deadline passes (a login may have
+    // claimed one and not written yet), and are dropped after it.
+    assert_eq!(zcard(&env.pool, &index).await, 2);
     env.clock.advance(32 * MINUTE);
     let fresh = env.saved(Some("nina")).await;
     assert_eq!(
-        zcard(index.clone()).await,
+        zcard(&env.pool, &index).await,
         1,
         "only the new login's entry is left"
     );
 
     // Rebinding: the new owner lists the session, the old one neither lists
-    // nor revokes it, and the old owner's entry expires with the deadline
-    // the session had while bound to them.
+    // nor revokes it, and the old owner's entry goes.
     let mut moved = env.saved(Some("oscar")).await;
-    let bound_until = ms(moved.expires_at());
     env.clock.advance(MINUTE);
     moved.set_owner("nina");
     env.store.save(&mut moved).await.unwrap();
@@ -1095,13 +1085,17 @@ async fn owner_index_entries_are_checked_against_the_record(url: &str) {
         0
     );
     assert!(env.store.load(moved.id()).await.unwrap().is_some());
-    let oscars = env
+    let owner_indexes: Vec<String> = env
         .keys()
         .await
         .into_iter()
-        .find(|k| k.ends_with(":owner") && *k != index)
-        .unwrap();
-    assert_eq!(common::pexpiretime(&env.pool, &oscars).await, bound_until);
+        .filter(|k| k.ends_with(":owner"))
+        .collect();
+    assert_eq!(
+        owner_indexes,
+        std::slice::from_ref(&index),
+        "oscar has no session left"
+    );
     assert!(env.store.load(fresh.id()).await.unwrap().is_some());
     env.cleanup().await;
 }
@@ -1200,6 +1194,194 @@ async fn owner_locks_are_released_after_each_login(url: &str) {
     env.cleanup().await;
 }
 
+/// Every per-owner key under the prefix (owner indexes and locks).
+async fn owner_keys(env: &Env) -> Vec<String> {
+    env.keys()
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":owner") || k.ends_with(":lock"))
+        .collect()
+}
+
+async fn zcard(pool: &Pool, key: &str) -> i64 {
+    common::raw(pool, "ZCARD", vec![key.into()])
+        .await
+        .as_i64()
+        .unwrap()
+}
+
+async fn login(env: &Env, owner: &str) -> Session {
+    let mut s = env.store.create().await.unwrap();
+    s.set("k", "v");
+    s.set_owner(owner);
+    env.store.cycle_id(&mut s).await.unwrap();
+    s
+}
+
+/// Once an owner has no session left (revoked, logged out, ended over the
+/// limit, purged), nothing is left in Redis under the owner's name; while
+/// some are left, the owner's index names only those and lives no longer
+/// than the latest of them.
+async fn owner_keys_do_not_outlive_the_owners_sessions(url: &str) {
+    let env = Env::new(url, |c| {
+        c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)
+    })
+    .await;
+
+    // Sign out everywhere.
+    login(&env, "pia").await;
+    env.clock.advance(MINUTE);
+    login(&env, "pia").await;
+    assert_eq!(
+        env.store.destroy_owner_sessions("pia", None).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        owner_keys(&env).await,
+        Vec::<String>::new(),
+        "after revoking all"
+    );
+
+    // Sign out everywhere else, then log out.
+    let first = login(&env, "pia").await;
+    env.clock.advance(MINUTE);
+    let second = login(&env, "pia").await;
+    assert_eq!(
+        env.store
+            .destroy_owner_sessions("pia", Some(second.id()))
+            .await
+            .unwrap(),
+        1
+    );
+    let index = env.key_ending(":owner").await;
+    assert_eq!(zcard(&env.pool, &index).await, 1, "only the kept session");
+    assert_eq!(
+        common::pexpiretime(&env.pool, &index).await,
+        ms(second.expires_at())
+    );
+    assert!(env.store.load(first.id()).await.unwrap().is_none());
+    assert!(env.store.destroy(second.id()).await.unwrap());
+    assert_eq!(owner_keys(&env).await, Vec::<String>::new(), "after logout");
+
+    // Sign out one device by its handle.
+    let s = login(&env, "pia").await;
+    assert!(
+        env.store
+            .destroy_owner_session("pia", &s.id().handle())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        owner_keys(&env).await,
+        Vec::<String>::new(),
+        "after ending by handle"
+    );
+
+    // Logins over the limit end the oldest sessions: their entries go too.
+    let mut last = Vec::new();
+    for _ in 0..4 {
+        env.clock.advance(MINUTE);
+        last.push(login(&env, "pia").await);
+    }
+    let index = env.key_ending(":owner").await;
+    assert_eq!(zcard(&env.pool, &index).await, 2, "the two live sessions");
+    assert_eq!(
+        common::pexpiretime(&env.pool, &index).await,
+        ms(last[3].expires_at())
+    );
+
+    // A rotation (privilege change) moves a session to a new key: the old
+    // key's entry goes with the old key.
+    let mut rotated = last.pop().unwrap();
+    env.store.cycle_id(&mut rotated).await.unwrap();
+    assert_eq!(zcard(&env.pool, &index).await, 2, "no entry for the old ID");
+
+    // Rebinding to another owner, or clearing the owner, ends the binding.
+    let mut other = last.pop().unwrap();
+    other.set_owner("rui");
+    env.store.save(&mut other).await.unwrap();
+    rotated.clear_owner();
+    env.store.save(&mut rotated).await.unwrap();
+    assert_eq!(env.store.count_owner_sessions("pia").await.unwrap(), 0);
+    assert_eq!(
+        owner_keys(&env).await,
+        [env.key_ending(":owner").await],
+        "only rui's index is left"
+    );
+    assert_eq!(env.store.count_owner_sessions("rui").await.unwrap(), 1);
+    other.clear_owner();
+    env.store.save(&mut other).await.unwrap();
+    assert_eq!(
+        owner_keys(&env).await,
+        Vec::<String>::new(),
+        "after unbinding"
+    );
+
+    // A request still holding a session that was revoked meanwhile: its
+    // save or touch is refused and leaves nothing under the owner's name.
+    let mut stale = login(&env, "pia").await;
+    let mut stale_too = env.store.load(stale.id()).await.unwrap().unwrap();
+    env.store.destroy_owner_sessions("pia", None).await.unwrap();
+    env.clock.advance(MINUTE);
+    assert!(matches!(
+        env.store.touch(&mut stale).await,
+        Err(Error::NotFound)
+    ));
+    stale_too.set("late", "write");
+    assert!(matches!(
+        env.store.save(&mut stale_too).await,
+        Err(Error::NotFound)
+    ));
+    assert_eq!(
+        owner_keys(&env).await,
+        Vec::<String>::new(),
+        "after stale writes"
+    );
+
+    // Expiry and purge.
+    let mut owned = login(&env, "pia").await;
+    env.clock.advance(MINUTE);
+    env.store.touch(&mut owned).await.unwrap();
+    env.clock.advance(31 * MINUTE);
+    assert_eq!(env.store.purge_expired().await.unwrap(), 3);
+    assert_eq!(owner_keys(&env).await, Vec::<String>::new(), "after purge");
+    assert_eq!(env.data_keys().await, Vec::<String>::new());
+    env.cleanup().await;
+}
+
+/// With the real clock, Redis removes every key of an owner whose sessions
+/// expired, by itself, without a purge.
+async fn an_owners_keys_expire_with_the_owners_sessions(url: &str) {
+    let pool = common::pool(url, 1).await;
+    let prefix = common::unique_prefix("owner-expiry");
+    let store = RedisSessionStore::builder_from_pool(pool.clone())
+        .config(
+            SessionConfig::new(Duration::from_millis(400))
+                .with_clock(SystemClock)
+                .with_max_sessions_per_owner(1, OwnerLimitPolicy::EndOldest),
+        )
+        .key_prefix(prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut s = store.create().await.unwrap();
+    s.set_owner("quinn");
+    store.cycle_id(&mut s).await.unwrap();
+    store.touch(&mut s).await.unwrap();
+    let owner_keys: Vec<String> = common::keys_with_prefix(&pool, &prefix)
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":owner") || k.ends_with(":lock"))
+        .collect();
+    assert!(!owner_keys.is_empty());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for key in owner_keys {
+        let exists: i64 = pool.exists(key.as_str()).await.unwrap();
+        assert_eq!(exists, 0, "{key} outlived the owner's sessions");
+    }
+    common::delete_prefix(&pool, &prefix).await;
+}
+
 async fn builds_from_a_url_and_round_trips(url: &str) {
     let prefix = common::unique_prefix("url");
     let store = RedisSessionStore::builder(url)
@@ -1264,6 +1446,8 @@ against!(
         owner_index_entries_are_checked_against_the_record,
         index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        owner_keys_do_not_outlive_the_owners_sessions,
+        an_owners_keys_expire_with_the_owners_sessions,
         a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
     ]
@@ -1293,6 +1477,8 @@ against!(
         owner_index_entries_are_checked_against_the_record,
         index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        owner_keys_do_not_outlive_the_owners_sessions,
+        an_owners_keys_expire_with_the_owners_sessions,
         a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
     ]
@@ -1301,7 +1487,10 @@ against!(
 against!(
     sentinel,
     crate::common::SENTINEL,
-    [builds_from_a_url_and_round_trips]
+    [
+        builds_from_a_url_and_round_trips,
+        owner_keys_do_not_outlive_the_owners_sessions
+    ]
 );
 
 #[tokio::test]
@@ -1418,5 +1607,38 @@ async fn a_server_that_hides_its_version_is_given_the_benefit_of_the_doubt() {
         let mut s = store.create().await.unwrap();
         store.save(&mut s).await.unwrap();
         assert!(store.load(s.id()).await.unwrap().is_some());
+    }
+}
+
+/// A password the server refuses is not echoed back in the error, from a
+/// single node or through Sentinel (to the sentinels or to the primary).
+#[tokio::test]
+async fn refused_credentials_are_not_echoed_in_errors() {
+    let secret = "hunter2-sr-test";
+    let mut urls = Vec::new();
+    if let Some(url) = service_url(common::SINGLE) {
+        let host = url.trim_start_matches("redis://");
+        urls.push(format!("redis://:{secret}@{host}"));
+        urls.push(format!("redis://nobody-sr-test:{secret}@{host}"));
+    }
+    if let Some(url) = service_url(common::SENTINEL) {
+        let rest = url.trim_start_matches("redis-sentinel://");
+        urls.push(format!("redis-sentinel://:{secret}@{rest}"));
+        urls.push(format!("redis-sentinel://{rest}&sentinelPassword={secret}"));
+    }
+    for url in urls {
+        // A server without a password may let a password pass: only the
+        // refusals have something to show.
+        if let Err(err) = RedisSessionStore::builder(url.as_str())
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .await
+        {
+            let shown = format!("{err} / {err:?}");
+            eprintln!("{url}: {shown}");
+            assert!(!shown.contains(secret), "{url}: {shown}");
+        } else {
+            eprintln!("{url}: accepted");
+        }
     }
 }

@@ -300,3 +300,87 @@ async fn scripts_flushed_from_the_server_are_sent_again_transparently() {
     );
     assert!(cached().await > 0, "the scripts are cached again");
 }
+
+/// A server that stops answering without closing its sockets (a frozen
+/// host, a network dropping packets): every operation fails with
+/// `Error::Backend` within its documented number of command timeouts
+/// (those that take an owner's lock, within the lock wait too), and the
+/// same store works again once the server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_fails_every_operation_within_its_time_limit() {
+    if service_url(common::SINGLE).is_none() {
+        return;
+    }
+    let server = PrivateRedis::start();
+    let lock_wait = Duration::from_millis(600);
+    let store = RedisSessionStore::builder(server.url())
+        .config(SessionConfig::from_secs(3600))
+        .command_timeout(COMMAND_TIMEOUT)
+        .owner_lock_wait(lock_wait)
+        .connect_timeout(Duration::from_secs(1))
+        .reconnect_policy(ReconnectPolicy::new_constant(0, 50))
+        .pool_size(2)
+        .build()
+        .await
+        .unwrap();
+    let mut owned = store.create().await.unwrap();
+    owned.set_owner("sam");
+    store.cycle_id(&mut owned).await.unwrap();
+    let mut anon = store.create().await.unwrap();
+    store.save(&mut anon).await.unwrap();
+
+    server.pause();
+    let within = |timeouts: u32, started: Instant, what: &str, result: Result<(), Error>| {
+        let took = started.elapsed();
+        match result {
+            Err(Error::Backend(_)) => {}
+            other => panic!("{what}: {other:?}"),
+        }
+        // Slack for a loaded machine.
+        let limit = COMMAND_TIMEOUT * timeouts + Duration::from_millis(500);
+        assert!(took < limit, "{what} took {took:?}, more than {limit:?}");
+    };
+    let t = Instant::now();
+    within(1, t, "load", store.load(anon.id()).await.map(drop));
+    let t = Instant::now();
+    within(1, t, "len", store.len().await.map(drop));
+    anon.set("k", "v");
+    let t = Instant::now();
+    within(2, t, "save", store.save(&mut anon).await);
+    let t = Instant::now();
+    within(2, t, "touch", store.touch(&mut anon).await);
+    let t = Instant::now();
+    within(2, t, "destroy", store.destroy(anon.id()).await.map(drop));
+    owned.set("k", "v");
+    let t = Instant::now();
+    within(4, t, "owned save", store.save(&mut owned).await);
+    let t = Instant::now();
+    within(
+        2,
+        t,
+        "owner_sessions",
+        store.owner_sessions("sam", None).await.map(drop),
+    );
+    let t = Instant::now();
+    within(2, t, "purge_expired", store.purge_expired().await.map(drop));
+    let t = Instant::now();
+    let result = store.destroy_owner_sessions("sam", None).await.map(drop);
+    within(2, t + lock_wait, "destroy_owner_sessions", result);
+    let t = Instant::now();
+    let result = store.cycle_id(&mut owned).await;
+    within(4, t + lock_wait, "cycle_id", result);
+
+    server.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.load(owned.id()).await {
+            Ok(Some(_)) => break,
+            other => assert!(Instant::now() < deadline, "no recovery: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.count_owner_sessions("sam").await.unwrap(), 1);
+    let mut fresh = store.load(owned.id()).await.unwrap().unwrap();
+    fresh.set("after", "pause");
+    store.save(&mut fresh).await.unwrap();
+}

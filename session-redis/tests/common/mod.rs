@@ -226,10 +226,39 @@ impl PrivateRedis {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// SIGSTOP: the server keeps its sockets open and answers nothing, as a
+    /// host that froze or a network that drops packets would.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: the paused server goes on where it stopped.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
 }
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            // A paused server would not die of SIGKILL any later, but a
+            // resumed one exits cleanly.
+            let _ = self.child.as_ref().map(|c| {
+                Command::new("kill")
+                    .args(["-CONT", &c.id().to_string()])
+                    .status()
+            });
+        }
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
