@@ -336,8 +336,10 @@ async fn a_silent_server_fails_every_operation_within_its_time_limit() {
             Err(Error::Backend(_)) => {}
             other => panic!("{what}: {other:?}"),
         }
-        // Slack for a loaded machine.
-        let limit = COMMAND_TIMEOUT * timeouts + Duration::from_millis(500);
+        // Generous slack for a loaded, shared machine: what this checks is
+        // that the wait is bounded by the configured timeouts, not hung on
+        // the silent socket.
+        let limit = COMMAND_TIMEOUT * timeouts + Duration::from_millis(1500);
         assert!(took < limit, "{what} took {took:?}, more than {limit:?}");
     };
     let t = Instant::now();
