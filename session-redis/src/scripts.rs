@@ -234,6 +234,22 @@ end
     };
 }
 
+/// The end of the owner-index scripts: the index (`idx`) lives as long as
+/// its latest entry, so Redis deletes it once nothing in it is live.
+macro_rules! expire_with_latest {
+    () => {
+        r"
+local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
+if top[2] then
+  local at = tonumber(top[2])
+  if at > LATEST then at = LATEST end
+  redis.call('PEXPIREAT', idx, string.format('%.0f', at))
+end
+return 1
+"
+    };
+}
+
 /// Receipt handling around a session-slot script whose reply is a string.
 /// `$body` is the body of a function that returns the reply and whether it
 /// changed anything.
@@ -463,14 +479,8 @@ local score = redis.call('ZSCORE', idx, ARGV[2])
 if not score or tonumber(score) < tonumber(ARGV[3]) then
   redis.call('ZADD', idx, ARGV[3], ARGV[2])
 end
-local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-if top[2] then
-  local at = tonumber(top[2])
-  if at > LATEST then at = LATEST end
-  redis.call('PEXPIREAT', idx, string.format('%.0f', at))
-end
-return 1
-"
+",
+    expire_with_latest!()
 );
 
 /// Drop entries from an owner's index whose records the store has just
@@ -495,14 +505,8 @@ for i = 2, #ARGV - 1, 2 do
     redis.call('ZREM', idx, ARGV[i])
   end
 end
-local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-if top[2] then
-  local at = tonumber(top[2])
-  if at > LATEST then at = LATEST end
-  redis.call('PEXPIREAT', idx, string.format('%.0f', at))
-end
-return 1
-"
+",
+    expire_with_latest!()
 );
 
 /// Take an owner lock, or confirm this token already holds it (a retry
