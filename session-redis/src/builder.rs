@@ -272,19 +272,22 @@ impl RedisSessionStoreBuilder {
     /// return the store.
     ///
     /// # Errors
-    /// [`Error::Backend`] if the URL is invalid (or needs the `tls` feature),
-    /// the key prefix contains `{` or `}`, a pool given to
+    /// [`Error::InvalidInput`] (which retrying will not cure) if the URL is
+    /// invalid (or needs the `tls` feature), the key prefix contains `{` or
+    /// `}`, a pool given to
     /// [`builder_from_pool`](RedisSessionStore::builder_from_pool) is not
-    /// connected (never `init()`ed, or closed), Redis cannot be reached within
-    /// the connect timeout, the server says it is older than Redis 7.0, or
-    /// the scripts cannot be loaded. The version is asked with `HELLO`
+    /// connected (never `init()`ed, or closed), or the server is a Cluster
+    /// node reached through a URL that is not a Cluster URL;
+    /// [`Error::Backend`] if Redis cannot be reached within the connect
+    /// timeout, the server says it is older than Redis 7.0, or the scripts
+    /// cannot be loaded. The version is asked with `HELLO`
     /// (which every ACL user may run), or `INFO` where that is refused; a
     /// server that refuses both (renamed commands, a proxy) is assumed new
     /// enough, and a warning is logged.
     pub async fn build(self) -> Result<RedisSessionStore> {
         if !valid_prefix(&self.prefix) {
-            return Err(Error::backend_msg(
-                "session-redis: the key prefix must not contain '{' or '}' (they would change the Cluster hash tags)",
+            return Err(Error::InvalidInput(
+                "session-redis: the key prefix must not contain '{' or '}' (they would change the Cluster hash tags)".into(),
             ));
         }
         let (pool, owns_pool) = match self.source {
@@ -297,8 +300,8 @@ impl RedisSessionStoreBuilder {
                         .iter()
                         .all(|c| c.state() == ClientState::Disconnected)
                 {
-                    return Err(Error::backend_msg(
-                        "session-redis: the fred pool is not connected; call `pool.init().await` before `builder_from_pool` (or let the store connect: `RedisSessionStore::builder(url)`)",
+                    return Err(Error::InvalidInput(
+                        "session-redis: the fred pool is not connected; call `pool.init().await` before `builder_from_pool` (or let the store connect: `RedisSessionStore::builder(url)`)".into(),
                     ));
                 }
                 (pool, false)
@@ -314,8 +317,8 @@ impl RedisSessionStoreBuilder {
             .lock_ttl
             .max(self.command_timeout.saturating_mul(LEASE_COMMANDS));
         if pool.clients().is_empty() {
-            return Err(Error::backend_msg(
-                "session-redis: the fred pool has no clients",
+            return Err(Error::InvalidInput(
+                "session-redis: the fred pool has no clients".into(),
             ));
         }
         let clients = pool
@@ -342,7 +345,7 @@ impl RedisSessionStoreBuilder {
             lock_wait: self.lock_wait.unwrap_or(lock_ttl),
             receipt_ttl: crate::store::num(duration_ms(receipt_ttl).max(1)),
         };
-        check_version(&inner).await?;
+        check_server(&inner).await?;
         // Load every script once up front (on every primary of a Cluster);
         // after a restart or fail-over they are sent again on demand.
         for script in inner.scripts.all() {
@@ -379,7 +382,7 @@ impl RedisSessionStoreBuilder {
             .set_policy(self.reconnect.clone())
             .build_pool(self.pool_size)
             .map_err(|e| {
-                Error::backend_msg(format!("session-redis: invalid Redis configuration: {e}"))
+                Error::InvalidInput(format!("session-redis: invalid Redis configuration: {e}"))
             })?;
         // Cluster discovery takes a few round trips beyond the TCP connect.
         let limit = self.connect_timeout.saturating_mul(2);
@@ -412,15 +415,35 @@ impl RedisSessionStoreBuilder {
 /// with a version (both renamed or denied, or a proxy that hides them) is
 /// given the benefit of the doubt, with a warning. Only a timeout or a lost
 /// connection fails the check.
-async fn check_version(inner: &Inner) -> Result<()> {
-    let mut version = ask(inner, "HELLO", Vec::new())
-        .await?
-        .as_ref()
-        .and_then(hello_version);
-    if version.is_none() {
-        version = ask(inner, "INFO", vec![Value::from_static_str("server")])
+///
+/// The same reply says whether the server is a Cluster node (`mode`, or
+/// `redis_mode` in `INFO`): reached through a `redis://` or Sentinel URL,
+/// fred would not follow its `MOVED` redirects, and most operations would
+/// fail, so the build does instead, naming the URL to use.
+async fn check_server(inner: &Inner) -> Result<()> {
+    let mut version = None;
+    let mut mode = None;
+    if let Some(hello) = ask(inner, "HELLO", Vec::new()).await? {
+        version = hello_version(&hello);
+        mode = hello_field(&hello, "mode");
+    }
+    if version.is_none() || mode.is_none() {
+        let info = ask(inner, "INFO", vec![Value::from_static_str("server")])
             .await?
-            .and_then(|info| info.as_str().and_then(|info| info_version(&info)));
+            .and_then(|info| info.as_str().map(|info| info.into_owned()));
+        if let Some(info) = info {
+            version = version.or_else(|| info_version(&info));
+            mode = mode.or_else(|| info_field(&info, "redis_mode").map(str::to_owned));
+        }
+    }
+    let clustered = inner.pool.next().client_config().server.is_clustered();
+    if mode.as_deref() == Some("cluster") && !clustered {
+        return Err(Error::InvalidInput(
+            "session-redis: the server is a Redis Cluster node, but the URL is not a Cluster \
+             URL: connect with redis-cluster://HOST:PORT (rediss-cluster:// for TLS), so that \
+             requests follow the Cluster's redirects"
+                .into(),
+        ));
     }
     match version {
         Some((major, minor)) if major < MIN_REDIS.0 => Err(Error::backend_msg(format!(
@@ -478,26 +501,38 @@ const MIN_REDIS: (u32, u32) = (7, 0);
 /// `(major, minor)` from the `version` of a `HELLO` reply: pairs in an
 /// array (RESP2) or a map (RESP3).
 fn hello_version(reply: &Value) -> Option<(u32, u32)> {
-    let version = match reply {
+    parse_version(&hello_field(reply, "version")?)
+}
+
+/// Field `name` of a `HELLO` reply: pairs in an array (RESP2) or a map
+/// (RESP3).
+fn hello_field(reply: &Value, name: &str) -> Option<String> {
+    let value = match reply {
         Value::Array(items) => items
             .chunks_exact(2)
-            .find(|pair| pair[0].as_str().as_deref() == Some("version"))
+            .find(|pair| pair[0].as_str().as_deref() == Some(name))
             .and_then(|pair| pair[1].as_str()),
         Value::Map(map) => map
             .iter()
-            .find(|(key, _)| key.as_str() == Some("version"))
+            .find(|(key, _)| key.as_str() == Some(name))
             .and_then(|(_, value)| value.as_str()),
         _ => None,
     }?;
-    parse_version(&version)
+    Some(value.into_owned())
 }
 
 /// `(major, minor)` from the `redis_version:` line of `INFO server`.
 fn info_version(info: &str) -> Option<(u32, u32)> {
-    parse_version(
-        info.lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))?,
-    )
+    parse_version(info_field(info, "redis_version")?)
+}
+
+/// Field `name` of an `INFO` reply (`name:value` lines).
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
 }
 
 /// `(major, minor)` from `major.minor.patch`.
@@ -538,12 +573,12 @@ fn parse_url(url: &str) -> Result<Config> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
         {
-            return Err(Error::backend_msg(format!(
+            return Err(Error::InvalidInput(format!(
                 "session-redis: unsupported URL scheme {scheme}://; {EXPECTED}"
             )));
         }
         _ => {
-            return Err(Error::backend_msg(format!(
+            return Err(Error::InvalidInput(format!(
                 "session-redis: invalid Redis URL; {EXPECTED}"
             )));
         }
@@ -551,7 +586,7 @@ fn parse_url(url: &str) -> Result<Config> {
     let lower = scheme.to_ascii_lowercase();
     let tls = lower.starts_with("rediss") || lower.starts_with("valkeys");
     if tls && !cfg!(feature = "tls") {
-        return Err(Error::backend_msg(format!(
+        return Err(Error::InvalidInput(format!(
             "session-redis: {scheme}:// needs TLS; enable the `tls` feature of session-redis"
         )));
     }
@@ -561,14 +596,27 @@ fn parse_url(url: &str) -> Result<Config> {
         // application already chose one.
         let _ = fred::rustls::crypto::ring::default_provider().install_default();
     }
-    // fred's messages quote the URL, which may hold a password: keep only
-    // the kind of error.
+    // fred's messages say what is wrong ("Invalid or missing sentinel
+    // service name query parameter."); one that quotes the URL's password
+    // is cut to the kind of error.
     Config::from_url(url).map_err(|e| {
-        Error::backend_msg(format!(
-            "session-redis: invalid Redis URL ({:?}); {EXPECTED}",
-            e.kind()
+        let detail = match url_password(url) {
+            Some(password) if e.details().contains(password) => format!("{:?}", e.kind()),
+            _ => e.details().to_owned(),
+        };
+        Error::InvalidInput(format!(
+            "session-redis: invalid Redis URL ({detail}); {EXPECTED}"
         ))
     })
+}
+
+/// The password in a URL's user information, if any.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
 }
 
 #[cfg(test)]
@@ -620,9 +668,20 @@ mod tests {
     #[test]
     fn bad_urls_are_errors_that_do_not_echo_secrets() {
         let err = parse_url("redis-sentinel://:hunter2@127.0.0.1:26379/0").unwrap_err();
-        assert!(matches!(err, Error::Backend(_)));
+        assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+        assert!(!err.is_retryable(), "a bad URL stays bad");
         assert!(!err.to_string().contains("hunter2"));
+        assert!(
+            err.to_string().contains("sentinel service name"),
+            "says what is wrong: {err}"
+        );
         assert!(parse_url("not a url").is_err());
+        // A message that would quote the password is cut to its kind.
+        let err = parse_url("redis-cluster://:hunter2@127.0.0.1:7000?node=hunter2").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(url_password("redis://u:p%40ss@h:1/0?x=y"), Some("p%40ss"));
+        assert_eq!(url_password("redis://h:1/0?node=a@b"), None);
+        assert_eq!(url_password("redis://u@h:1"), None);
     }
 
     #[cfg(not(feature = "tls"))]

@@ -94,6 +94,12 @@
 //! # let _ = (single, sentinel, cluster, shared); Ok(()) }
 //! ```
 //!
+//! A Cluster node needs a Cluster URL: `build` refuses a `redis://` (or
+//! Sentinel) URL that reaches one, with
+//! [`Error::InvalidInput`](session_core::Error::InvalidInput), as it
+//! does a malformed URL, because fred follows the Cluster's `MOVED`
+//! redirects only in Cluster mode.
+//!
 //! # Key layout
 //!
 //! Keys hold only the storage key (the SHA-256 of the session ID, in hex)

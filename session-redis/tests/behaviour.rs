@@ -1642,3 +1642,23 @@ async fn refused_credentials_are_not_echoed_in_errors() {
         }
     }
 }
+
+/// A Cluster node reached through a plain `redis://` URL would answer most
+/// requests with `MOVED`, which fred follows only in Cluster mode: the
+/// build refuses it at once, naming the URL to use, instead of a store that
+/// fails two requests in three.
+#[tokio::test]
+async fn a_cluster_node_behind_a_plain_url_is_refused_naming_the_cluster_url() {
+    let Some(url) = service_url(common::CLUSTER) else {
+        return;
+    };
+    let rest = url.split_once("://").unwrap().1;
+    let node = rest.split(['/', '?']).next().unwrap();
+    let err = RedisSessionStore::builder(format!("redis://{node}"))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert!(err.to_string().contains("redis-cluster://"), "{err}");
+}
