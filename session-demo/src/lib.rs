@@ -62,14 +62,16 @@
 //!
 //! # Feature flags
 //!
-//! The default build has the memory and SQLite stores only. `--store
-//! memory` holds at most [`MEMORY_MAX_SESSIONS`] sessions, evicting those
+//! The default build has the memory, SQLite and Redis stores (`redis`, pure
+//! Rust, is a default feature); the SQL servers need system libraries, so
+//! they are opt-in. `--store memory` holds at most [`MEMORY_MAX_SESSIONS`] sessions, evicting those
 //! closest to expiry, since every first view of the counter stores one; the
 //! other stores are purged of expired sessions every minute.
 //!
 //! * `postgres`: `--store postgres://…` (needs `libpq-dev`).
 //! * `mysql`: `--store mysql://…` (needs `default-libmysqlclient-dev`).
-//! * `redis`: `--store redis://…`, `redis-cluster://…`, `redis-sentinel://…`.
+//! * `redis` (default): `--store redis://…`, `redis-cluster://…`,
+//!   `redis-sentinel://…`.
 //! * `redis-tls`: `rediss://…` as well.
 #![deny(missing_docs)]
 

@@ -96,9 +96,13 @@ pub(crate) struct LoginForm {
 
 pub(crate) async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response> {
     let username = form.username.trim();
-    if username.is_empty() || username.chars().count() > MAX_USERNAME_CHARS {
+    if username.is_empty()
+        || username.chars().count() > MAX_USERNAME_CHARS
+        || username.chars().any(char::is_control)
+    {
         let body = login_form(Some(&format!(
-            "A username has 1 to {MAX_USERNAME_CHARS} characters."
+            "A username has 1 to {MAX_USERNAME_CHARS} characters, none of them control \
+             characters."
         )));
         return Ok((StatusCode::BAD_REQUEST, page("Sign in", None, &body)).into_response());
     }

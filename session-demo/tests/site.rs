@@ -133,6 +133,13 @@ async fn sign_in_checks_the_demo_password_and_the_username() {
     let empty = send(&app, "POST", "/login", None, "username=+&password=demo").await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
     assert!(wrong.set_cookie.is_none() && empty.set_cookie.is_none());
+    // A control character is bad input (400), not a server error (500).
+    for name in ["a%0Ab", "%01", "a%00"] {
+        let body = format!("username={name}&password=demo");
+        let odd = send(&app, "POST", "/login", None, &body).await;
+        assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{name}");
+        assert!(odd.set_cookie.is_none(), "{name}");
+    }
     assert_eq!(store.len().await.unwrap(), 0);
 
     let id = login(&app, "ann").await;
