@@ -1268,6 +1268,21 @@ async fn a_response_that_sets_the_session_cookie_is_not_stored_by_shared_caches(
         assert_eq!(values, [expected], "{mode}: no shared cache may store it");
     }
 
+    // Fields aimed at CDNs override Cache-Control there (RFC 9213): they
+    // must not let a CDN store the cookie either.
+    let reply = common::send_full(app.router.clone(), "POST", "/cache/cdn", None).await;
+    assert!(reply.headers.contains_key("set-cookie"));
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    for name in [
+        "cdn-cache-control",
+        "cloudflare-cdn-cache-control",
+        "surrogate-control",
+        "edge-control",
+    ] {
+        let values: Vec<_> = reply.headers.get_all(name).iter().collect();
+        assert_eq!(values, ["no-store"], "{name}");
+    }
+
     // The removal cookie too: a cached one would sign out whoever got it.
     let id = app.session_with("k", "v").await;
     let reply = common::send_full(app.router.clone(), "POST", "/cache/logout", Some(&id)).await;

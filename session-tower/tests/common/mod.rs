@@ -705,8 +705,24 @@ async fn cache(session: Session, Path(mode): Path<String>) -> Response<Body> {
         "no-cache" => &["no-cache=\"Set-Cookie, X-Y\", max-age=0"],
         "qualified-private" => &["private=\"X-Y\", max-age=60"],
         "two-headers" => &["PUBLIC", "max-age=600, S-MaxAge=900, immutable"],
+        "cdn" => &["no-store"],
         _ => &[],
     };
+    if mode == "cdn" {
+        // Fields aimed at CDNs, which take precedence there over
+        // Cache-Control (RFC 9213 and the vendors' own).
+        for name in [
+            "cdn-cache-control",
+            "cloudflare-cdn-cache-control",
+            "surrogate-control",
+            "edge-control",
+        ] {
+            response.headers_mut().append(
+                name,
+                header::HeaderValue::from_static("public, max-age=600"),
+            );
+        }
+    }
     for value in values {
         response.headers_mut().append(
             header::CACHE_CONTROL,
