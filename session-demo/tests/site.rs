@@ -239,6 +239,40 @@ async fn your_sessions_lists_them_and_signs_out_one_or_all_others() {
 }
 
 #[tokio::test]
+async fn one_user_has_a_bounded_number_of_sessions_and_the_oldest_make_room() {
+    // Anyone can sign in as anyone: a script signing in as "ann" over and
+    // over must not make her "your sessions" page (or anyone's store) grow
+    // without bound, nor lock her out.
+    let (app, store) = memory_app();
+    let limit = usize::try_from(session_demo::MAX_SESSIONS_PER_USER).unwrap();
+    let mut cookies = Vec::new();
+    for _ in 0..limit + 5 {
+        cookies.push(login(&app, "ann").await);
+    }
+    let newest = cookies.last().unwrap();
+    let page = send(&app, "GET", "/sessions", Some(newest), "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(element(&page.body, "count"), limit.to_string());
+    assert_eq!(page.body.matches("<tr").count(), limit + 1, "header + rows");
+    assert_eq!(store.len().await.unwrap(), u64::try_from(limit).unwrap());
+    // Five ended to make room (the oldest; here they were all created in
+    // the same millisecond, so which five is the store's choice); the one
+    // that signed in last is signed in.
+    let mut signed_out = 0;
+    for cookie in &cookies {
+        let profile = send(&app, "GET", "/profile", Some(cookie), "").await;
+        if profile.status == StatusCode::UNAUTHORIZED {
+            signed_out += 1;
+        } else {
+            assert_eq!(profile.status, StatusCode::OK);
+        }
+    }
+    assert_eq!(signed_out, 5);
+    let last = send(&app, "GET", "/profile", Some(newest), "").await;
+    assert_eq!(last.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn revoking_the_current_session_by_handle_signs_it_out() {
     let (app, store) = memory_app();
     let id = login(&app, "ann").await;
