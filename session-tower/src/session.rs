@@ -1052,7 +1052,11 @@ async fn store_changes(shared: &Shared, state: &mut State) -> Option<SessionFail
         return None;
     }
     let config = shared.store.config();
-    let idle_for = config.now_ms() - active.current.meta().last_active_ms;
+    // Saturating: the timestamp comes from storage, and an absurd one (a
+    // corrupt row) must not overflow; it simply reads as long idle.
+    let idle_for = config
+        .now_ms()
+        .saturating_sub(active.current.meta().last_active_ms);
     if idle_for < session_core::duration_ms(shared.touch_interval) {
         return None;
     }

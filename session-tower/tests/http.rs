@@ -1416,3 +1416,15 @@ async fn a_value_of_the_wrong_type_is_not_quoted_in_the_error() {
     assert!(reply.body.contains("\"token\""), "{}", reply.body);
     assert!(reply.body.contains("expected a boolean"), "{}", reply.body);
 }
+
+#[tokio::test]
+async fn absurd_stored_timestamps_do_not_panic_the_layer() {
+    // Promise 7: whatever metadata a store hands back (a corrupt row, a
+    // process with a wild clock), the request is answered.
+    let app = TestApp::new();
+    let id = app.session_with("k", "v").await;
+    app.store.absurd_last_active.store(true, Ordering::SeqCst);
+    let reply = app.send("GET", "/get/k", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "v");
+}

@@ -45,6 +45,9 @@ pub struct TestStore {
     /// Loads wait at `load_gate` until the test releases them.
     pub hold_loads: AtomicBool,
     pub load_gate: Arc<Gate>,
+    /// Loads report a last activity of `i64::MIN` (a corrupt or foreign
+    /// record's metadata).
+    pub absurd_last_active: AtomicBool,
 }
 
 impl TestStore {
@@ -66,6 +69,7 @@ impl TestStore {
             touch_attempts: AtomicU64::new(0),
             hold_loads: AtomicBool::new(false),
             load_gate,
+            absurd_last_active: AtomicBool::new(false),
         })
     }
 
@@ -119,7 +123,15 @@ impl SessionStore for TestStore {
             self.load_gate.pass().await;
         }
         self.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(id).await
+        let loaded = self.inner.load(id).await?;
+        if self.absurd_last_active.load(Ordering::SeqCst) {
+            return Ok(loaded.map(|s| {
+                let mut meta = s.meta().clone();
+                meta.last_active_ms = i64::MIN;
+                StoredSession::from_stored(s.id().clone(), meta, s.data().clone())
+            }));
+        }
+        Ok(loaded)
     }
 
     async fn save(&self, session: &mut StoredSession) -> Result<()> {
