@@ -35,7 +35,7 @@
 //! | `GET /profile` | the user and their counter; `401` without a session |
 //! | `GET /counter` | counts views with [`Session::update`](session_tower::Session::update) (works signed out too) |
 //! | `POST /logout` | destroys the session and removes the cookie |
-//! | `GET /store` | the number of live sessions in the store |
+//! | `GET /store` | the number of live sessions in the store (counted at most once per [`COUNT_EVERY`]) |
 //! | `GET /sessions` | the user's sessions (at most [`MAX_SESSIONS_PER_USER`]; signing in beyond that ends the oldest): created, last active, expires, this one marked |
 //! | `POST /sessions/revoke` | signs out one of them by its public handle |
 //! | `POST /sessions/revoke-others` | signs out everywhere else |
@@ -91,6 +91,15 @@ pub use options::{
     Command, DEFAULT_LISTEN, DEFAULT_SQLITE_FILE, MEMORY_MAX_SESSIONS, Options, StoreChoice, USAGE,
     log_filter,
 };
+
+/// How often `GET /store` asks the store for its session count; between
+/// two counts it shows the last one.
+///
+/// Counting is not free: SQL stores count the live rows, work that grows
+/// with the number of sessions, which anyone can raise (every first view of
+/// the counter stores one). Asked on every request, an unauthenticated page
+/// would let a visitor make the server do that much work per request.
+pub const COUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// The password every demo user signs in with.
 pub const DEMO_PASSWORD: &str = "demo";
@@ -151,6 +160,7 @@ pub fn app(store: Arc<dyn SessionStore>, cookie: CookieConfig) -> Router {
         .route("/sessions/revoke", post(pages::revoke))
         .route("/sessions/revoke-others", post(pages::revoke_others))
         .fallback(pages::not_found)
+        .with_state(Arc::new(pages::LiveCount::default()))
         .layer(axum::middleware::from_fn(pages::end_corrupt_session))
         .layer(SessionLayer::new(store, cookie))
         .layer(axum::middleware::from_fn(pages::reject_cross_site))
