@@ -35,8 +35,8 @@
 //! | `GET /profile` | the user and their counter; `401` without a session |
 //! | `GET /counter` | counts views with [`Session::update`](session_tower::Session::update) (works signed out too) |
 //! | `POST /logout` | destroys the session and removes the cookie |
-//! | `GET /store` | the number of live sessions in the store |
-//! | `GET /sessions` | the user's sessions: created, last active, expires, this one marked |
+//! | `GET /store` | the number of live sessions in the store (counted at most once per [`COUNT_EVERY`]) |
+//! | `GET /sessions` | the user's sessions (at most [`MAX_SESSIONS_PER_USER`]; signing in beyond that ends the oldest): created, last active, expires, this one marked |
 //! | `POST /sessions/revoke` | signs out one of them by its public handle |
 //! | `POST /sessions/revoke-others` | signs out everywhere else |
 //!
@@ -84,13 +84,22 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use session_cookie::{CookieConfig, CookieConfigError};
-use session_core::{SessionConfig, SessionStore};
+use session_core::{OwnerLimitPolicy, SessionConfig, SessionStore};
 use session_tower::SessionLayer;
 
 pub use options::{
     Command, DEFAULT_LISTEN, DEFAULT_SQLITE_FILE, MEMORY_MAX_SESSIONS, Options, StoreChoice, USAGE,
     log_filter,
 };
+
+/// How often `GET /store` asks the store for its session count; between
+/// two counts it shows the last one.
+///
+/// Counting is not free: SQL stores count the live rows, work that grows
+/// with the number of sessions, which anyone can raise (every first view of
+/// the counter stores one). Asked on every request, an unauthenticated page
+/// would let a visitor make the server do that much work per request.
+pub const COUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// The password every demo user signs in with.
 pub const DEMO_PASSWORD: &str = "demo";
@@ -101,9 +110,23 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Sessions end this long after sign-in, however active.
 pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 
-/// The demo's timeouts: [`IDLE_TIMEOUT`] and [`ABSOLUTE_TIMEOUT`].
+/// How many sessions one user may have at once; a sign-in beyond it ends
+/// that user's oldest session.
+///
+/// Anyone can sign in as anyone here, so without a limit one script could
+/// bind any number of sessions to a username, and every view of that user's
+/// "your sessions" page (and every "sign out everywhere else") would then
+/// read, render and send all of them: unbounded work and memory per request.
+/// Ending the oldest rather than refusing the sign-in means such a script
+/// cannot lock the real user out either.
+pub const MAX_SESSIONS_PER_USER: u32 = 10;
+
+/// The demo's timeouts, [`IDLE_TIMEOUT`] and [`ABSOLUTE_TIMEOUT`], and the
+/// per-user limit [`MAX_SESSIONS_PER_USER`] (the oldest session ends).
 pub fn session_config() -> SessionConfig {
-    SessionConfig::new(IDLE_TIMEOUT).with_absolute_timeout(ABSOLUTE_TIMEOUT)
+    SessionConfig::new(IDLE_TIMEOUT)
+        .with_absolute_timeout(ABSOLUTE_TIMEOUT)
+        .with_max_sessions_per_owner(MAX_SESSIONS_PER_USER, OwnerLimitPolicy::EndOldest)
 }
 
 /// The session cookie: `__Host-session-demo` with `Secure` (the default),
@@ -137,6 +160,7 @@ pub fn app(store: Arc<dyn SessionStore>, cookie: CookieConfig) -> Router {
         .route("/sessions/revoke", post(pages::revoke))
         .route("/sessions/revoke-others", post(pages::revoke_others))
         .fallback(pages::not_found)
+        .with_state(Arc::new(pages::LiveCount::default()))
         .layer(axum::middleware::from_fn(pages::end_corrupt_session))
         .layer(SessionLayer::new(store, cookie))
         .layer(axum::middleware::from_fn(pages::reject_cross_site))

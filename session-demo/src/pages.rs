@@ -1,11 +1,12 @@
 //! The site: handlers and their HTML.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Form;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -190,8 +191,37 @@ pub(crate) async fn counter(session: Session) -> Result<Html<String>> {
     Ok(page("Visit counter", user.as_deref(), &body))
 }
 
-pub(crate) async fn store_stats(session: Session) -> Result<Html<String>> {
-    let live = session.store().len().await?;
+/// The store's session count, as last counted, shared by the requests of
+/// one [`app`](crate::app).
+#[derive(Debug, Default)]
+pub(crate) struct LiveCount {
+    /// When it was counted, and the count. The lock is held while counting,
+    /// so requests that find the count out of date wait for one count
+    /// rather than each starting their own.
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, u64)>>,
+}
+
+impl LiveCount {
+    /// The store's count, asked of the store at most once per
+    /// [`COUNT_EVERY`](crate::COUNT_EVERY).
+    async fn get(&self, session: &Session) -> Result<u64, Error> {
+        let mut last = self.last.lock().await;
+        if let Some((at, live)) = *last
+            && at.elapsed() < crate::COUNT_EVERY
+        {
+            return Ok(live);
+        }
+        let live = session.store().len().await?;
+        *last = Some((tokio::time::Instant::now(), live));
+        Ok(live)
+    }
+}
+
+pub(crate) async fn store_stats(
+    State(count): State<Arc<LiveCount>>,
+    session: Session,
+) -> Result<Html<String>> {
+    let live = count.get(&session).await?;
     let config = session.store().config();
     let user = session.get("user").await?;
     let absolute = config

@@ -1,7 +1,7 @@
 //! The demo's pages over HTTP (no browser): sign-in, the counter, "your
 //! sessions", escaping, and sessions that outlive the process on SQLite.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -239,6 +239,40 @@ async fn your_sessions_lists_them_and_signs_out_one_or_all_others() {
 }
 
 #[tokio::test]
+async fn one_user_has_a_bounded_number_of_sessions_and_the_oldest_make_room() {
+    // Anyone can sign in as anyone: a script signing in as "ann" over and
+    // over must not make her "your sessions" page (or anyone's store) grow
+    // without bound, nor lock her out.
+    let (app, store) = memory_app();
+    let limit = usize::try_from(session_demo::MAX_SESSIONS_PER_USER).unwrap();
+    let mut cookies = Vec::new();
+    for _ in 0..limit + 5 {
+        cookies.push(login(&app, "ann").await);
+    }
+    let newest = cookies.last().unwrap();
+    let page = send(&app, "GET", "/sessions", Some(newest), "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(element(&page.body, "count"), limit.to_string());
+    assert_eq!(page.body.matches("<tr").count(), limit + 1, "header + rows");
+    assert_eq!(store.len().await.unwrap(), u64::try_from(limit).unwrap());
+    // Five ended to make room (the oldest; here they were all created in
+    // the same millisecond, so which five is the store's choice); the one
+    // that signed in last is signed in.
+    let mut signed_out = 0;
+    for cookie in &cookies {
+        let profile = send(&app, "GET", "/profile", Some(cookie), "").await;
+        if profile.status == StatusCode::UNAUTHORIZED {
+            signed_out += 1;
+        } else {
+            assert_eq!(profile.status, StatusCode::OK);
+        }
+    }
+    assert_eq!(signed_out, 5);
+    let last = send(&app, "GET", "/profile", Some(newest), "").await;
+    assert_eq!(last.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn revoking_the_current_session_by_handle_signs_it_out() {
     let (app, store) = memory_app();
     let id = login(&app, "ann").await;
@@ -473,6 +507,8 @@ struct Meddling {
     loads_fail: AtomicBool,
     /// Stored sessions load as corrupt records.
     corrupt: AtomicBool,
+    /// How many times `len` was asked.
+    lens: AtomicU64,
 }
 
 impl Meddling {
@@ -482,6 +518,7 @@ impl Meddling {
             meddle: Mutex::new(meddle),
             loads_fail: AtomicBool::new(false),
             corrupt: AtomicBool::new(false),
+            lens: AtomicU64::new(0),
         })
     }
 }
@@ -531,6 +568,7 @@ impl SessionStore for Meddling {
         self.inner.purge_expired().await
     }
     async fn len(&self) -> session_core::Result<u64> {
+        self.lens.fetch_add(1, Ordering::SeqCst);
         self.inner.len().await
     }
     async fn owner_sessions(
@@ -648,4 +686,24 @@ async fn a_corrupt_session_is_ended_and_the_visitor_carries_on_signed_out() {
     let again = login(&app, "ann").await;
     let profile = send(&app, "GET", "/profile", Some(&again), "").await;
     assert_eq!(element(&profile.body, "profile-user"), "ann");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_store_page_counts_at_most_once_a_second_however_often_it_is_asked() {
+    // Counting costs work that grows with the store (SQL counts the live
+    // rows), and the page is open to anyone.
+    let (app, store) = meddling_app(None);
+    for _ in 0..20 {
+        let page = send(&app, "GET", "/store", None, "").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(element(&page.body, "live"), "0");
+    }
+    assert_eq!(store.lens.load(Ordering::SeqCst), 1);
+
+    // A second later the count is fresh again.
+    let id = login(&app, "ann").await;
+    tokio::time::advance(session_demo::COUNT_EVERY).await;
+    let page = send(&app, "GET", "/store", Some(&id), "").await;
+    assert_eq!(element(&page.body, "live"), "1");
+    assert_eq!(store.lens.load(Ordering::SeqCst), 2);
 }

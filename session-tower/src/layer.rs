@@ -60,7 +60,9 @@ pub(crate) struct Shared {
 ///   any other `Cache-Control` (say `public, max-age=600`) is rewritten to
 ///   `private` without `public` and `s-maxage` (here `private,
 ///   max-age=600`), so the browser may still cache it but no CDN or proxy
-///   will. It adds `Vary: Cookie` to every response of a handler that
+///   will; fields that CDNs obey instead of `Cache-Control`
+///   (`CDN-Cache-Control`, `Surrogate-Control` and the like) become
+///   `no-store`. It adds `Vary: Cookie` to every response of a handler that
 ///   consulted the session;
 /// * if storing fails, replaces the response with an empty-bodied error
 ///   response carrying a [`SessionFailure`] extension: `409` when a
@@ -260,8 +262,22 @@ impl Drop for EndRequest {
 ///   the rest (`max-age`, `no-cache`, …) is kept. Browsers do not keep
 ///   `Set-Cookie` in their cache, so nothing is replayed from it.
 /// * A `Cache-Control` that is not visible ASCII: `private, no-store`.
+/// * Fields aimed at CDNs, which such a CDN obeys *instead of*
+///   `Cache-Control` (`CDN-Cache-Control` of RFC 9213 and vendor forms
+///   such as `Cloudflare-CDN-Cache-Control`, `Surrogate-Control`,
+///   `Edge-Control`): each becomes `no-store`. Left alone, a handler's (or
+///   an inner layer's) `CDN-Cache-Control: max-age=600` would let the CDN
+///   store the cookie and hand it to other visitors.
 fn keep_out_of_shared_caches(headers: &mut http::HeaderMap) {
     const SAFE_DEFAULT: HeaderValue = HeaderValue::from_static("private, no-store");
+    let targeted: Vec<header::HeaderName> = headers
+        .keys()
+        .filter(|name| is_cdn_targeted(name.as_str()))
+        .cloned()
+        .collect();
+    for name in targeted {
+        headers.insert(name, HeaderValue::from_static("no-store"));
+    }
     let mut directives = Vec::new();
     for value in headers.get_all(header::CACHE_CONTROL) {
         let Ok(text) = value.to_str() else {
@@ -298,6 +314,14 @@ fn keep_out_of_shared_caches(headers: &mut http::HeaderMap) {
         .join(", ");
     let value = HeaderValue::try_from(rewritten).unwrap_or(SAFE_DEFAULT);
     headers.insert(header::CACHE_CONTROL, value);
+}
+
+/// Whether `name` (lower case, as `http` keeps it) is a cache-control field
+/// that CDNs obey in place of `Cache-Control`: RFC 9213's `CDN-Cache-Control`
+/// and its vendor-specific forms (`<vendor>-CDN-Cache-Control`), and the older
+/// `Surrogate-Control` (Fastly, Varnish, Akamai) and `Edge-Control` (Akamai).
+fn is_cdn_targeted(name: &str) -> bool {
+    name.ends_with("cdn-cache-control") || name == "surrogate-control" || name == "edge-control"
 }
 
 /// The non-empty, trimmed elements of a comma-separated header list; a comma

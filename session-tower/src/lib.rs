@@ -85,7 +85,9 @@
 //!    `Cache-Control: private, no-store` if the handler set none; a
 //!    handler's `no-store` or `private` stands; any other (say `public,
 //!    max-age=600`) becomes `private` without `public` and `s-maxage`
-//!    (`private, max-age=600`). Responses of handlers that consulted the
+//!    (`private, max-age=600`); a `CDN-Cache-Control`, `Surrogate-Control`
+//!    or similar field, which a CDN obeys instead, becomes `no-store`.
+//!    Responses of handlers that consulted the
 //!    session carry `Vary: Cookie`.
 //! 5. **Touch.** A session the handler loaded but did not change is touched
 //!    (idle deadline slid, data not rewritten, version unchanged) when its

@@ -225,6 +225,45 @@ impl Entry {
     }
 }
 
+/// `error` without any string of `value` in its message.
+///
+/// serde quotes the offending input in its messages (`invalid type: string
+/// "…", expected u64`, `unknown variant `…``), and session values are often
+/// secrets (CSRF and OAuth tokens) while errors end up in logs and, in
+/// careless handlers, in responses. The message is kept, since it says what
+/// was wrong, with each such quotation replaced by `<redacted>`.
+fn redacted(error: serde_json::Error, value: &Value) -> serde_json::Error {
+    fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::String(s) => out.push(s),
+            Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| {
+                out.push(k);
+                strings(v, out);
+            }),
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    let mut found = Vec::new();
+    strings(value, &mut found);
+    let mut message = error.to_string();
+    let mut changed = false;
+    for s in found {
+        // How serde quotes a string (`Unexpected::Str`), a variant and a field.
+        for quoted in [format!("{s:?}"), format!("`{s}`")] {
+            if message.contains(&quoted) {
+                message = message.replace(&quoted, "<redacted>");
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        <serde_json::Error as serde::de::Error>::custom(message)
+    } else {
+        error
+    }
+}
+
 /// Whether `after` holds different data or a different owner than `before`.
 fn content_differs(before: &session_core::Session, after: &session_core::Session) -> bool {
     before.owner() != after.owner() || before.data() != after.data()
@@ -436,15 +475,19 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Value`] if the value does not have the shape of `T`; the
-    /// store's [`Error`] if loading fails.
+    /// store's [`Error`] if loading fails. Where serde's message would quote a
+    /// string held in the session (`invalid type: string "…"`, an unknown
+    /// variant or field), the quotation reads `<redacted>`, so the error can
+    /// be logged. (A `Deserialize` impl of your own that writes the input
+    /// into its message is beyond this.)
     pub async fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.read_value(key).await? {
             None => Ok(None),
-            Some(value) => T::deserialize(value)
+            Some(value) => T::deserialize(&value)
                 .map(Some)
                 .map_err(|source| Error::Value {
                     key: key.to_owned(),
-                    source,
+                    source: redacted(source, &value),
                 }),
         }
     }
@@ -1011,7 +1054,11 @@ async fn store_changes(shared: &Shared, state: &mut State) -> Option<SessionFail
         return None;
     }
     let config = shared.store.config();
-    let idle_for = config.now_ms() - active.current.meta().last_active_ms;
+    // Saturating: the timestamp comes from storage, and an absurd one (a
+    // corrupt row) must not overflow; it simply reads as long idle.
+    let idle_for = config
+        .now_ms()
+        .saturating_sub(active.current.meta().last_active_ms);
     if idle_for < session_core::duration_ms(shared.touch_interval) {
         return None;
     }

@@ -1268,6 +1268,21 @@ async fn a_response_that_sets_the_session_cookie_is_not_stored_by_shared_caches(
         assert_eq!(values, [expected], "{mode}: no shared cache may store it");
     }
 
+    // Fields aimed at CDNs override Cache-Control there (RFC 9213): they
+    // must not let a CDN store the cookie either.
+    let reply = common::send_full(app.router.clone(), "POST", "/cache/cdn", None).await;
+    assert!(reply.headers.contains_key("set-cookie"));
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    for name in [
+        "cdn-cache-control",
+        "cloudflare-cdn-cache-control",
+        "surrogate-control",
+        "edge-control",
+    ] {
+        let values: Vec<_> = reply.headers.get_all(name).iter().collect();
+        assert_eq!(values, ["no-store"], "{name}");
+    }
+
     // The removal cookie too: a cached one would sign out whoever got it.
     let id = app.session_with("k", "v").await;
     let reply = common::send_full(app.router.clone(), "POST", "/cache/logout", Some(&id)).await;
@@ -1354,4 +1369,62 @@ async fn an_inner_service_error_ends_the_session_handle_and_saves_nothing() {
         session.set("k", "late").await,
         Err(session_core::Error::InvalidInput(_))
     ));
+}
+
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_not_quoted_in_the_error() {
+    use axum::routing::{get, post};
+    use session_tower::{Session, SessionLayer};
+    use std::sync::Arc;
+
+    const SECRET: &str = "csrf-8KZp1x-s3cret";
+    async fn plant(session: Session) -> &'static str {
+        session.set("token", SECRET).await.unwrap();
+        session
+            .insert("nested", &serde_json::json!([[SECRET]]))
+            .await
+            .unwrap();
+        "ok"
+    }
+    // Typed reads that do not fit: the errors are what a handler logs.
+    async fn misread(session: Session) -> String {
+        let as_number = session.get_as::<u64>("token").await.unwrap_err();
+        let as_bool = session.get_as::<Vec<Vec<bool>>>("nested").await;
+        let as_bool = match as_bool {
+            Err(e) => e,
+            Ok(_) => panic!("should not fit"),
+        };
+        #[derive(serde::Deserialize, Debug)]
+        enum Mode {
+            Light,
+        }
+        let as_enum = session.get_as::<Mode>("token").await.unwrap_err();
+        format!("{as_number} | {as_number:?} | {as_bool} | {as_enum} | {as_enum:?}")
+    }
+    let store = Arc::new(session_memory::MemoryStore::new(600));
+    let router = axum::Router::new()
+        .route("/plant", post(plant))
+        .route("/misread", get(misread))
+        .layer(SessionLayer::new(store, common::cookie_config()));
+    let planted = common::send(router.clone(), "POST", "/plant", None).await;
+    let id = planted.session_id().expect("a session");
+    let reply = common::send(router, "GET", "/misread", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(!reply.body.contains(SECRET), "{}", reply.body);
+    // What was wrong is still said.
+    assert!(reply.body.contains("expected u64"), "{}", reply.body);
+    assert!(reply.body.contains("\"token\""), "{}", reply.body);
+    assert!(reply.body.contains("expected a boolean"), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn absurd_stored_timestamps_do_not_panic_the_layer() {
+    // Promise 7: whatever metadata a store hands back (a corrupt row, a
+    // process with a wild clock), the request is answered.
+    let app = TestApp::new();
+    let id = app.session_with("k", "v").await;
+    app.store.absurd_last_active.store(true, Ordering::SeqCst);
+    let reply = app.send("GET", "/get/k", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "v");
 }

@@ -45,6 +45,9 @@ pub struct TestStore {
     /// Loads wait at `load_gate` until the test releases them.
     pub hold_loads: AtomicBool,
     pub load_gate: Arc<Gate>,
+    /// Loads report a last activity of `i64::MIN` (a corrupt or foreign
+    /// record's metadata).
+    pub absurd_last_active: AtomicBool,
 }
 
 impl TestStore {
@@ -66,6 +69,7 @@ impl TestStore {
             touch_attempts: AtomicU64::new(0),
             hold_loads: AtomicBool::new(false),
             load_gate,
+            absurd_last_active: AtomicBool::new(false),
         })
     }
 
@@ -119,7 +123,15 @@ impl SessionStore for TestStore {
             self.load_gate.pass().await;
         }
         self.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(id).await
+        let loaded = self.inner.load(id).await?;
+        if self.absurd_last_active.load(Ordering::SeqCst) {
+            return Ok(loaded.map(|s| {
+                let mut meta = s.meta().clone();
+                meta.last_active_ms = i64::MIN;
+                StoredSession::from_stored(s.id().clone(), meta, s.data().clone())
+            }));
+        }
+        Ok(loaded)
     }
 
     async fn save(&self, session: &mut StoredSession) -> Result<()> {
@@ -705,8 +717,24 @@ async fn cache(session: Session, Path(mode): Path<String>) -> Response<Body> {
         "no-cache" => &["no-cache=\"Set-Cookie, X-Y\", max-age=0"],
         "qualified-private" => &["private=\"X-Y\", max-age=60"],
         "two-headers" => &["PUBLIC", "max-age=600, S-MaxAge=900, immutable"],
+        "cdn" => &["no-store"],
         _ => &[],
     };
+    if mode == "cdn" {
+        // Fields aimed at CDNs, which take precedence there over
+        // Cache-Control (RFC 9213 and the vendors' own).
+        for name in [
+            "cdn-cache-control",
+            "cloudflare-cdn-cache-control",
+            "surrogate-control",
+            "edge-control",
+        ] {
+            response.headers_mut().append(
+                name,
+                header::HeaderValue::from_static("public, max-age=600"),
+            );
+        }
+    }
     for value in values {
         response.headers_mut().append(
             header::CACHE_CONTROL,
