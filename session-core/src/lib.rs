@@ -81,7 +81,7 @@ pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, MIN_ID_LEN, SessionHandle, SessionId, StorageKey};
 pub use session::{
     MAX_OWNER_LEN, RecordMeta, Rotation, Session, SessionData, Touch, Write, is_live,
-    is_valid_owner, value_to_json,
+    is_valid_owner, redact_value_error, value_to_json,
 };
 pub use store::{SessionInfo, SessionStore, SessionStoreExt, UPDATE_ATTEMPTS};
 

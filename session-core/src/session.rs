@@ -93,12 +93,16 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Value`] if the stored value does not have the shape of `T`.
+    /// Where serde's message would quote a string held in the session
+    /// (`invalid type: string "…"`, an unknown variant or field), the
+    /// quotation reads `<redacted>`, so the error can be logged (see
+    /// [`redact_value_error`]).
     pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.data.map().get(key) {
             None => Ok(None),
             Some(v) => T::deserialize(v).map(Some).map_err(|source| Error::Value {
                 key: key.to_owned(),
-                source,
+                source: redact_value_error(source, v),
             }),
         }
     }
@@ -449,6 +453,46 @@ pub fn value_to_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Valu
         })
 }
 
+/// `error` without any string of `value` in its message: for an error from
+/// converting `value` to a typed value.
+///
+/// serde quotes the offending input in its messages (`invalid type: string
+/// "…", expected u64`, `unknown variant `…``), and session values are often
+/// secrets (CSRF and OAuth tokens) while errors end up in logs and, in
+/// careless handlers, in responses. The message is kept, since it says what
+/// was wrong, with each such quotation replaced by `<redacted>`.
+pub fn redact_value_error(error: serde_json::Error, value: &Value) -> serde_json::Error {
+    fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::String(s) => out.push(s),
+            Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| {
+                out.push(k);
+                strings(v, out);
+            }),
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    let mut found = Vec::new();
+    strings(value, &mut found);
+    let mut message = error.to_string();
+    let mut changed = false;
+    for s in found {
+        // How serde quotes a string (`Unexpected::Str`), a variant and a field.
+        for quoted in [format!("{s:?}"), format!("`{s}`")] {
+            if message.contains(&quoted) {
+                message = message.replace(&quoted, "<redacted>");
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        <serde_json::Error as serde::de::Error>::custom(message)
+    } else {
+        error
+    }
+}
+
 /// Whether `owner` is a key a session can be bound to: 1 to
 /// [`MAX_OWNER_LEN`] bytes, without control characters (NUL, newlines…),
 /// which some databases cannot store and no user key needs. Stores answer
@@ -642,8 +686,16 @@ fn encode_map(map: &DataMap) -> Vec<u8> {
 fn decode_map(bytes: &[u8]) -> Result<DataMap> {
     match bytes.split_first() {
         None => Err(Error::Codec("empty record".into())),
-        Some((&CODEC_V1, body)) => serde_json::from_slice(body)
-            .map_err(|e| Error::Codec(format!("record body is not a JSON object: {e}"))),
+        // Only where and what kind of fault: serde's message would quote the
+        // record's data, which may hold secrets, into logs.
+        Some((&CODEC_V1, body)) => serde_json::from_slice(body).map_err(|e| {
+            Error::Codec(format!(
+                "record body is not a JSON object ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        }),
         Some((other, _)) => Err(Error::Codec(format!(
             "unknown record format {other}; it was written by a newer or foreign version"
         ))),
@@ -779,6 +831,27 @@ mod tests {
         assert!(matches!(s.insert("bad", &bad), Err(Error::Value { .. })));
         assert!(!s.contains_key("bad"));
         assert!(!s.is_modified());
+    }
+
+    #[test]
+    fn errors_never_quote_the_sessions_data() {
+        let mut s = Session::new(
+            SessionId::generate().unwrap(),
+            &SessionConfig::from_secs(60),
+        );
+        s.set("csrf", "s3cret-token");
+        let typed = s.get_as::<u64>("csrf").unwrap_err().to_string();
+        assert!(!typed.contains("s3cret"), "{typed}");
+        assert!(
+            typed.contains("invalid type"),
+            "still says what is wrong: {typed}"
+        );
+
+        let corrupt = SessionData::decode(b"\x01\"s3cret-token\"")
+            .unwrap_err()
+            .to_string();
+        assert!(!corrupt.contains("s3cret"), "{corrupt}");
+        assert!(corrupt.contains("not a JSON object"), "{corrupt}");
     }
 
     #[test]

@@ -225,45 +225,6 @@ impl Entry {
     }
 }
 
-/// `error` without any string of `value` in its message.
-///
-/// serde quotes the offending input in its messages (`invalid type: string
-/// "…", expected u64`, `unknown variant `…``), and session values are often
-/// secrets (CSRF and OAuth tokens) while errors end up in logs and, in
-/// careless handlers, in responses. The message is kept, since it says what
-/// was wrong, with each such quotation replaced by `<redacted>`.
-fn redacted(error: serde_json::Error, value: &Value) -> serde_json::Error {
-    fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
-        match value {
-            Value::String(s) => out.push(s),
-            Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
-            Value::Object(map) => map.iter().for_each(|(k, v)| {
-                out.push(k);
-                strings(v, out);
-            }),
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
-    }
-    let mut found = Vec::new();
-    strings(value, &mut found);
-    let mut message = error.to_string();
-    let mut changed = false;
-    for s in found {
-        // How serde quotes a string (`Unexpected::Str`), a variant and a field.
-        for quoted in [format!("{s:?}"), format!("`{s}`")] {
-            if message.contains(&quoted) {
-                message = message.replace(&quoted, "<redacted>");
-                changed = true;
-            }
-        }
-    }
-    if changed {
-        <serde_json::Error as serde::de::Error>::custom(message)
-    } else {
-        error
-    }
-}
-
 /// Whether `after` holds different data or a different owner than `before`.
 fn content_differs(before: &session_core::Session, after: &session_core::Session) -> bool {
     before.owner() != after.owner() || before.data() != after.data()
@@ -487,7 +448,7 @@ impl Session {
                 .map(Some)
                 .map_err(|source| Error::Value {
                     key: key.to_owned(),
-                    source: redacted(source, &value),
+                    source: session_core::redact_value_error(source, &value),
                 }),
         }
     }
