@@ -84,11 +84,15 @@ pub async fn run_conformance(factory: impl StoreFactory) {
         update_helper_loses_no_increment,
         destroyed_session_is_not_resurrected,
         touch_slides_idle_deadline_without_bumping_version,
+        touch_rewrites_no_data,
         save_slides_idle_deadline,
         idle_timeout_expires_session,
         expired_id_can_be_reused_by_insert,
         absolute_timeout_caps_lifetime,
+        absolute_deadline_survives_reload_touch_and_rotation,
         expired_sessions_are_invisible_then_purged,
+        purge_counts_only_expired_records,
+        purge_removes_every_expired_session_in_one_call,
         rotation_keeps_data_and_kills_old_id,
         rotation_stores_pending_changes_and_new_sessions,
         stale_rotation_is_rejected,
@@ -539,11 +543,81 @@ async fn touch_slides_idle_deadline_without_bumping_version(f: &impl StoreFactor
         c.load(s.id()).await.is_some(),
         "40 minutes after the save, 20 after the touch: alive"
     );
+    assert_eq!(
+        c.len().await,
+        1,
+        "len counts a touched session past its first deadline"
+    );
     writer.set("k", "w");
     c.store
         .save(&mut writer)
         .await
         .expect("a touch must not make a concurrent save conflict");
+}
+
+/// A touch stores activity and nothing else: not a request's pending
+/// changes, not an old copy's data over a newer save, not a session that
+/// was never stored.
+async fn touch_rewrites_no_data(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut s = c.store.create().await.unwrap();
+    s.set("k", "v");
+    s.set_owner("alice");
+    c.store.save(&mut s).await.unwrap();
+    let mut dirty = c.load(s.id()).await.unwrap();
+    let mut stale = c.load(s.id()).await.unwrap();
+
+    dirty.set("k", "unsaved");
+    dirty.set_owner("mallory");
+    c.clock.advance(MINUTE);
+    c.store.touch(&mut dirty).await.unwrap();
+    let stored = c.load(s.id()).await.unwrap();
+    assert_eq!(
+        stored.get("k"),
+        Some("v"),
+        "a touch does not store pending changes"
+    );
+    assert_eq!(stored.owner(), Some("alice"), "nor a pending owner change");
+    assert_eq!(stored.version(), 1);
+    assert_eq!(stored.created_at(), s.created_at());
+    assert_eq!(c.store.count_owner_sessions("mallory").await.unwrap(), 0);
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
+
+    s.set("k", "w");
+    c.store
+        .save(&mut s)
+        .await
+        .expect("a touch does not make the next save conflict");
+    c.clock.advance(MINUTE);
+    c.store
+        .touch(&mut stale)
+        .await
+        .expect("a touch needs no particular version");
+    let stored = c.load(s.id()).await.unwrap();
+    assert_eq!(
+        stored.get("k"),
+        Some("w"),
+        "a touch from an old copy does not bring old data back"
+    );
+    assert_eq!(stored.version(), 2, "nor an old version");
+    assert_eq!(
+        stored.last_active(),
+        stale.last_active(),
+        "the old copy's touch still counts as activity"
+    );
+    assert_eq!(stored.expires_at(), stale.expires_at());
+
+    let mut never_saved = c.store.create().await.unwrap();
+    never_saved.set("k", "v");
+    match c.store.touch(&mut never_saved).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touching a never-saved session must be NotFound, got {other:?}"),
+    }
+    assert!(
+        c.load(never_saved.id()).await.is_none(),
+        "a touch stores no new session"
+    );
+    assert_eq!(c.len().await, 1);
 }
 
 async fn save_slides_idle_deadline(f: &impl StoreFactory) {
@@ -564,6 +638,7 @@ async fn idle_timeout_expires_session(f: &impl StoreFactory) {
     let s = c.saved(&[("k", "v")]).await;
     let mut in_flight = c.load(s.id()).await.unwrap();
     let mut toucher = c.load(s.id()).await.unwrap();
+    let mut rotator = c.load(s.id()).await.unwrap();
 
     c.clock.advance(IDLE - Duration::from_millis(1));
     assert!(
@@ -591,9 +666,19 @@ async fn idle_timeout_expires_session(f: &impl StoreFactory) {
         Err(Error::NotFound) => {}
         other => panic!("touching an expired session must be NotFound, got {other:?}"),
     }
+    match c.store.cycle_id(&mut rotator).await {
+        Err(Error::NotFound) => {}
+        other => panic!("rotating an expired session must be NotFound, got {other:?}"),
+    }
+    assert_eq!(rotator.id(), s.id(), "a refused rotation keeps the old ID");
     assert!(
         c.load(s.id()).await.is_none(),
-        "an expired session is not revived by a save or touch"
+        "an expired session is not revived by a save, touch or rotation"
+    );
+    assert_eq!(c.len().await, 0, "nor under a new ID");
+    assert!(
+        !c.store.destroy(s.id()).await.unwrap(),
+        "destroying an expired session ends no live session"
     );
 }
 
@@ -657,6 +742,64 @@ async fn absolute_timeout_caps_lifetime(f: &impl StoreFactory) {
     }
 }
 
+/// The absolute deadline is stored with the session: a later request that
+/// loads it, a touch and a rotation all keep it, so no amount of activity
+/// stretches a session past it.
+async fn absolute_deadline_survives_reload_touch_and_rotation(f: &impl StoreFactory) {
+    let c = ctx(f, |c| c.with_absolute_timeout(Duration::from_secs(3600))).await;
+    let mut first = c.store.create().await.unwrap();
+    first.set("k", "v");
+    first.set_owner("alice");
+    c.store.save(&mut first).await.unwrap();
+    let deadline = first.created_at() + Duration::from_secs(3600);
+
+    c.clock.advance(25 * MINUTE);
+    let mut later = c.load(first.id()).await.unwrap();
+    assert_eq!(
+        later.absolute_deadline(),
+        Some(deadline),
+        "the absolute deadline is stored"
+    );
+    later.set("k", "w");
+    c.store.save(&mut later).await.unwrap();
+
+    c.clock.advance(20 * MINUTE);
+    let mut touched = c.load(first.id()).await.unwrap();
+    c.store.touch(&mut touched).await.unwrap();
+    assert_eq!(
+        touched.expires_at(),
+        deadline,
+        "a touch is capped by the absolute deadline"
+    );
+    assert_eq!(
+        c.load(first.id()).await.unwrap().expires_at(),
+        deadline,
+        "the capped expiry is what the touch stored"
+    );
+
+    c.clock.advance(5 * MINUTE);
+    let mut rotated = c.load(first.id()).await.unwrap();
+    c.store.cycle_id(&mut rotated).await.unwrap();
+    let loaded = c.load(rotated.id()).await.unwrap();
+    assert_eq!(
+        loaded.absolute_deadline(),
+        Some(deadline),
+        "rotation keeps the absolute deadline"
+    );
+    assert_eq!(loaded.expires_at(), deadline);
+
+    c.clock.advance(10 * MINUTE - Duration::from_millis(1));
+    assert!(c.load(rotated.id()).await.is_some());
+    assert_eq!(c.len().await, 1);
+    c.clock.advance(Duration::from_millis(1));
+    assert!(
+        c.load(rotated.id()).await.is_none(),
+        "dead at the absolute deadline after a reload, a touch and a rotation"
+    );
+    assert_eq!(c.len().await, 0);
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
+}
+
 async fn expired_sessions_are_invisible_then_purged(f: &impl StoreFactory) {
     let c = plain(f).await;
     let mut old = Vec::new();
@@ -689,6 +832,82 @@ async fn expired_sessions_are_invisible_then_purged(f: &impl StoreFactory) {
     for s in &young {
         assert!(c.load(s.id()).await.is_some(), "purge keeps live sessions");
     }
+}
+
+/// `purge_expired` counts each expired session once, and only those: not a
+/// session kept alive by a touch, a later save or a rotation (nor the key
+/// it was rotated away from), not a destroyed one, not an owner's index
+/// entry beside a record.
+async fn purge_counts_only_expired_records(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let expired = [c.saved(&[("k", "v")]).await, c.saved(&[]).await];
+    let expired_owned = c.saved_for("alice").await;
+    let mut touched = c.saved(&[]).await;
+    let mut resaved = c.saved(&[]).await;
+    let mut rotated = c.saved(&[("k", "v")]).await;
+    let mut rotated_owned = c.saved_for("alice").await;
+    let destroyed = c.saved(&[]).await;
+    let destroyed_owned = c.saved_for("alice").await;
+
+    c.clock.advance(20 * MINUTE);
+    c.store.touch(&mut touched).await.unwrap();
+    resaved.set("k", "v");
+    c.store.save(&mut resaved).await.unwrap();
+    c.store.cycle_id(&mut rotated).await.unwrap();
+    c.store.cycle_id(&mut rotated_owned).await.unwrap();
+    c.store.destroy(destroyed.id()).await.unwrap();
+    c.store.destroy(destroyed_owned.id()).await.unwrap();
+    c.clock.advance(15 * MINUTE);
+
+    assert_eq!(c.len().await, 4);
+    assert_eq!(
+        c.store.purge_expired().await.unwrap(),
+        3,
+        "purge counts each expired session once, and nothing else"
+    );
+    assert_eq!(c.store.purge_expired().await.unwrap(), 0);
+    assert_eq!(c.len().await, 4, "purge keeps every live session");
+    for s in [&touched, &resaved, &rotated, &rotated_owned] {
+        assert!(c.load(s.id()).await.is_some(), "purge keeps live sessions");
+    }
+    for s in expired.iter().chain([&expired_owned]) {
+        assert!(c.load(s.id()).await.is_none());
+    }
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
+}
+
+/// One call of `purge_expired` removes every expired session, however many
+/// (more than any backend deletes in one batch), and counts them exactly.
+async fn purge_removes_every_expired_session_in_one_call(f: &impl StoreFactory) {
+    const EXPIRED: usize = 1100;
+    const WRITERS: usize = 8;
+    let c = plain(f).await;
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let store = Arc::clone(&c.store);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..EXPIRED / WRITERS {
+                let mut s = store.create().await.unwrap();
+                store.save(&mut s).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stored = (EXPIRED / WRITERS * WRITERS) as u64;
+    assert_eq!(c.len().await, stored);
+    c.clock.advance(IDLE);
+    let live = c.saved(&[]).await;
+    assert_eq!(c.len().await, 1);
+    assert_eq!(
+        c.store.purge_expired().await.unwrap(),
+        stored,
+        "one purge removes every expired session and counts each once"
+    );
+    assert_eq!(c.store.purge_expired().await.unwrap(), 0);
+    assert!(c.load(live.id()).await.is_some());
+    assert_eq!(c.len().await, 1);
 }
 
 async fn rotation_keeps_data_and_kills_old_id(f: &impl StoreFactory) {
