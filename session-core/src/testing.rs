@@ -33,6 +33,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -101,10 +103,12 @@ pub async fn run_conformance(factory: impl StoreFactory) {
         owner_sessions_lists_live_sessions_without_ids,
         destroy_owner_session_by_handle_only_ends_own_sessions,
         destroy_owner_sessions_spares_the_current_one,
+        owner_queries_skip_expired_and_foreign_sessions,
         revoked_session_cannot_be_saved_back,
         rebinding_moves_a_session_between_owners,
         owner_limit_refuses_new_sessions,
         owner_limit_ends_oldest_sessions,
+        owner_limit_counts_only_the_owners_live_sessions,
         owner_limit_counts_a_rotated_session_once,
         owner_limit_ends_nothing_for_a_refused_write,
         unusable_owner_keys_are_refused,
@@ -1036,6 +1040,7 @@ async fn owner_binding_survives_save_touch_and_rotation(f: &impl StoreFactory) {
     c.store.touch(&mut s).await.unwrap();
     s.set("n", "2");
     c.store.save(&mut s).await.unwrap();
+    let before_rotation = s.id().clone();
     c.store.cycle_id(&mut s).await.unwrap();
     assert_eq!(
         c.load(s.id()).await.unwrap().owner(),
@@ -1044,6 +1049,14 @@ async fn owner_binding_survives_save_touch_and_rotation(f: &impl StoreFactory) {
     );
     let listed = c.store.owner_sessions("alice", Some(s.id())).await.unwrap();
     assert_eq!(listed.len(), 1, "a rotated session is listed once");
+    assert!(
+        !c.store
+            .destroy_owner_session("alice", &before_rotation.handle())
+            .await
+            .unwrap(),
+        "the handle of a rotated-away ID ends nothing"
+    );
+    assert!(c.load(s.id()).await.is_some());
     assert_eq!(
         listed[0].handle,
         s.id().handle(),
@@ -1089,6 +1102,11 @@ async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
                 !shown.contains(s.id().as_str()),
                 "a listing must not reveal session IDs"
             );
+            let key = s.id().storage_key();
+            assert!(
+                !shown.contains(&key.to_hex()[..32]) && !shown.contains(&key_prefix_text(key)),
+                "a listing must not reveal storage keys"
+            );
         }
     }
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 3);
@@ -1106,6 +1124,33 @@ async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
         bobs.id().handle()
     );
 
+    // Activity and rotation do not reorder the listing: it is by creation.
+    let mut first = first;
+    c.store.cycle_id(&mut first).await.unwrap();
+    c.store.touch(&mut first).await.unwrap();
+    let listed = c.store.owner_sessions("alice", None).await.unwrap();
+    let handles: Vec<SessionHandle> = listed.iter().map(|i| i.handle).collect();
+    assert_eq!(
+        handles,
+        [
+            first.id().handle(),
+            second.id().handle(),
+            third.id().handle()
+        ],
+        "still oldest first after the oldest was rotated and touched"
+    );
+    assert_eq!(
+        listed[0].last_active,
+        first.last_active(),
+        "the listing shows the latest activity"
+    );
+    assert_eq!(listed[0].expires_at, first.expires_at());
+    assert_eq!(
+        listed[0].created_at,
+        first.created_at(),
+        "rotation keeps the creation time"
+    );
+
     // Keep only `second` active; the others pass their idle deadline.
     c.clock.advance(20 * MINUTE);
     c.store.touch(&mut second).await.unwrap();
@@ -1120,6 +1165,12 @@ async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
         "nor counted"
     );
     assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 0);
+}
+
+/// The first 16 bytes of a storage key in the text form of a handle (what
+/// a handle that merely truncated the key would show).
+fn key_prefix_text(key: &crate::StorageKey) -> String {
+    URL_SAFE_NO_PAD.encode(&key.as_bytes()[..16])
 }
 
 async fn destroy_owner_session_by_handle_only_ends_own_sessions(f: &impl StoreFactory) {
@@ -1203,10 +1254,69 @@ async fn destroy_owner_sessions_spares_the_current_one(f: &impl StoreFactory) {
     assert_eq!(c.len().await, 1);
 }
 
+/// Owner queries act on the owner's live sessions only: an expired session
+/// is not ended again or counted as ended, an anonymous or another owner's
+/// session is not the owner's to end, and `is_current` marks only the
+/// owner's own live session.
+async fn owner_queries_skip_expired_and_foreign_sessions(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let expired = c.saved_for("alice").await;
+    c.clock.advance(20 * MINUTE);
+    let a = c.saved_for("alice").await;
+    let b = c.saved_for("alice").await;
+    let anon = c.saved(&[]).await;
+    let bobs = c.saved_for("bob").await;
+    c.clock.advance(15 * MINUTE);
+
+    assert!(
+        !c.store
+            .destroy_owner_session("alice", &expired.id().handle())
+            .await
+            .unwrap(),
+        "an expired session is not ended again"
+    );
+    assert!(
+        !c.store
+            .destroy_owner_session("alice", &anon.id().handle())
+            .await
+            .unwrap(),
+        "an anonymous session is no owner's to end"
+    );
+    assert!(c.load(anon.id()).await.is_some());
+    for current in [bobs.id(), expired.id(), anon.id()] {
+        let listed = c
+            .store
+            .owner_sessions("alice", Some(current))
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(
+            listed.iter().all(|i| !i.is_current),
+            "only the owner's own live session is marked current"
+        );
+    }
+    assert_eq!(
+        c.store
+            .destroy_owner_sessions("alice", Some(bobs.id()))
+            .await
+            .unwrap(),
+        2,
+        "revocation counts the live sessions it ended, not expired ones"
+    );
+    assert!(c.load(a.id()).await.is_none() && c.load(b.id()).await.is_none());
+    assert!(
+        c.load(bobs.id()).await.is_some(),
+        "keeping another owner's session does not spare or end it"
+    );
+    assert!(c.load(anon.id()).await.is_some());
+    assert_eq!(c.len().await, 2);
+}
+
 async fn revoked_session_cannot_be_saved_back(f: &impl StoreFactory) {
     let c = plain(f).await;
     let s = c.saved_for("alice").await;
     let mut in_flight = c.load(s.id()).await.unwrap();
+    let mut toucher = c.load(s.id()).await.unwrap();
     assert_eq!(
         c.store.destroy_owner_sessions("alice", None).await.unwrap(),
         1
@@ -1220,7 +1330,39 @@ async fn revoked_session_cannot_be_saved_back(f: &impl StoreFactory) {
         Err(Error::NotFound) => {}
         other => panic!("rotating a revoked session must be NotFound, got {other:?}"),
     }
+    match c.store.touch(&mut toucher).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touching a revoked session must be NotFound, got {other:?}"),
+    }
     assert!(c.load(s.id()).await.is_none());
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
+
+    // The same for one device signed out by its handle.
+    let device = c.saved_for("alice").await;
+    let mut saver = c.load(device.id()).await.unwrap();
+    let mut toucher = c.load(device.id()).await.unwrap();
+    let mut rotator = c.load(device.id()).await.unwrap();
+    assert!(
+        c.store
+            .destroy_owner_session("alice", &device.id().handle())
+            .await
+            .unwrap()
+    );
+    saver.set("late", "write");
+    match c.store.save(&mut saver).await {
+        Err(Error::NotFound) => {}
+        other => panic!("saving a session ended by handle must be NotFound, got {other:?}"),
+    }
+    match c.store.touch(&mut toucher).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touching a session ended by handle must be NotFound, got {other:?}"),
+    }
+    match c.store.cycle_id(&mut rotator).await {
+        Err(Error::NotFound) => {}
+        other => panic!("rotating a session ended by handle must be NotFound, got {other:?}"),
+    }
+    assert!(c.load(device.id()).await.is_none());
+    assert_eq!(c.len().await, 0, "nothing came back under any ID");
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
 }
 
@@ -1298,16 +1440,25 @@ async fn owner_limit_ends_oldest_sessions(f: &impl StoreFactory) {
         c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)
     })
     .await;
-    let oldest = c.saved_for("alice").await;
+    let mut oldest = c.saved_for("alice").await;
     c.clock.advance(MINUTE);
     let middle = c.saved_for("alice").await;
+    c.clock.advance(MINUTE);
+    // The oldest is also the most recently active: "oldest" is by creation.
+    c.store.touch(&mut oldest).await.unwrap();
+    let mut in_flight = c.load(oldest.id()).await.unwrap();
     c.clock.advance(MINUTE);
     let newest = c.saved_for("alice").await;
 
     assert!(
         c.load(oldest.id()).await.is_none(),
-        "the oldest session was ended"
+        "the earliest created session was ended, however recently active"
     );
+    in_flight.set("late", "write");
+    match c.store.save(&mut in_flight).await {
+        Err(Error::NotFound) => {}
+        other => panic!("saving a session the limit ended must be NotFound, got {other:?}"),
+    }
     assert!(c.load(middle.id()).await.is_some());
     assert!(c.load(newest.id()).await.is_some());
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
@@ -1321,6 +1472,64 @@ async fn owner_limit_ends_oldest_sessions(f: &impl StoreFactory) {
         "login through rotation also ends the oldest"
     );
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+}
+
+/// A per-owner limit counts that owner's live sessions only: not another
+/// owner's, not anonymous ones, not expired ones. Under `RefuseNew` it also
+/// refuses binding an existing session by a plain save, or moving another
+/// owner's session over; under `EndOldest` it never ends a live session to
+/// make room an expired one was taking.
+async fn owner_limit_counts_only_the_owners_live_sessions(f: &impl StoreFactory) {
+    for policy in [OwnerLimitPolicy::RefuseNew, OwnerLimitPolicy::EndOldest] {
+        let c = ctx(f, |c| c.with_max_sessions_per_owner(2, policy)).await;
+        let _expired = c.saved_for("alice").await;
+        c.clock.advance(20 * MINUTE);
+        let bob_one = c.saved_for("bob").await;
+        let _bob_two = c.saved_for("bob").await;
+        let anon = c.saved(&[]).await;
+        c.clock.advance(15 * MINUTE);
+
+        let one = c.saved_for("alice").await;
+        c.clock.advance(MINUTE);
+        let two = c.saved_for("alice").await;
+        assert!(
+            c.load(one.id()).await.is_some() && c.load(two.id()).await.is_some(),
+            "{policy:?}: two live sessions fit a limit of two"
+        );
+        assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+        assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 2);
+
+        let mut bound = c.load(anon.id()).await.unwrap();
+        bound.set_owner("alice");
+        let mut moved = c.load(bob_one.id()).await.unwrap();
+        moved.set_owner("alice");
+        match policy {
+            OwnerLimitPolicy::RefuseNew => {
+                for (what, s) in [("binding", &mut bound), ("moving", &mut moved)] {
+                    match c.store.save(s).await {
+                        Err(Error::TooManySessions { limit: 2 }) => {}
+                        other => panic!(
+                            "{what} a third session to alice by a save must be refused, got {other:?}"
+                        ),
+                    }
+                }
+                assert_eq!(c.load(anon.id()).await.unwrap().owner(), None);
+                assert_eq!(c.load(bob_one.id()).await.unwrap().owner(), Some("bob"));
+                assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 2);
+                assert!(c.load(one.id()).await.is_some());
+            }
+            _ => {
+                c.store.save(&mut moved).await.unwrap();
+                assert!(
+                    c.load(one.id()).await.is_none(),
+                    "moving a session over ends the new owner's oldest"
+                );
+                assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 1);
+            }
+        }
+        assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+        assert!(c.load(two.id()).await.is_some());
+    }
 }
 
 async fn owner_limit_counts_a_rotated_session_once(f: &impl StoreFactory) {
