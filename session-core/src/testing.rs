@@ -31,6 +31,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -96,6 +97,7 @@ pub async fn run_conformance(factory: impl StoreFactory) {
         purge_counts_only_expired_records,
         purge_removes_every_expired_session_in_one_call,
         rotation_keeps_data_and_kills_old_id,
+        rotation_is_never_seen_half_done,
         rotation_stores_pending_changes_and_new_sessions,
         stale_rotation_is_rejected,
         oversized_data_is_refused_and_loses_nothing,
@@ -949,6 +951,63 @@ async fn rotation_keeps_data_and_kills_old_id(f: &impl StoreFactory) {
         .await
         .expect("the rotated session saves normally");
     assert_eq!(c.load(s.id()).await.unwrap().get("user_id"), Some("42"));
+}
+
+/// A rotation is one step as every other request sees it: while a session
+/// rotates again and again, `len`, the owner's count and the owner's listing
+/// see it exactly once (never under both IDs, never under neither), and
+/// each old ID is dead when its rotation returns, for good.
+async fn rotation_is_never_seen_half_done(f: &impl StoreFactory) {
+    const ROTATIONS: usize = 40;
+    const WATCHERS: usize = 2;
+    let c = plain(f).await;
+    let mut s = c.store.create().await.unwrap();
+    s.set("user_id", "42");
+    s.set_owner("alice");
+    c.store.save(&mut s).await.unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for _ in 0..WATCHERS {
+        let (store, done) = (Arc::clone(&c.store), Arc::clone(&done));
+        watchers.push(tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                assert_eq!(
+                    store.len().await.unwrap(),
+                    1,
+                    "len saw a rotation half done"
+                );
+                assert_eq!(
+                    store.count_owner_sessions("alice").await.unwrap(),
+                    1,
+                    "the owner's count saw a rotation half done"
+                );
+                assert_eq!(
+                    store.owner_sessions("alice", None).await.unwrap().len(),
+                    1,
+                    "the owner's listing saw a rotation half done"
+                );
+            }
+        }));
+    }
+    let mut old_ids = Vec::with_capacity(ROTATIONS);
+    for _ in 0..ROTATIONS {
+        let old = s.id().clone();
+        c.store.cycle_id(&mut s).await.unwrap();
+        assert!(c.load(&old).await.is_none(), "the old ID is dead at once");
+        old_ids.push(old);
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Ordering::SeqCst);
+    for w in watchers {
+        w.await.unwrap();
+    }
+    for old in &old_ids {
+        assert!(c.load(old).await.is_none(), "an old ID stays dead");
+    }
+    let loaded = c.load(s.id()).await.unwrap();
+    assert_eq!(loaded.get("user_id"), Some("42"));
+    assert_eq!(c.len().await, 1);
 }
 
 async fn rotation_stores_pending_changes_and_new_sessions(f: &impl StoreFactory) {
