@@ -31,8 +31,11 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -84,12 +87,17 @@ pub async fn run_conformance(factory: impl StoreFactory) {
         update_helper_loses_no_increment,
         destroyed_session_is_not_resurrected,
         touch_slides_idle_deadline_without_bumping_version,
+        touch_rewrites_no_data,
         save_slides_idle_deadline,
         idle_timeout_expires_session,
         expired_id_can_be_reused_by_insert,
         absolute_timeout_caps_lifetime,
+        absolute_deadline_survives_reload_touch_and_rotation,
         expired_sessions_are_invisible_then_purged,
+        purge_counts_only_expired_records,
+        purge_removes_every_expired_session_in_one_call,
         rotation_keeps_data_and_kills_old_id,
+        rotation_is_never_seen_half_done,
         rotation_stores_pending_changes_and_new_sessions,
         stale_rotation_is_rejected,
         oversized_data_is_refused_and_loses_nothing,
@@ -97,10 +105,12 @@ pub async fn run_conformance(factory: impl StoreFactory) {
         owner_sessions_lists_live_sessions_without_ids,
         destroy_owner_session_by_handle_only_ends_own_sessions,
         destroy_owner_sessions_spares_the_current_one,
+        owner_queries_skip_expired_and_foreign_sessions,
         revoked_session_cannot_be_saved_back,
         rebinding_moves_a_session_between_owners,
         owner_limit_refuses_new_sessions,
         owner_limit_ends_oldest_sessions,
+        owner_limit_counts_only_the_owners_live_sessions,
         owner_limit_counts_a_rotated_session_once,
         owner_limit_ends_nothing_for_a_refused_write,
         unusable_owner_keys_are_refused,
@@ -539,11 +549,81 @@ async fn touch_slides_idle_deadline_without_bumping_version(f: &impl StoreFactor
         c.load(s.id()).await.is_some(),
         "40 minutes after the save, 20 after the touch: alive"
     );
+    assert_eq!(
+        c.len().await,
+        1,
+        "len counts a touched session past its first deadline"
+    );
     writer.set("k", "w");
     c.store
         .save(&mut writer)
         .await
         .expect("a touch must not make a concurrent save conflict");
+}
+
+/// A touch stores activity and nothing else: not a request's pending
+/// changes, not an old copy's data over a newer save, not a session that
+/// was never stored.
+async fn touch_rewrites_no_data(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let mut s = c.store.create().await.unwrap();
+    s.set("k", "v");
+    s.set_owner("alice");
+    c.store.save(&mut s).await.unwrap();
+    let mut dirty = c.load(s.id()).await.unwrap();
+    let mut stale = c.load(s.id()).await.unwrap();
+
+    dirty.set("k", "unsaved");
+    dirty.set_owner("mallory");
+    c.clock.advance(MINUTE);
+    c.store.touch(&mut dirty).await.unwrap();
+    let stored = c.load(s.id()).await.unwrap();
+    assert_eq!(
+        stored.get("k"),
+        Some("v"),
+        "a touch does not store pending changes"
+    );
+    assert_eq!(stored.owner(), Some("alice"), "nor a pending owner change");
+    assert_eq!(stored.version(), 1);
+    assert_eq!(stored.created_at(), s.created_at());
+    assert_eq!(c.store.count_owner_sessions("mallory").await.unwrap(), 0);
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
+
+    s.set("k", "w");
+    c.store
+        .save(&mut s)
+        .await
+        .expect("a touch does not make the next save conflict");
+    c.clock.advance(MINUTE);
+    c.store
+        .touch(&mut stale)
+        .await
+        .expect("a touch needs no particular version");
+    let stored = c.load(s.id()).await.unwrap();
+    assert_eq!(
+        stored.get("k"),
+        Some("w"),
+        "a touch from an old copy does not bring old data back"
+    );
+    assert_eq!(stored.version(), 2, "nor an old version");
+    assert_eq!(
+        stored.last_active(),
+        stale.last_active(),
+        "the old copy's touch still counts as activity"
+    );
+    assert_eq!(stored.expires_at(), stale.expires_at());
+
+    let mut never_saved = c.store.create().await.unwrap();
+    never_saved.set("k", "v");
+    match c.store.touch(&mut never_saved).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touching a never-saved session must be NotFound, got {other:?}"),
+    }
+    assert!(
+        c.load(never_saved.id()).await.is_none(),
+        "a touch stores no new session"
+    );
+    assert_eq!(c.len().await, 1);
 }
 
 async fn save_slides_idle_deadline(f: &impl StoreFactory) {
@@ -564,6 +644,7 @@ async fn idle_timeout_expires_session(f: &impl StoreFactory) {
     let s = c.saved(&[("k", "v")]).await;
     let mut in_flight = c.load(s.id()).await.unwrap();
     let mut toucher = c.load(s.id()).await.unwrap();
+    let mut rotator = c.load(s.id()).await.unwrap();
 
     c.clock.advance(IDLE - Duration::from_millis(1));
     assert!(
@@ -591,9 +672,19 @@ async fn idle_timeout_expires_session(f: &impl StoreFactory) {
         Err(Error::NotFound) => {}
         other => panic!("touching an expired session must be NotFound, got {other:?}"),
     }
+    match c.store.cycle_id(&mut rotator).await {
+        Err(Error::NotFound) => {}
+        other => panic!("rotating an expired session must be NotFound, got {other:?}"),
+    }
+    assert_eq!(rotator.id(), s.id(), "a refused rotation keeps the old ID");
     assert!(
         c.load(s.id()).await.is_none(),
-        "an expired session is not revived by a save or touch"
+        "an expired session is not revived by a save, touch or rotation"
+    );
+    assert_eq!(c.len().await, 0, "nor under a new ID");
+    assert!(
+        !c.store.destroy(s.id()).await.unwrap(),
+        "destroying an expired session ends no live session"
     );
 }
 
@@ -657,6 +748,64 @@ async fn absolute_timeout_caps_lifetime(f: &impl StoreFactory) {
     }
 }
 
+/// The absolute deadline is stored with the session: a later request that
+/// loads it, a touch and a rotation all keep it, so no amount of activity
+/// stretches a session past it.
+async fn absolute_deadline_survives_reload_touch_and_rotation(f: &impl StoreFactory) {
+    let c = ctx(f, |c| c.with_absolute_timeout(Duration::from_secs(3600))).await;
+    let mut first = c.store.create().await.unwrap();
+    first.set("k", "v");
+    first.set_owner("alice");
+    c.store.save(&mut first).await.unwrap();
+    let deadline = first.created_at() + Duration::from_secs(3600);
+
+    c.clock.advance(25 * MINUTE);
+    let mut later = c.load(first.id()).await.unwrap();
+    assert_eq!(
+        later.absolute_deadline(),
+        Some(deadline),
+        "the absolute deadline is stored"
+    );
+    later.set("k", "w");
+    c.store.save(&mut later).await.unwrap();
+
+    c.clock.advance(20 * MINUTE);
+    let mut touched = c.load(first.id()).await.unwrap();
+    c.store.touch(&mut touched).await.unwrap();
+    assert_eq!(
+        touched.expires_at(),
+        deadline,
+        "a touch is capped by the absolute deadline"
+    );
+    assert_eq!(
+        c.load(first.id()).await.unwrap().expires_at(),
+        deadline,
+        "the capped expiry is what the touch stored"
+    );
+
+    c.clock.advance(5 * MINUTE);
+    let mut rotated = c.load(first.id()).await.unwrap();
+    c.store.cycle_id(&mut rotated).await.unwrap();
+    let loaded = c.load(rotated.id()).await.unwrap();
+    assert_eq!(
+        loaded.absolute_deadline(),
+        Some(deadline),
+        "rotation keeps the absolute deadline"
+    );
+    assert_eq!(loaded.expires_at(), deadline);
+
+    c.clock.advance(10 * MINUTE - Duration::from_millis(1));
+    assert!(c.load(rotated.id()).await.is_some());
+    assert_eq!(c.len().await, 1);
+    c.clock.advance(Duration::from_millis(1));
+    assert!(
+        c.load(rotated.id()).await.is_none(),
+        "dead at the absolute deadline after a reload, a touch and a rotation"
+    );
+    assert_eq!(c.len().await, 0);
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
+}
+
 async fn expired_sessions_are_invisible_then_purged(f: &impl StoreFactory) {
     let c = plain(f).await;
     let mut old = Vec::new();
@@ -689,6 +838,82 @@ async fn expired_sessions_are_invisible_then_purged(f: &impl StoreFactory) {
     for s in &young {
         assert!(c.load(s.id()).await.is_some(), "purge keeps live sessions");
     }
+}
+
+/// `purge_expired` counts each expired session once, and only those: not a
+/// session kept alive by a touch, a later save or a rotation (nor the key
+/// it was rotated away from), not a destroyed one, not an owner's index
+/// entry beside a record.
+async fn purge_counts_only_expired_records(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let expired = [c.saved(&[("k", "v")]).await, c.saved(&[]).await];
+    let expired_owned = c.saved_for("alice").await;
+    let mut touched = c.saved(&[]).await;
+    let mut resaved = c.saved(&[]).await;
+    let mut rotated = c.saved(&[("k", "v")]).await;
+    let mut rotated_owned = c.saved_for("alice").await;
+    let destroyed = c.saved(&[]).await;
+    let destroyed_owned = c.saved_for("alice").await;
+
+    c.clock.advance(20 * MINUTE);
+    c.store.touch(&mut touched).await.unwrap();
+    resaved.set("k", "v");
+    c.store.save(&mut resaved).await.unwrap();
+    c.store.cycle_id(&mut rotated).await.unwrap();
+    c.store.cycle_id(&mut rotated_owned).await.unwrap();
+    c.store.destroy(destroyed.id()).await.unwrap();
+    c.store.destroy(destroyed_owned.id()).await.unwrap();
+    c.clock.advance(15 * MINUTE);
+
+    assert_eq!(c.len().await, 4);
+    assert_eq!(
+        c.store.purge_expired().await.unwrap(),
+        3,
+        "purge counts each expired session once, and nothing else"
+    );
+    assert_eq!(c.store.purge_expired().await.unwrap(), 0);
+    assert_eq!(c.len().await, 4, "purge keeps every live session");
+    for s in [&touched, &resaved, &rotated, &rotated_owned] {
+        assert!(c.load(s.id()).await.is_some(), "purge keeps live sessions");
+    }
+    for s in expired.iter().chain([&expired_owned]) {
+        assert!(c.load(s.id()).await.is_none());
+    }
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 1);
+}
+
+/// One call of `purge_expired` removes every expired session, however many
+/// (more than any backend deletes in one batch), and counts them exactly.
+async fn purge_removes_every_expired_session_in_one_call(f: &impl StoreFactory) {
+    const EXPIRED: usize = 1100;
+    const WRITERS: usize = 8;
+    let c = plain(f).await;
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let store = Arc::clone(&c.store);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..EXPIRED / WRITERS {
+                let mut s = store.create().await.unwrap();
+                store.save(&mut s).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stored = (EXPIRED / WRITERS * WRITERS) as u64;
+    assert_eq!(c.len().await, stored);
+    c.clock.advance(IDLE);
+    let live = c.saved(&[]).await;
+    assert_eq!(c.len().await, 1);
+    assert_eq!(
+        c.store.purge_expired().await.unwrap(),
+        stored,
+        "one purge removes every expired session and counts each once"
+    );
+    assert_eq!(c.store.purge_expired().await.unwrap(), 0);
+    assert!(c.load(live.id()).await.is_some());
+    assert_eq!(c.len().await, 1);
 }
 
 async fn rotation_keeps_data_and_kills_old_id(f: &impl StoreFactory) {
@@ -726,6 +951,63 @@ async fn rotation_keeps_data_and_kills_old_id(f: &impl StoreFactory) {
         .await
         .expect("the rotated session saves normally");
     assert_eq!(c.load(s.id()).await.unwrap().get("user_id"), Some("42"));
+}
+
+/// A rotation is one step as every other request sees it: while a session
+/// rotates again and again, `len`, the owner's count and the owner's listing
+/// see it exactly once (never under both IDs, never under neither), and
+/// each old ID is dead when its rotation returns, for good.
+async fn rotation_is_never_seen_half_done(f: &impl StoreFactory) {
+    const ROTATIONS: usize = 40;
+    const WATCHERS: usize = 2;
+    let c = plain(f).await;
+    let mut s = c.store.create().await.unwrap();
+    s.set("user_id", "42");
+    s.set_owner("alice");
+    c.store.save(&mut s).await.unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for _ in 0..WATCHERS {
+        let (store, done) = (Arc::clone(&c.store), Arc::clone(&done));
+        watchers.push(tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                assert_eq!(
+                    store.len().await.unwrap(),
+                    1,
+                    "len saw a rotation half done"
+                );
+                assert_eq!(
+                    store.count_owner_sessions("alice").await.unwrap(),
+                    1,
+                    "the owner's count saw a rotation half done"
+                );
+                assert_eq!(
+                    store.owner_sessions("alice", None).await.unwrap().len(),
+                    1,
+                    "the owner's listing saw a rotation half done"
+                );
+            }
+        }));
+    }
+    let mut old_ids = Vec::with_capacity(ROTATIONS);
+    for _ in 0..ROTATIONS {
+        let old = s.id().clone();
+        c.store.cycle_id(&mut s).await.unwrap();
+        assert!(c.load(&old).await.is_none(), "the old ID is dead at once");
+        old_ids.push(old);
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Ordering::SeqCst);
+    for w in watchers {
+        w.await.unwrap();
+    }
+    for old in &old_ids {
+        assert!(c.load(old).await.is_none(), "an old ID stays dead");
+    }
+    let loaded = c.load(s.id()).await.unwrap();
+    assert_eq!(loaded.get("user_id"), Some("42"));
+    assert_eq!(c.len().await, 1);
 }
 
 async fn rotation_stores_pending_changes_and_new_sessions(f: &impl StoreFactory) {
@@ -817,6 +1099,7 @@ async fn owner_binding_survives_save_touch_and_rotation(f: &impl StoreFactory) {
     c.store.touch(&mut s).await.unwrap();
     s.set("n", "2");
     c.store.save(&mut s).await.unwrap();
+    let before_rotation = s.id().clone();
     c.store.cycle_id(&mut s).await.unwrap();
     assert_eq!(
         c.load(s.id()).await.unwrap().owner(),
@@ -825,6 +1108,14 @@ async fn owner_binding_survives_save_touch_and_rotation(f: &impl StoreFactory) {
     );
     let listed = c.store.owner_sessions("alice", Some(s.id())).await.unwrap();
     assert_eq!(listed.len(), 1, "a rotated session is listed once");
+    assert!(
+        !c.store
+            .destroy_owner_session("alice", &before_rotation.handle())
+            .await
+            .unwrap(),
+        "the handle of a rotated-away ID ends nothing"
+    );
+    assert!(c.load(s.id()).await.is_some());
     assert_eq!(
         listed[0].handle,
         s.id().handle(),
@@ -870,6 +1161,11 @@ async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
                 !shown.contains(s.id().as_str()),
                 "a listing must not reveal session IDs"
             );
+            let key = s.id().storage_key();
+            assert!(
+                !shown.contains(&key.to_hex()[..32]) && !shown.contains(&key_prefix_text(key)),
+                "a listing must not reveal storage keys"
+            );
         }
     }
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 3);
@@ -887,6 +1183,33 @@ async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
         bobs.id().handle()
     );
 
+    // Activity and rotation do not reorder the listing: it is by creation.
+    let mut first = first;
+    c.store.cycle_id(&mut first).await.unwrap();
+    c.store.touch(&mut first).await.unwrap();
+    let listed = c.store.owner_sessions("alice", None).await.unwrap();
+    let handles: Vec<SessionHandle> = listed.iter().map(|i| i.handle).collect();
+    assert_eq!(
+        handles,
+        [
+            first.id().handle(),
+            second.id().handle(),
+            third.id().handle()
+        ],
+        "still oldest first after the oldest was rotated and touched"
+    );
+    assert_eq!(
+        listed[0].last_active,
+        first.last_active(),
+        "the listing shows the latest activity"
+    );
+    assert_eq!(listed[0].expires_at, first.expires_at());
+    assert_eq!(
+        listed[0].created_at,
+        first.created_at(),
+        "rotation keeps the creation time"
+    );
+
     // Keep only `second` active; the others pass their idle deadline.
     c.clock.advance(20 * MINUTE);
     c.store.touch(&mut second).await.unwrap();
@@ -901,6 +1224,12 @@ async fn owner_sessions_lists_live_sessions_without_ids(f: &impl StoreFactory) {
         "nor counted"
     );
     assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 0);
+}
+
+/// The first 16 bytes of a storage key in the text form of a handle (what
+/// a handle that merely truncated the key would show).
+fn key_prefix_text(key: &crate::StorageKey) -> String {
+    URL_SAFE_NO_PAD.encode(&key.as_bytes()[..16])
 }
 
 async fn destroy_owner_session_by_handle_only_ends_own_sessions(f: &impl StoreFactory) {
@@ -984,10 +1313,69 @@ async fn destroy_owner_sessions_spares_the_current_one(f: &impl StoreFactory) {
     assert_eq!(c.len().await, 1);
 }
 
+/// Owner queries act on the owner's live sessions only: an expired session
+/// is not ended again or counted as ended, an anonymous or another owner's
+/// session is not the owner's to end, and `is_current` marks only the
+/// owner's own live session.
+async fn owner_queries_skip_expired_and_foreign_sessions(f: &impl StoreFactory) {
+    let c = plain(f).await;
+    let expired = c.saved_for("alice").await;
+    c.clock.advance(20 * MINUTE);
+    let a = c.saved_for("alice").await;
+    let b = c.saved_for("alice").await;
+    let anon = c.saved(&[]).await;
+    let bobs = c.saved_for("bob").await;
+    c.clock.advance(15 * MINUTE);
+
+    assert!(
+        !c.store
+            .destroy_owner_session("alice", &expired.id().handle())
+            .await
+            .unwrap(),
+        "an expired session is not ended again"
+    );
+    assert!(
+        !c.store
+            .destroy_owner_session("alice", &anon.id().handle())
+            .await
+            .unwrap(),
+        "an anonymous session is no owner's to end"
+    );
+    assert!(c.load(anon.id()).await.is_some());
+    for current in [bobs.id(), expired.id(), anon.id()] {
+        let listed = c
+            .store
+            .owner_sessions("alice", Some(current))
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(
+            listed.iter().all(|i| !i.is_current),
+            "only the owner's own live session is marked current"
+        );
+    }
+    assert_eq!(
+        c.store
+            .destroy_owner_sessions("alice", Some(bobs.id()))
+            .await
+            .unwrap(),
+        2,
+        "revocation counts the live sessions it ended, not expired ones"
+    );
+    assert!(c.load(a.id()).await.is_none() && c.load(b.id()).await.is_none());
+    assert!(
+        c.load(bobs.id()).await.is_some(),
+        "keeping another owner's session does not spare or end it"
+    );
+    assert!(c.load(anon.id()).await.is_some());
+    assert_eq!(c.len().await, 2);
+}
+
 async fn revoked_session_cannot_be_saved_back(f: &impl StoreFactory) {
     let c = plain(f).await;
     let s = c.saved_for("alice").await;
     let mut in_flight = c.load(s.id()).await.unwrap();
+    let mut toucher = c.load(s.id()).await.unwrap();
     assert_eq!(
         c.store.destroy_owner_sessions("alice", None).await.unwrap(),
         1
@@ -1001,7 +1389,39 @@ async fn revoked_session_cannot_be_saved_back(f: &impl StoreFactory) {
         Err(Error::NotFound) => {}
         other => panic!("rotating a revoked session must be NotFound, got {other:?}"),
     }
+    match c.store.touch(&mut toucher).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touching a revoked session must be NotFound, got {other:?}"),
+    }
     assert!(c.load(s.id()).await.is_none());
+    assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
+
+    // The same for one device signed out by its handle.
+    let device = c.saved_for("alice").await;
+    let mut saver = c.load(device.id()).await.unwrap();
+    let mut toucher = c.load(device.id()).await.unwrap();
+    let mut rotator = c.load(device.id()).await.unwrap();
+    assert!(
+        c.store
+            .destroy_owner_session("alice", &device.id().handle())
+            .await
+            .unwrap()
+    );
+    saver.set("late", "write");
+    match c.store.save(&mut saver).await {
+        Err(Error::NotFound) => {}
+        other => panic!("saving a session ended by handle must be NotFound, got {other:?}"),
+    }
+    match c.store.touch(&mut toucher).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touching a session ended by handle must be NotFound, got {other:?}"),
+    }
+    match c.store.cycle_id(&mut rotator).await {
+        Err(Error::NotFound) => {}
+        other => panic!("rotating a session ended by handle must be NotFound, got {other:?}"),
+    }
+    assert!(c.load(device.id()).await.is_none());
+    assert_eq!(c.len().await, 0, "nothing came back under any ID");
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
 }
 
@@ -1079,16 +1499,25 @@ async fn owner_limit_ends_oldest_sessions(f: &impl StoreFactory) {
         c.with_max_sessions_per_owner(2, OwnerLimitPolicy::EndOldest)
     })
     .await;
-    let oldest = c.saved_for("alice").await;
+    let mut oldest = c.saved_for("alice").await;
     c.clock.advance(MINUTE);
     let middle = c.saved_for("alice").await;
+    c.clock.advance(MINUTE);
+    // The oldest is also the most recently active: "oldest" is by creation.
+    c.store.touch(&mut oldest).await.unwrap();
+    let mut in_flight = c.load(oldest.id()).await.unwrap();
     c.clock.advance(MINUTE);
     let newest = c.saved_for("alice").await;
 
     assert!(
         c.load(oldest.id()).await.is_none(),
-        "the oldest session was ended"
+        "the earliest created session was ended, however recently active"
     );
+    in_flight.set("late", "write");
+    match c.store.save(&mut in_flight).await {
+        Err(Error::NotFound) => {}
+        other => panic!("saving a session the limit ended must be NotFound, got {other:?}"),
+    }
     assert!(c.load(middle.id()).await.is_some());
     assert!(c.load(newest.id()).await.is_some());
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
@@ -1102,6 +1531,64 @@ async fn owner_limit_ends_oldest_sessions(f: &impl StoreFactory) {
         "login through rotation also ends the oldest"
     );
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+}
+
+/// A per-owner limit counts that owner's live sessions only: not another
+/// owner's, not anonymous ones, not expired ones. Under `RefuseNew` it also
+/// refuses binding an existing session by a plain save, or moving another
+/// owner's session over; under `EndOldest` it never ends a live session to
+/// make room an expired one was taking.
+async fn owner_limit_counts_only_the_owners_live_sessions(f: &impl StoreFactory) {
+    for policy in [OwnerLimitPolicy::RefuseNew, OwnerLimitPolicy::EndOldest] {
+        let c = ctx(f, |c| c.with_max_sessions_per_owner(2, policy)).await;
+        let _expired = c.saved_for("alice").await;
+        c.clock.advance(20 * MINUTE);
+        let bob_one = c.saved_for("bob").await;
+        let _bob_two = c.saved_for("bob").await;
+        let anon = c.saved(&[]).await;
+        c.clock.advance(15 * MINUTE);
+
+        let one = c.saved_for("alice").await;
+        c.clock.advance(MINUTE);
+        let two = c.saved_for("alice").await;
+        assert!(
+            c.load(one.id()).await.is_some() && c.load(two.id()).await.is_some(),
+            "{policy:?}: two live sessions fit a limit of two"
+        );
+        assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+        assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 2);
+
+        let mut bound = c.load(anon.id()).await.unwrap();
+        bound.set_owner("alice");
+        let mut moved = c.load(bob_one.id()).await.unwrap();
+        moved.set_owner("alice");
+        match policy {
+            OwnerLimitPolicy::RefuseNew => {
+                for (what, s) in [("binding", &mut bound), ("moving", &mut moved)] {
+                    match c.store.save(s).await {
+                        Err(Error::TooManySessions { limit: 2 }) => {}
+                        other => panic!(
+                            "{what} a third session to alice by a save must be refused, got {other:?}"
+                        ),
+                    }
+                }
+                assert_eq!(c.load(anon.id()).await.unwrap().owner(), None);
+                assert_eq!(c.load(bob_one.id()).await.unwrap().owner(), Some("bob"));
+                assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 2);
+                assert!(c.load(one.id()).await.is_some());
+            }
+            _ => {
+                c.store.save(&mut moved).await.unwrap();
+                assert!(
+                    c.load(one.id()).await.is_none(),
+                    "moving a session over ends the new owner's oldest"
+                );
+                assert_eq!(c.store.count_owner_sessions("bob").await.unwrap(), 1);
+            }
+        }
+        assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 2);
+        assert!(c.load(two.id()).await.is_some());
+    }
 }
 
 async fn owner_limit_counts_a_rotated_session_once(f: &impl StoreFactory) {

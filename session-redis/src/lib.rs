@@ -322,10 +322,13 @@
 //! the owner's live sessions before writing, and with `EndOldest` writes
 //! first and only then ends the oldest sessions over the limit, so a login
 //! that is refused ends nothing. Rotations of sessions already bound to
-//! the owner and revocations of all the owner's sessions take the same
-//! lock, so neither a count nor a revocation misses a session that is
-//! moving to a new ID. Logins without a limit, and saves and touches
-//! (which keep the session's key), take no lock.
+//! the owner, revocations of all the owner's sessions, and
+//! [`owner_sessions`](session_core::SessionStore::owner_sessions) and
+//! [`count_owner_sessions`](session_core::SessionStore::count_owner_sessions)
+//! take the same lock, so no count, listing or revocation misses a session
+//! that is moving to a new ID, or sees it under both. Logins without a
+//! limit, and saves and touches (which keep the session's key), take no
+//! lock.
 //!
 //! The lock is a lease
 //! ([`owner_lock_ttl`](RedisSessionStoreBuilder::owner_lock_ttl)). A
@@ -336,7 +339,7 @@
 //! holders of the same owner's lock may overlap: the limit can then be
 //! exceeded by overlapping logins, `EndOldest` end one session more than
 //! needed, or a session rotated at that moment survive a revocation under
-//! its new ID. A login, rotation or revocation that cannot get the lock
+//! its new ID. A login, rotation, listing or revocation that cannot get the lock
 //! within [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait)
 //! fails with `Error::Backend` and may be retried; only timeouts, broken
 //! connections and replies that ask to retry (`LOADING`, `BUSY`, …) are
@@ -363,7 +366,7 @@
 //! | operation | command timeouts, at most |
 //! |---|---|
 //! | `load`, `len` | 1 |
-//! | `owner_sessions`, `count_owner_sessions` | 2 |
+//! | `owner_sessions`, `count_owner_sessions` | 6, plus up to `owner_lock_wait` |
 //! | `save`, `touch`, `destroy`, `cycle_id` of an anonymous session | 2 |
 //! | `destroy` of an owned session | 4 |
 //! | `destroy_owner_session` | 5 |

@@ -1450,13 +1450,28 @@ impl Inner {
         owner: &str,
         current: Option<&SessionId>,
     ) -> Result<Vec<SessionInfo>> {
-        let now = self.now();
         Ok(self
-            .owner_entries(owner, now)
+            .owner_entries_settled(owner)
             .await?
             .iter()
             .map(|(key, meta)| SessionInfo::from_meta(key, meta, current))
             .collect())
+    }
+
+    /// `owner`'s live sessions for a listing or a count, read under the
+    /// owner's lock. A rotation of one of them holds the lock from claiming
+    /// its new key until its record has moved, and the index and the
+    /// records are read by separate commands: without the lock, a read
+    /// between the two would find the session under neither key (the index
+    /// read before the claim, the record after the move) or under both.
+    async fn owner_entries_settled(&self, owner: &str) -> Result<Vec<(StorageKey, RecordMeta)>> {
+        if !session_core::is_valid_owner(owner) {
+            return Ok(Vec::new());
+        }
+        let lock = self.lock(owner).await?;
+        let result = self.owner_entries(owner, self.now()).await;
+        self.unlock(lock).await;
+        result
     }
 
     async fn destroy_owner_session(&self, owner: &str, handle: &SessionHandle) -> Result<bool> {
@@ -1561,15 +1576,9 @@ impl SessionStore for RedisSessionStore {
 
     async fn count_owner_sessions(&self, owner: &str) -> Result<u64> {
         let span = self.inner.span("count_owner_sessions", None);
-        async {
-            Ok(self
-                .inner
-                .owner_entries(owner, self.inner.now())
-                .await?
-                .len() as u64)
-        }
-        .instrument(span)
-        .await
+        async { Ok(self.inner.owner_entries_settled(owner).await?.len() as u64) }
+            .instrument(span)
+            .await
     }
 
     async fn destroy_owner_session(&self, owner: &str, handle: &SessionHandle) -> Result<bool> {
