@@ -228,7 +228,8 @@ impl RedisSessionStoreBuilder {
     }
 
     /// The longest opening a connection may take (default 5 s); `build`
-    /// fails after it if the server cannot be reached.
+    /// fails after twice this (a Cluster's discovery takes a few more round
+    /// trips) if the server cannot be reached.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout.max(Duration::from_millis(1));
@@ -601,9 +602,14 @@ fn parse_url(url: &str) -> Result<Config> {
     // service name query parameter."); one that quotes the URL's password
     // is cut to the kind of error.
     Config::from_url(url).map_err(|e| {
-        let detail = match url_password(url) {
-            Some(password) if e.details().contains(password) => format!("{:?}", e.kind()),
-            _ => e.details().to_owned(),
+        let quotes_password = url_password(url).is_some_and(|password| {
+            let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+            e.details().contains(password) || e.details().contains(&*decoded)
+        });
+        let detail = if quotes_password {
+            format!("{:?}", e.kind())
+        } else {
+            e.details().to_owned()
         };
         Error::InvalidInput(format!(
             "session-redis: invalid Redis URL ({detail}); {EXPECTED}"
@@ -680,6 +686,11 @@ mod tests {
         // A message that would quote the password is cut to its kind.
         let err = parse_url("redis-cluster://:hunter2@127.0.0.1:7000?node=hunter2").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+        // Also where the URL holds it percent-encoded and fred quotes it
+        // decoded.
+        let err =
+            parse_url("redis-cluster://:hunt%40er2@127.0.0.1:7000?node=hunt%40er2").unwrap_err();
+        assert!(!err.to_string().contains("hunt@er2"), "{err}");
         assert_eq!(url_password("redis://u:p%40ss@h:1/0?x=y"), Some("p%40ss"));
         assert_eq!(url_password("redis://h:1/0?node=a@b"), None);
         assert_eq!(url_password("redis://u@h:1"), None);
