@@ -1019,7 +1019,7 @@ impl Inner {
                     None => {
                         lock.client = None; // every attempt was answered: nothing to release
                         Error::backend_msg(format!(
-                            "session-redis: another login, rotation or revocation of this owner's sessions held its lock for over {:?}; try again",
+                            "session-redis: another login, rotation, revocation or listing of this owner's sessions held its lock for over {:?}; try again",
                             self.lock_wait
                         ))
                     }
@@ -1475,6 +1475,9 @@ impl Inner {
     }
 
     async fn destroy_owner_session(&self, owner: &str, handle: &SessionHandle) -> Result<bool> {
+        if !session_core::is_valid_owner(owner) {
+            return Ok(false);
+        }
         let now = self.now();
         let members = self.owner_members(owner, now).await?;
         let Some(key) = members.into_iter().find(|k| k.handle() == *handle) else {
@@ -1491,6 +1494,9 @@ impl Inner {
         // The lock keeps the owner's sessions where the index read finds
         // them: a rotation of one takes it too. See "Owners" in the crate
         // docs.
+        if !session_core::is_valid_owner(owner) {
+            return Ok(0);
+        }
         let lock = self.lock(owner).await?;
         let result = self.destroy_owner_sessions_locked(owner, keep, &lock).await;
         self.unlock(lock).await;
