@@ -72,7 +72,8 @@ pub enum Error {
     Value {
         /// The key whose value failed.
         key: String,
-        /// What serde reported.
+        /// What serde reported (from a typed read, with quoted session
+        /// strings replaced by `<redacted>`).
         #[source]
         source: serde_json::Error,
     },

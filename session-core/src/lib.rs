@@ -42,7 +42,8 @@
 //! # The promises
 //!
 //! 1. **Unguessable IDs**: 256 bits from the OS CSPRNG; caller-chosen IDs must
-//!    carry at least 128 bits ([`SessionId`]).
+//!    be at least [`MIN_ID_LEN`] (22) base64url characters, room for 128
+//!    bits, whose randomness is the caller's job ([`SessionId`]).
 //! 2. **Hashed at rest**: stores key by [`StorageKey`], a domain-separated
 //!    SHA-256 of the ID, never the ID itself.
 //! 3. **No lost updates**: saves compare-and-set on a version

@@ -96,7 +96,8 @@ impl Session {
     /// Where serde's message would quote a string held in the session
     /// (`invalid type: string "…"`, an unknown variant or field), the
     /// quotation reads `<redacted>`, so the error can be logged (see
-    /// [`redact_value_error`]).
+    /// [`redact_value_error`]). (A `Deserialize` impl of your own that writes
+    /// the input into its message is beyond this.)
     pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.data.map().get(key) {
             None => Ok(None),
@@ -453,8 +454,9 @@ pub fn value_to_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Valu
         })
 }
 
-/// `error` without any string of `value` in its message: for an error from
-/// converting `value` to a typed value.
+/// `error` (from converting `value` to a typed value) with each quotation
+/// of a string of `value`, as serde quotes one (`"…"`, `` `…` ``), replaced
+/// by `<redacted>`.
 ///
 /// serde quotes the offending input in its messages (`invalid type: string
 /// "…", expected u64`, `unknown variant `…``), and session values are often

@@ -448,9 +448,9 @@
 //!
 //! # Errors and tracing
 //!
-//! Building a store returns [`DbError`]. It opens one connection before
-//! the pool, so a wrong password, an unknown database or user, a refused
-//! connection or a SQLite file that cannot be opened (a missing directory,
+//! Building a store returns [`DbError`]. Built from a URL, it opens one
+//! connection before the pool, so a wrong password, an unknown database or
+//! user, a refused connection or a SQLite file that cannot be opened (a missing directory,
 //! a file that is not a database) fails at once with [`DbError::Connect`]
 //! and the driver's reason (`FATAL:  password authentication failed for
 //! user "app"`, `Unknown database 'app'`), not after the connection

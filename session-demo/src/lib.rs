@@ -64,9 +64,11 @@
 //!
 //! The default build has the memory, SQLite and Redis stores (`redis`, pure
 //! Rust, is a default feature); the SQL servers need system libraries, so
-//! they are opt-in. `--store memory` holds at most [`MEMORY_MAX_SESSIONS`] sessions, evicting those
-//! closest to expiry, since every first view of the counter stores one; the
-//! other stores are purged of expired sessions every minute.
+//! they are opt-in. `--store memory` holds at most [`MEMORY_MAX_SESSIONS`]
+//! sessions, since every first view of the counter stores one, evicting the
+//! anonymous ones closest to expiry first (signed-in ones only when every
+//! stored session is signed in). Every store is purged of expired sessions
+//! every minute.
 //!
 //! * `postgres`: `--store postgres://…` (needs `libpq-dev`).
 //! * `mysql`: `--store mysql://…` (needs `default-libmysqlclient-dev`).

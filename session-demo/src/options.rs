@@ -18,7 +18,8 @@ pub const DEFAULT_SQLITE_FILE: &str = "session-demo.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 
 /// How many sessions `--store memory` keeps at most. When it is full, the
-/// session that would expire soonest makes room, so a flood of cookie-less
+/// anonymous session that would expire soonest makes room (a signed-in one
+/// only when every stored session is signed in), so a flood of cookie-less
 /// visitors (every first `GET /counter` stores a session) cannot exhaust
 /// memory. The other stores rely on the purge of expired sessions that runs
 /// every minute.
@@ -35,8 +36,9 @@ OPTIONS:
     --store STORE       where sessions live (default: session-demo.db, a SQLite
                         file in the current directory):
                           memory                      in this process, at most 100000
-                                                      sessions (the soonest to expire
-                                                      make room); lost on exit
+                                                      sessions (the anonymous ones
+                                                      soonest to expire make room);
+                                                      lost on exit
                           PATH, sqlite://PATH, file:URI
                                                       SQLite file (created if missing)
                           sqlite::memory:             SQLite in memory; lost on exit
@@ -405,8 +407,8 @@ fn is_secret_name(name: &str) -> bool {
         .any(|word| name.contains(word))
 }
 
-/// A memory store of at most `max` sessions, the soonest to expire making
-/// room.
+/// A memory store of at most `max` sessions, the anonymous ones soonest to
+/// expire making room.
 fn memory_store(config: SessionConfig, max: u64) -> MemoryStore {
     MemoryStore::builder(config)
         .max_sessions(max, CapacityPolicy::EvictSoonestExpiring)

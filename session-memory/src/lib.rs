@@ -37,7 +37,11 @@
 //!   lock for at most 128 sessions at a time and frees them outside it, so
 //!   loads keep their latency while a large purge runs. A shard the purge
 //!   leaves holding a quarter or less of its peak gives the memory back, so
-//!   a flood of visitors that has expired does not keep its memory forever.
+//!   a flood of visitors that has expired does not keep its memory forever:
+//!   that compaction holds the shard's lock once more, for time in
+//!   proportion to the shard's peak size (a 64th of the store's, with the
+//!   default shards), and is paid again only after the shard has grown
+//!   fourfold and emptied.
 //! * **Optional cap.** [`MemoryStoreBuilder::max_sessions`] bounds the number
 //!   of stored sessions, so a flood of visitors cannot exhaust memory; the
 //!   [`CapacityPolicy`] says whether new sessions are refused or the ones

@@ -373,11 +373,13 @@
 //! | `save`, `touch` keeping the session's owner | 4 (6 if the session is gone) |
 //! | a login: `cycle_id` or `save` binding a session to a new owner | 5 (9 for a `save` of a stored session; 2 more if it was bound to another owner) |
 //! | `save` clearing the session's owner | 4 |
-//! | `cycle_id` keeping the session's owner | 10, plus up to [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) for the lock |
-//! | `destroy_owner_sessions` | 7, plus up to `owner_lock_wait` |
+//! | `cycle_id` keeping the session's owner | 12, plus up to [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait) for the lock |
+//! | `destroy_owner_sessions` | 9, plus up to `owner_lock_wait` |
 //! | a login under a per-owner limit | 16 (20), plus up to `owner_lock_wait` |
 //!
-//! (`touch` takes four more for each time it finds the session rebound to
+//! Where a lock is taken, its last attempt (one script call: 2) is counted;
+//! earlier attempts fall within `owner_lock_wait`. (`touch` takes four
+//! more for each time it finds the session rebound to
 //! another owner meanwhile.) `purge_expired`, `destroy_owner_sessions` and
 //! ending the oldest sessions under `EndOldest` work on all buckets or
 //! sessions in parallel, 256 expired entries per bucket and round trip.
