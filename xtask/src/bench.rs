@@ -359,7 +359,13 @@ fn render(
                     }
                     Some(r) => {
                         missed += 1;
-                        format!("MISSED ({:.0}% short)", (1.0 - r / t.min_ratio) * 100.0)
+                        let short = (1.0 - r / t.min_ratio) * 100.0;
+                        // A miss by a hair must not read as "0% short".
+                        if short < 1.0 {
+                            "MISSED (<1% short)".to_owned()
+                        } else {
+                            format!("MISSED ({short:.0}% short)")
+                        }
                     }
                 };
                 (t.describe(), verdict)
