@@ -791,6 +791,22 @@ fn spawn_send(
     tokio::spawn(async move { common::send(router, method, uri, Some(&cookie)).await })
 }
 
+/// POST `uri` (a handler that waits at the gate) with `cookie`, and while
+/// it waits, POST `meanwhile` with the same cookie; the first request's
+/// reply.
+async fn held_across(
+    app: &TestApp,
+    uri: &'static str,
+    cookie: &str,
+    meanwhile: &str,
+) -> common::Reply {
+    let held = spawn_send(app, "POST", uri, cookie);
+    app.gate.wait_entered().await;
+    app.send("POST", meanwhile, Some(cookie)).await;
+    app.gate.release();
+    held.await.expect("the held request finishes")
+}
+
 #[tokio::test]
 async fn a_read_of_a_value_an_update_produced_is_checked_on_replay() {
     let app = TestApp::new();
@@ -850,12 +866,7 @@ async fn an_update_that_changed_nothing_must_change_nothing_on_replay() {
     let app = TestApp::new();
     let id = app.session_with("balance", "5").await;
 
-    let held = spawn_send(&app, "POST", "/withdraw-wait/10", &id);
-    app.gate.wait_entered().await;
-    app.send("POST", "/put/balance/50", Some(&id)).await;
-    app.gate.release();
-
-    let reply = held.await.unwrap();
+    let reply = held_across(&app, "/withdraw-wait/10", &id, "/put/balance/50").await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
     assert_eq!(
         reply.response_extensions.get::<SessionFailure>(),
@@ -875,12 +886,7 @@ async fn an_update_that_changed_something_must_change_something_on_replay() {
     let app = TestApp::new();
     let id = app.session_with("balance", "20").await;
 
-    let held = spawn_send(&app, "POST", "/withdraw-wait/10", &id);
-    app.gate.wait_entered().await;
-    app.send("POST", "/put/balance/5", Some(&id)).await;
-    app.gate.release();
-
-    let reply = held.await.unwrap();
+    let reply = held_across(&app, "/withdraw-wait/10", &id, "/put/balance/5").await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
     let stored = app.stored(&id).await.unwrap();
     assert_eq!(stored.get("balance"), Some("5"));
@@ -892,12 +898,7 @@ async fn an_update_whose_outcome_holds_is_replayed_on_the_fresh_value() {
     let app = TestApp::new();
     let id = app.session_with("balance", "20").await;
 
-    let held = spawn_send(&app, "POST", "/withdraw-wait/10", &id);
-    app.gate.wait_entered().await;
-    app.send("POST", "/put/balance/15", Some(&id)).await;
-    app.gate.release();
-
-    let reply = held.await.unwrap();
+    let reply = held_across(&app, "/withdraw-wait/10", &id, "/put/balance/15").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(reply.body, "withdrew");
     let stored = app.stored(&id).await.unwrap();
@@ -931,12 +932,7 @@ async fn a_try_update_that_failed_must_fail_on_replay() {
     let app = TestApp::new();
     let id = app.session_with("balance", "5").await;
 
-    let held = spawn_send(&app, "POST", "/try-withdraw-wait/10", &id);
-    app.gate.wait_entered().await;
-    app.send("POST", "/put/balance/50", Some(&id)).await;
-    app.gate.release();
-
-    let reply = held.await.unwrap();
+    let reply = held_across(&app, "/try-withdraw-wait/10", &id, "/put/balance/50").await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
     assert_eq!(
         reply.response_extensions.get::<SessionFailure>(),
@@ -957,12 +953,7 @@ async fn a_try_update_whose_outcome_holds_is_replayed_on_the_fresh_value() {
     let app = TestApp::new();
     let id = app.session_with("balance", "20").await;
 
-    let held = spawn_send(&app, "POST", "/try-withdraw-wait/10", &id);
-    app.gate.wait_entered().await;
-    app.send("POST", "/put/balance/15", Some(&id)).await;
-    app.gate.release();
-
-    let reply = held.await.unwrap();
+    let reply = held_across(&app, "/try-withdraw-wait/10", &id, "/put/balance/15").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(reply.body, "withdrew");
     let stored = app.stored(&id).await.unwrap();
@@ -976,12 +967,7 @@ async fn contains_key_depends_on_presence_only() {
     let app = TestApp::new();
     let id = app.session_with("flag", "one").await;
 
-    let held = spawn_send(&app, "POST", "/has-wait-write/flag", &id);
-    app.gate.wait_entered().await;
-    app.send("POST", "/put/flag/two", Some(&id)).await;
-    app.gate.release();
-
-    let reply = held.await.unwrap();
+    let reply = held_across(&app, "/has-wait-write/flag", &id, "/put/flag/two").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(reply.body, "present: true");
     let stored = app.stored(&id).await.unwrap();
@@ -994,12 +980,7 @@ async fn a_key_checked_for_and_removed_meanwhile_is_a_stale_read() {
     let app = TestApp::new();
     let id = app.session_with("flag", "one").await;
 
-    let held = spawn_send(&app, "POST", "/has-wait-write/flag", &id);
-    app.gate.wait_entered().await;
-    app.send("POST", "/remove/flag", Some(&id)).await;
-    app.gate.release();
-
-    let reply = held.await.unwrap();
+    let reply = held_across(&app, "/has-wait-write/flag", &id, "/remove/flag").await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{reply:?}");
     let stored = app.stored(&id).await.unwrap();
     assert!(!stored.contains_key("flag"));
@@ -1106,12 +1087,7 @@ async fn a_rotation_that_meets_a_concurrent_change_replays_the_pending_writes() 
     let app = TestApp::new();
     let id = app.session_with("cart", "3-books").await;
 
-    let held = spawn_send(&app, "POST", "/login-wait/ann", &id);
-    app.gate.wait_entered().await;
-    app.send("POST", "/put/theme/dark", Some(&id)).await;
-    app.gate.release();
-
-    let reply = held.await.unwrap();
+    let reply = held_across(&app, "/login-wait/ann", &id, "/put/theme/dark").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     let rotated = reply.session_id().expect("the new cookie");
     assert_ne!(rotated, id);
