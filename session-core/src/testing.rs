@@ -187,6 +187,15 @@ impl Ctx {
         self.store.load(id).await.expect("load")
     }
 
+    /// Three copies of a stored session, as three requests would hold it.
+    async fn copies(&self, id: &SessionId) -> [Session; 3] {
+        let mut loaded = Vec::with_capacity(3);
+        for _ in 0..3 {
+            loaded.push(self.load(id).await.expect("the session is stored"));
+        }
+        loaded.try_into().expect("three copies")
+    }
+
     async fn len(&self) -> u64 {
         self.store.len().await.expect("len")
     }
@@ -1374,55 +1383,50 @@ async fn owner_queries_skip_expired_and_foreign_sessions(f: &impl StoreFactory) 
 async fn revoked_session_cannot_be_saved_back(f: &impl StoreFactory) {
     let c = plain(f).await;
     let s = c.saved_for("alice").await;
-    let mut in_flight = c.load(s.id()).await.unwrap();
-    let mut toucher = c.load(s.id()).await.unwrap();
+    let copies = c.copies(s.id()).await;
     assert_eq!(
         c.store.destroy_owner_sessions("alice", None).await.unwrap(),
         1
     );
-    in_flight.set("late", "write");
-    match c.store.save(&mut in_flight).await {
-        Err(Error::NotFound) => {}
-        other => panic!("saving a revoked session must be NotFound, got {other:?}"),
-    }
-    match c.store.cycle_id(&mut in_flight).await {
-        Err(Error::NotFound) => {}
-        other => panic!("rotating a revoked session must be NotFound, got {other:?}"),
-    }
-    match c.store.touch(&mut toucher).await {
-        Err(Error::NotFound) => {}
-        other => panic!("touching a revoked session must be NotFound, got {other:?}"),
-    }
+    cannot_write_back(&c, copies, "a revoked session").await;
     assert!(c.load(s.id()).await.is_none());
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
 
     // The same for one device signed out by its handle.
     let device = c.saved_for("alice").await;
-    let mut saver = c.load(device.id()).await.unwrap();
-    let mut toucher = c.load(device.id()).await.unwrap();
-    let mut rotator = c.load(device.id()).await.unwrap();
+    let copies = c.copies(device.id()).await;
     assert!(
         c.store
             .destroy_owner_session("alice", &device.id().handle())
             .await
             .unwrap()
     );
-    saver.set("late", "write");
-    match c.store.save(&mut saver).await {
-        Err(Error::NotFound) => {}
-        other => panic!("saving a session ended by handle must be NotFound, got {other:?}"),
-    }
-    match c.store.touch(&mut toucher).await {
-        Err(Error::NotFound) => {}
-        other => panic!("touching a session ended by handle must be NotFound, got {other:?}"),
-    }
-    match c.store.cycle_id(&mut rotator).await {
-        Err(Error::NotFound) => {}
-        other => panic!("rotating a session ended by handle must be NotFound, got {other:?}"),
-    }
+    cannot_write_back(&c, copies, "a session ended by handle").await;
     assert!(c.load(device.id()).await.is_none());
     assert_eq!(c.len().await, 0, "nothing came back under any ID");
     assert_eq!(c.store.count_owner_sessions("alice").await.unwrap(), 0);
+}
+
+/// Saving (with a change), touching and rotating copies of `what`, loaded
+/// before it ended, are each `NotFound`.
+async fn cannot_write_back(
+    c: &Ctx,
+    [mut saver, mut toucher, mut rotator]: [Session; 3],
+    what: &str,
+) {
+    saver.set("late", "write");
+    match c.store.save(&mut saver).await {
+        Err(Error::NotFound) => {}
+        other => panic!("saving {what} must be NotFound, got {other:?}"),
+    }
+    match c.store.touch(&mut toucher).await {
+        Err(Error::NotFound) => {}
+        other => panic!("touching {what} must be NotFound, got {other:?}"),
+    }
+    match c.store.cycle_id(&mut rotator).await {
+        Err(Error::NotFound) => {}
+        other => panic!("rotating {what} must be NotFound, got {other:?}"),
+    }
 }
 
 async fn rebinding_moves_a_session_between_owners(f: &impl StoreFactory) {
