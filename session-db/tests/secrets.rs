@@ -8,6 +8,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+#[path = "common/capture.rs"]
+mod capture;
+
 use session_core::testing::service_url;
 use session_db::{DbError, DbSessionStore};
 
@@ -15,29 +18,7 @@ use session_db::{DbError, DbSessionStore};
 /// connections on its own threads).
 fn logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    Arc::clone(LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = Arc::clone(&buffer);
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Capture(Arc::clone(&writer)))
-            .init();
-        buffer
-    }))
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    Arc::clone(LOGS.get_or_init(|| capture::capture_logs(tracing::Level::TRACE)))
 }
 
 /// One test at a time, so the logs of one attempt are not another's.

@@ -2,38 +2,20 @@
 #![allow(clippy::unwrap_used)]
 #![cfg(feature = "sqlite")]
 
-use std::sync::{Arc, Mutex};
+#[path = "common/capture.rs"]
+mod capture;
 
 use session_db::DbSessionStore;
 use session_db::diesel::SqliteConnection;
 use session_db::diesel::r2d2::{ConnectionManager, Pool};
 use session_db::{SqlitePool, SqliteTuning};
 
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A pool without [`SqliteTuning`] leaves the database in rollback-journal
 /// mode, where session reads and writes block each other: building a store
 /// on it says so, and how to fix it; on a tuned pool it says nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_on_a_pool_not_in_wal_mode_warns_how_to_tune_it() {
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let writer = Arc::clone(&logs);
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || Capture(Arc::clone(&writer)))
-        .init();
+    let logs = capture::capture_logs(tracing::Level::WARN);
     let logged = || String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
 
     let dir = tempfile::tempdir().unwrap();
