@@ -737,11 +737,16 @@ impl Inner {
                 .done()
         };
         let reply = self.eval(&self.scripts.save, command).await?;
-        let (outcome, unbound) = Outcome::parse_write(&reply)?;
+        self.written(&reply, write.key, write.now_ms).await
+    }
+
+    /// The outcome of a save or rotation script's `reply`. Where the write
+    /// ended an owner link (the session rebound or unbound, or `key` the
+    /// old key of a rotation), that owner's index no longer names `key`.
+    async fn written(&self, reply: &Value, key: StorageKey, now: i64) -> Result<Outcome> {
+        let (outcome, unbound) = Outcome::parse_write(reply)?;
         if let Some((owner, deadline)) = unbound {
-            // Rebound or unbound: the former owner's index need not name it.
-            self.forget(&owner, &[(write.key, deadline)], write.now_ms)
-                .await;
+            self.forget(&owner, &[(key, deadline)], now).await;
         }
         Ok(outcome)
     }
@@ -767,13 +772,7 @@ impl Inner {
                 .done()
         };
         let reply = self.eval(&self.scripts.rotate, command).await?;
-        let (outcome, unbound) = Outcome::parse_write(&reply)?;
-        if let Some((owner, deadline)) = unbound {
-            // The old key is gone: its owner's index need not name it.
-            self.forget(&owner, &[(rotation.old_key, deadline)], write.now_ms)
-                .await;
-        }
-        Ok(outcome)
+        self.written(&reply, rotation.old_key, write.now_ms).await
     }
 
     /// Perform `op`'s write: a save, a rotation of a stored session, or the
