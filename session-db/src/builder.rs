@@ -615,8 +615,7 @@ impl DbSessionStoreBuilder {
 /// Open one connection to `target` directly and close it again, waiting at
 /// most `timeout`: [`DbError::Connect`] with the driver's reason (secrets
 /// redacted) if that fails or takes longer. A SQLite file connection also
-/// gets the pool's [`SqliteTuning`], so a file that is not a database fails
-/// here too. In-memory SQLite databases are not probed (nothing can fail,
+/// reads the schema, so a file that is not a database fails here too. In-memory SQLite databases are not probed (nothing can fail,
 /// and a probe of a named shared one would be a second connection to it).
 ///
 /// The attempt runs on a thread of its own: a server that accepts the TCP
@@ -628,15 +627,21 @@ fn probe(target: &Target, timeout: Duration, secrets: &Secrets) -> Result<(), Db
     let attempt: Attempt = match target {
         #[cfg(feature = "sqlite")]
         Target::SqliteFile(path) => {
-            let (path, tuning) = (path.clone(), SqliteTuning::new(timeout));
+            let path = path.clone();
+            let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
             Box::new(move || {
                 use diesel::Connection;
-                use diesel::r2d2::CustomizeConnection;
+                use diesel::connection::SimpleConnection;
                 let mut conn = diesel::SqliteConnection::establish(&path)
                     .map_err(|e| sqlite_open_failure(&path, &e.to_string()))?;
-                tuning
-                    .on_acquire(&mut conn)
-                    .map_err(|e| sqlite_open_failure(&path, &e.to_string()))
+                // Reading the schema fails on a file that is not a database.
+                // Only a read, waiting for locks: the journal-mode switch is
+                // the pool's (r2d2 retries it while another process's first
+                // start holds the file).
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {ms}; SELECT count(*) FROM sqlite_master;"
+                ))
+                .map_err(|e| sqlite_open_failure(&path, &e.to_string()))
             })
         }
         #[cfg(feature = "postgres")]
