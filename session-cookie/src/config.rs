@@ -21,6 +21,45 @@ const MAX_ATTRIBUTE_LEN: usize = 1024;
 
 const SECURE_PREFIX: &str = "__Secure-";
 const HOST_PREFIX: &str = "__Host-";
+const HTTP_PREFIX: &str = "__Http-";
+const HOST_HTTP_PREFIX: &str = "__Host-Http-";
+
+/// The cookie-name prefixes browsers enforce, most specific first (a
+/// `__Host-Http-` name also starts with `__Host-`), with their rules.
+const PREFIXES: [Prefix; 4] = [
+    Prefix {
+        name: HOST_HTTP_PREFIX,
+        host: true,
+        http_only: true,
+    },
+    Prefix {
+        name: HOST_PREFIX,
+        host: true,
+        http_only: false,
+    },
+    Prefix {
+        name: SECURE_PREFIX,
+        host: false,
+        http_only: false,
+    },
+    Prefix {
+        name: HTTP_PREFIX,
+        host: false,
+        http_only: true,
+    },
+];
+
+/// An RFC 6265bis cookie-name prefix and what it requires beyond `Secure`,
+/// which every prefix requires.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prefix {
+    /// As the RFC spells it.
+    pub(crate) name: &'static str,
+    /// `Path=/` and no `Domain` (the `__Host-` rules).
+    host: bool,
+    /// `HttpOnly`.
+    http_only: bool,
+}
 
 /// The `SameSite` attribute: when the browser sends the cookie on cross-site
 /// requests.
@@ -93,9 +132,15 @@ impl std::fmt::Display for SameSite {
 ///
 /// * the name is a non-empty token (RFC 9110) of at most [`MAX_NAME_LEN`]
 ///   bytes;
-/// * a name starting with `__Secure-` requires `Secure`; one starting with
-///   `__Host-` requires `Secure`, `Path=/` and no `Domain` (RFC 6265bis
-///   §4.1.3; the prefixes are matched case-insensitively, as browsers do);
+/// * the name prefixes of RFC 6265bis §4.1.3, matched case-insensitively as
+///   browsers do: a name starting with `__Secure-` requires `Secure`; with
+///   `__Host-`, `Secure`, `Path=/` and no `Domain`; with `__Http-`, `Secure`
+///   and `HttpOnly`; with `__Host-Http-`, all of these (`Secure`,
+///   `HttpOnly`, `Path=/`, no `Domain`). (`__Http-` and `__Host-Http-` are
+///   from recent drafts of RFC 6265bis: a browser that enforces them also
+///   refuses such a cookie from a script, so it can only have come from the
+///   server; one that does not know them treats them as ordinary names, so
+///   the cookie works there too);
 /// * `SameSite=None` and `Partitioned` each require `Secure`;
 /// * `Path` starts with `/`; `Path` and `Domain` are at most 1024 bytes and
 ///   contain no `;`, whitespace or control characters (percent-encode a
@@ -113,8 +158,10 @@ impl std::fmt::Display for SameSite {
 /// cookie), and whether it domain-matches the host the response comes
 /// from (browsers ignore a cookie whose `Domain` does not).
 ///
-/// The `__Host-` prefix is the strongest choice: the cookie is then bound to
+/// The `__Host-` prefix is the strong choice: the cookie is then bound to
 /// exactly this host over HTTPS and cannot be planted by a sibling subdomain.
+/// `__Host-Http-` adds that no script of the page can have planted it either,
+/// where browsers enforce it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -449,8 +496,9 @@ pub struct CookieConfigBuilder {
 
 impl CookieConfigBuilder {
     /// Whether to set `Secure` (default: **on**). Turn it off only for local
-    /// development over plain HTTP; it cannot be turned off for `__Secure-`
-    /// and `__Host-` names, `SameSite=None` or `Partitioned`.
+    /// development over plain HTTP; it cannot be turned off for prefixed
+    /// names (`__Secure-`, `__Host-`, `__Http-`, `__Host-Http-`),
+    /// `SameSite=None` or `Partitioned`.
     ///
     /// ```
     /// use session_cookie::CookieConfig;
@@ -466,7 +514,8 @@ impl CookieConfigBuilder {
     }
 
     /// Whether to set `HttpOnly` (default: on), which hides the cookie from
-    /// JavaScript. There is rarely a reason to turn it off for a session ID.
+    /// JavaScript. There is rarely a reason to turn it off for a session ID,
+    /// and it cannot be turned off for `__Http-` and `__Host-Http-` names.
     ///
     /// ```
     /// use session_cookie::CookieConfig;
@@ -475,6 +524,7 @@ impl CookieConfigBuilder {
     /// assert!(!config.set_cookie_header(&session_core::SessionId::generate()?)
     ///     .to_str()?
     ///     .contains("HttpOnly"));
+    /// assert!(CookieConfig::builder("__Host-Http-sid").http_only(false).build().is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn http_only(mut self, http_only: bool) -> Self {
@@ -615,17 +665,23 @@ impl CookieConfigBuilder {
         if config.max_age.is_some_and(|d| d.as_secs() == 0) {
             return Err(CookieConfigError::MaxAgeTooShort);
         }
-        match name_prefix(&config.name) {
-            Some(prefix) if !config.secure => {
-                return Err(CookieConfigError::PrefixRequiresSecure { prefix });
+        if let Some(prefix) = name_prefix(&config.name) {
+            if !config.secure {
+                return Err(CookieConfigError::PrefixRequiresSecure {
+                    prefix: prefix.name,
+                });
             }
-            Some(HOST_PREFIX) if config.path != "/" => {
+            if prefix.http_only && !config.http_only {
+                return Err(CookieConfigError::PrefixRequiresHttpOnly {
+                    prefix: prefix.name,
+                });
+            }
+            if prefix.host && config.path != "/" {
                 return Err(CookieConfigError::HostPrefixRequiresRootPath);
             }
-            Some(HOST_PREFIX) if config.domain.is_some() => {
+            if prefix.host && config.domain.is_some() {
                 return Err(CookieConfigError::HostPrefixForbidsDomain);
             }
-            _ => {}
         }
         if config.same_site == SameSite::None && !config.secure {
             return Err(CookieConfigError::SameSiteNoneRequiresSecure);
@@ -660,13 +716,13 @@ pub(crate) fn check_name(name: &str) -> Result<(), CookieConfigError> {
     Ok(())
 }
 
-/// The RFC 6265bis cookie-name prefix `name` starts with, matched
-/// case-insensitively as browsers do, spelled as the RFC does.
-pub(crate) fn name_prefix(name: &str) -> Option<&'static str> {
-    [SECURE_PREFIX, HOST_PREFIX].into_iter().find(|prefix| {
+/// The RFC 6265bis cookie-name prefix `name` starts with (the most specific
+/// one), matched case-insensitively as browsers do.
+pub(crate) fn name_prefix(name: &str) -> Option<Prefix> {
+    PREFIXES.into_iter().find(|prefix| {
         name.as_bytes()
-            .get(..prefix.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+            .get(..prefix.name.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix.name.as_bytes()))
     })
 }
 
@@ -933,6 +989,106 @@ mod tests {
         assert!(
             CookieConfig::builder("__Secure")
                 .secure(false)
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn http_prefix_requires_secure_and_http_only() {
+        assert_eq!(
+            CookieConfig::builder("__Http-sid").secure(false).build(),
+            Err(CookieConfigError::PrefixRequiresSecure { prefix: "__Http-" })
+        );
+        assert_eq!(
+            CookieConfig::builder("__Http-sid").http_only(false).build(),
+            Err(CookieConfigError::PrefixRequiresHttpOnly { prefix: "__Http-" })
+        );
+        // No `__Host-` rules: any path, a Domain.
+        let ok = CookieConfig::builder("__Http-sid")
+            .path("/app")
+            .domain("example.com")
+            .build()
+            .unwrap();
+        let cookie = parsed(&ok.set_cookie(&id()));
+        assert_eq!(cookie.secure(), Some(true));
+        assert_eq!(cookie.http_only(), Some(true));
+        // The other prefixes do not require HttpOnly.
+        for name in ["__Secure-sid", "__Host-sid"] {
+            assert!(
+                CookieConfig::builder(name).http_only(false).build().is_ok(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_http_prefix_requires_the_host_rules_and_http_only() {
+        assert_eq!(
+            CookieConfig::builder("__Host-Http-sid")
+                .secure(false)
+                .build(),
+            Err(CookieConfigError::PrefixRequiresSecure {
+                prefix: "__Host-Http-"
+            })
+        );
+        assert_eq!(
+            CookieConfig::builder("__Host-Http-sid")
+                .http_only(false)
+                .build(),
+            Err(CookieConfigError::PrefixRequiresHttpOnly {
+                prefix: "__Host-Http-"
+            })
+        );
+        assert_eq!(
+            CookieConfig::builder("__Host-Http-sid")
+                .path("/app")
+                .build(),
+            Err(CookieConfigError::HostPrefixRequiresRootPath)
+        );
+        assert_eq!(
+            CookieConfig::builder("__Host-Http-sid")
+                .domain("example.com")
+                .build(),
+            Err(CookieConfigError::HostPrefixForbidsDomain)
+        );
+        let ok = CookieConfig::new("__Host-Http-sid").unwrap();
+        let cookie = parsed(&ok.set_cookie(&id()));
+        assert_eq!(cookie.secure(), Some(true));
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(cookie.path(), Some("/"));
+        assert_eq!(cookie.domain(), None);
+    }
+
+    #[test]
+    fn http_prefixes_are_matched_case_insensitively_and_only_whole() {
+        assert_eq!(
+            CookieConfig::builder("__http-sid").http_only(false).build(),
+            Err(CookieConfigError::PrefixRequiresHttpOnly { prefix: "__Http-" })
+        );
+        assert_eq!(
+            CookieConfig::builder("__HOST-HTTP-sid")
+                .http_only(false)
+                .build(),
+            Err(CookieConfigError::PrefixRequiresHttpOnly {
+                prefix: "__Host-Http-"
+            })
+        );
+        assert_eq!(
+            CookieConfig::builder("__host-http-sid").path("/x").build(),
+            Err(CookieConfigError::HostPrefixRequiresRootPath)
+        );
+        // Without the dash, "Http" is part of the name: only `__Host-` applies.
+        assert!(
+            CookieConfig::builder("__Host-Httpsid")
+                .http_only(false)
+                .build()
+                .is_ok()
+        );
+        assert!(
+            CookieConfig::builder("__Http")
+                .secure(false)
+                .http_only(false)
                 .build()
                 .is_ok()
         );

@@ -54,8 +54,9 @@ pub enum CookieConfigError {
         max: usize,
     },
 
-    /// A `__Secure-` or `__Host-` name was configured without the `Secure`
-    /// attribute; browsers ignore such cookies (RFC 6265bis §4.1.3).
+    /// A name with a prefix (`__Secure-`, `__Host-`, `__Http-`,
+    /// `__Host-Http-`) was configured without the `Secure` attribute;
+    /// browsers ignore such cookies (RFC 6265bis §4.1.3).
     #[error(
         "a cookie whose name starts with {prefix:?} must be Secure; remove `.secure(false)` or choose a name without the prefix"
     )]
@@ -64,17 +65,28 @@ pub enum CookieConfigError {
         prefix: &'static str,
     },
 
-    /// A `__Host-` name was configured with a path other than `/`; browsers
-    /// ignore such cookies (RFC 6265bis §4.1.3.2).
+    /// An `__Http-` or `__Host-Http-` name was configured without the
+    /// `HttpOnly` attribute; browsers that know these prefixes ignore such
+    /// cookies (recent drafts of RFC 6265bis, §4.1.3).
     #[error(
-        "a cookie whose name starts with \"__Host-\" must have Path=/; remove `.path(..)` or use the \"__Secure-\" prefix instead"
+        "a cookie whose name starts with {prefix:?} must be HttpOnly; remove `.http_only(false)` or choose a name without the prefix"
+    )]
+    PrefixRequiresHttpOnly {
+        /// The prefix found in the name (as the RFC spells it).
+        prefix: &'static str,
+    },
+
+    /// A `__Host-` (or `__Host-Http-`) name was configured with a path other
+    /// than `/`; browsers ignore such cookies (RFC 6265bis §4.1.3.2).
+    #[error(
+        "a cookie whose name starts with \"__Host-\" must have Path=/; remove `.path(..)` or use the \"__Secure-\" (or \"__Http-\") prefix instead"
     )]
     HostPrefixRequiresRootPath,
 
-    /// A `__Host-` name was configured with a `Domain`; browsers ignore such
-    /// cookies (RFC 6265bis §4.1.3.2).
+    /// A `__Host-` (or `__Host-Http-`) name was configured with a `Domain`;
+    /// browsers ignore such cookies (RFC 6265bis §4.1.3.2).
     #[error(
-        "a cookie whose name starts with \"__Host-\" must not have a Domain; remove `.domain(..)` or use the \"__Secure-\" prefix instead"
+        "a cookie whose name starts with \"__Host-\" must not have a Domain; remove `.domain(..)` or use the \"__Secure-\" (or \"__Http-\") prefix instead"
     )]
     HostPrefixForbidsDomain,
 

@@ -44,10 +44,11 @@
 //!
 //! * [`CookieConfig`] is the recommended, **secure-by-default** path:
 //!   `Secure`, `HttpOnly`, `SameSite=Lax` and `Path=/` unless you say
-//!   otherwise, the `__Host-` / `__Secure-` name prefixes, `Domain`,
-//!   `Max-Age` or a browser-session cookie, and `Partitioned` (CHIPS). The
-//!   rules browsers apply to these are checked once when it is built (name,
-//!   prefixes, `Secure` requirements, `Path` and `Domain` syntax, IP
+//!   otherwise, the `__Host-`, `__Secure-`, `__Http-` and `__Host-Http-`
+//!   name prefixes, `Domain`, `Max-Age` or a browser-session cookie, and
+//!   `Partitioned` (CHIPS). The rules browsers apply to these are checked
+//!   once when it is built (name, prefixes, `Secure` and `HttpOnly`
+//!   requirements, `Path` and `Domain` syntax, IP
 //!   addresses and single-label domains), so an invalid combination is a
 //!   [`CookieConfigError`] at start-up, not a malformed or silently ignored
 //!   header later. Two things need knowledge this crate does not have and
@@ -120,9 +121,10 @@ pub use parse::{MAX_CANDIDATES, MAX_COOKIE_PAIRS};
 /// served over HTTPS use [`CookieConfig`], which is secure by default.
 ///
 /// If `name` is not a valid cookie name (an RFC 9110 token), or starts with
-/// `__Secure-` or `__Host-` (prefixes that require `Secure`, so browsers would
-/// drop the cookie), the result is an **empty string**, which sets no cookie,
-/// rather than a header that browsers misread or ignore. [`CookieConfig`]
+/// `__Secure-`, `__Host-`, `__Http-` or `__Host-Http-` (in any case:
+/// prefixes that require `Secure`, so browsers would drop the cookie), the
+/// result is an **empty string**, which sets no cookie, rather than a header
+/// that browsers misread or ignore. [`CookieConfig`]
 /// reports such a name as an error instead.
 ///
 /// ```
@@ -153,7 +155,7 @@ pub fn session_cookie(id: &SessionId, name: &str, max_age_secs: u64) -> String {
 /// for old clients.
 ///
 /// Like [`session_cookie`], it returns an empty string if `name` is not a
-/// valid cookie name or has a `__Secure-` / `__Host-` prefix.
+/// valid cookie name or has one of those prefixes.
 ///
 /// ```
 /// use session_cookie::destroy_cookie;
@@ -365,6 +367,8 @@ mod tests {
             "sid\r\nX: y",
             "__Host-sid",
             "__secure-sid",
+            "__Http-sid",
+            "__host-http-sid",
         ] {
             assert_eq!(session_cookie(&id, name, 60), "", "{name:?}");
             assert_eq!(destroy_cookie(name), "", "{name:?}");

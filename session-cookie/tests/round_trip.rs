@@ -56,7 +56,13 @@ fn seed_session_cookie_round_trips() {
 fn every_config_combination_round_trips() {
     let id = SessionId::generate().unwrap();
     let mut built = 0;
-    for name in ["sid", "__Secure-sid", "__Host-sid"] {
+    for name in [
+        "sid",
+        "__Secure-sid",
+        "__Host-sid",
+        "__Http-sid",
+        "__Host-Http-sid",
+    ] {
         for secure in [true, false] {
             for same_site in [SameSite::Strict, SameSite::Lax, SameSite::None] {
                 for (path, domain) in [("/", None), ("/app", Some("example.com"))] {
@@ -135,7 +141,11 @@ fn every_config_combination_round_trips() {
         }
     }
     // "sid": all 24 secure variants, and the 8 insecure ones without
-    // SameSite=None or Partitioned; "__Secure-sid": the 24 secure ones;
-    // "__Host-sid": the 12 secure ones with Path=/ and no Domain.
-    assert_eq!(built, 3 * 2 * 2 * 2 + 2 * 2 * 2 + 3 * 2 * 2 * 2 + 3 * 2 * 2);
+    // SameSite=None or Partitioned; "__Secure-sid" and "__Http-sid" (always
+    // HttpOnly here): the 24 secure ones each; "__Host-sid" and
+    // "__Host-Http-sid": the 12 secure ones with Path=/ and no Domain each.
+    assert_eq!(
+        built,
+        3 * 2 * 2 * 2 + 2 * 2 * 2 + 2 * (3 * 2 * 2 * 2) + 2 * (3 * 2 * 2)
+    );
 }
