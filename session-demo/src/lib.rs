@@ -43,9 +43,13 @@
 //! Cross-site request forgery: `SameSite=Lax` keeps the cookie off
 //! cross-site posts, but that does not stop *login* CSRF (a login needs no
 //! cookie) nor posts from sibling subdomains. So every state-changing
-//! request whose `Sec-Fetch-Site` is `cross-site` or `same-site`, or whose
-//! `Origin` does not match its `Host`, is refused with `403` before it
-//! reaches the session. (Behind a reverse proxy, forward `Host`.)
+//! request whose `Sec-Fetch-Site` is `cross-site` or `same-site` is refused
+//! with `403` before it reaches the session; so is one from a browser
+//! without `Sec-Fetch-Site` whose `Origin` (or, lacking that, `Referer`)
+//! is not this site's origin: the scheme (`http`, or what
+//! `X-Forwarded-Proto` says), the `Host` and its port. Behind a
+//! TLS-terminating reverse proxy, forward `Host` and set
+//! `X-Forwarded-Proto: https`.
 //!
 //! The counter is kept with `Session::update`; the number a page shows is
 //! that request's own count, so it says "at least": views counted at the

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Form;
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::uri::Authority;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -360,12 +361,22 @@ pub(crate) async fn end_corrupt_session(
 /// alone does not stop them: a cross-site form post carries no cookie, but a
 /// login needs none, and sibling subdomains are "same-site".
 ///
-/// Refused (`403`): `Sec-Fetch-Site` other than `same-origin` or `none`
-/// (`cross-site`, and `same-site` too, since another subdomain of the site
-/// may be run by someone else and this site's forms only ever post to
-/// itself), or an `Origin` header that does not match `Host`. Clients that
-/// send neither header (curl, very old browsers) are not browsers an attacker
-/// can drive and pass. Behind a reverse proxy, forward the `Host` header.
+/// The browser's own word comes first: with `Sec-Fetch-Site` (every current
+/// browser sends it), `same-origin` and `none` pass and anything else is
+/// refused (`cross-site`, and `same-site` too, since another subdomain of
+/// the site may be run by someone else and this site's forms only ever post
+/// to itself). Without it, the request's origin must be this site's: the
+/// `Origin` header, or else the `Referer`'s scheme, host and port, compared
+/// with the scheme this site is served over and its `Host` (default ports
+/// made explicit). An opaque `Origin` (`null`) is refused. Clients that send
+/// none of these headers (curl, very old browsers) are not browsers an
+/// attacker can drive and pass.
+///
+/// This site speaks plain HTTP; behind a TLS-terminating reverse proxy,
+/// forward the `Host` header and set `X-Forwarded-Proto: https`, or
+/// browsers without `Sec-Fetch-Site` are refused. (A page cannot make a
+/// browser add that header to a cross-site form post, so trusting it here
+/// lets no attacker in.)
 pub(crate) async fn reject_cross_site(request: Request, next: Next) -> Response {
     if matches!(
         *request.method(),
@@ -391,25 +402,79 @@ pub(crate) async fn reject_cross_site(request: Request, next: Next) -> Response 
 /// Why a request looks cross-site, if it does.
 fn cross_site(headers: &HeaderMap, uri: &Uri) -> Option<&'static str> {
     match headers.get("sec-fetch-site").map(HeaderValue::as_bytes) {
-        None | Some(b"same-origin" | b"none") => {}
+        None => {}
+        Some(b"same-origin" | b"none") => return None,
         Some(b"cross-site") => return Some("Sec-Fetch-Site: cross-site"),
         Some(b"same-site") => return Some("Sec-Fetch-Site: same-site (another subdomain)"),
         Some(_) => return Some("an unknown Sec-Fetch-Site value"),
     }
-    let origin = headers.get(header::ORIGIN)?;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()));
-    // `Origin: scheme://host[:port]`, or `null` for an opaque origin.
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, authority)| authority);
-    match (origin_host, host) {
-        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => None,
-        _ => Some("Origin does not match Host"),
+    let (claimed, reason) = if let Some(origin) = headers.get(header::ORIGIN) {
+        // `scheme://host[:port]`, or `null` for an opaque origin.
+        (origin, "Origin is not this site")
+    } else if let Some(referer) = headers.get(header::REFERER) {
+        (referer, "Referer is not this site")
+    } else {
+        return None;
+    };
+    let claimed = claimed.to_str().ok().and_then(SiteOrigin::of_url);
+    match (claimed, SiteOrigin::of_request(headers, uri)) {
+        (Some(claimed), Some(ours)) if claimed == ours => None,
+        _ => Some(reason),
+    }
+}
+
+/// An origin as the cross-site check compares it: scheme and host in lower
+/// case, and the port, the scheme's default when none is written.
+#[derive(Debug, PartialEq, Eq)]
+struct SiteOrigin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl SiteOrigin {
+    /// The origin of a URL (an `Origin` or `Referer` value): its scheme and
+    /// authority; any path, query or fragment is ignored. `None` for
+    /// `null` and anything else that is not `scheme://authority…`.
+    fn of_url(url: &str) -> Option<Self> {
+        let (scheme, rest) = url.split_once("://")?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        Self::new(scheme, &rest[..end])
+    }
+
+    /// This site's origin as the request reached it: the scheme a proxy
+    /// reports in `X-Forwarded-Proto` (its first element), or else `http`,
+    /// which is what this server speaks; and the `Host` header (or the
+    /// request target's authority).
+    fn of_request(headers: &HeaderMap, uri: &Uri) -> Option<Self> {
+        let scheme = match headers.get("x-forwarded-proto") {
+            Some(proto) => proto.to_str().ok()?.split(',').next()?.trim(),
+            None => "http",
+        };
+        let host = match headers.get(header::HOST) {
+            Some(host) => host.to_str().ok()?,
+            None => uri.authority()?.as_str(),
+        };
+        Self::new(scheme, host)
+    }
+
+    fn new(scheme: &str, authority: &str) -> Option<Self> {
+        let scheme = scheme.to_ascii_lowercase();
+        let authority: Authority = authority.parse().ok()?;
+        if authority.as_str().contains('@') {
+            return None; // no origin carries user information
+        }
+        let port = match (authority.port_u16(), scheme.as_str()) {
+            (Some(port), _) => port,
+            (None, "http") => 80,
+            (None, "https") => 443,
+            (None, _) => return None,
+        };
+        Some(Self {
+            scheme,
+            host: authority.host().to_ascii_lowercase(),
+            port,
+        })
     }
 }
 

@@ -420,6 +420,139 @@ async fn sibling_subdomains_and_foreign_origins_are_refused_too() {
     assert_eq!(store.len().await.unwrap(), 0);
 }
 
+/// POST /login with `headers`: the status.
+async fn login_with(app: &Router, headers: &[(&str, &str)]) -> StatusCode {
+    send_with(
+        app,
+        "POST",
+        "/login",
+        None,
+        "username=ann&password=demo",
+        headers,
+    )
+    .await
+    .status
+}
+
+#[tokio::test]
+async fn another_scheme_is_another_origin() {
+    let (app, store) = memory_app();
+    for headers in [
+        // The site is served over HTTPS (a proxy says so); a page on its
+        // plain-HTTP twin (which anyone on the network can forge) posts.
+        &[
+            ("host", "demo.test"),
+            ("x-forwarded-proto", "https"),
+            ("origin", "http://demo.test"),
+        ][..],
+        // The reverse: the site is plain HTTP, the page claims HTTPS.
+        &[("host", "demo.test"), ("origin", "https://demo.test")],
+        // The same with only a Referer to tell.
+        &[
+            ("host", "demo.test"),
+            ("x-forwarded-proto", "https"),
+            ("referer", "http://demo.test/"),
+        ],
+        // A scheme that is no web origin at all.
+        &[("host", "demo.test"), ("origin", "ftp://demo.test")],
+        // Another IPv6 address.
+        &[("host", "[::1]:3000"), ("origin", "http://[::2]:3000")],
+    ] {
+        assert_eq!(
+            login_with(&app, headers).await,
+            StatusCode::FORBIDDEN,
+            "{headers:?}"
+        );
+    }
+    assert_eq!(store.len().await.unwrap(), 0);
+
+    for headers in [
+        &[
+            ("host", "demo.test"),
+            ("x-forwarded-proto", "https"),
+            ("origin", "https://demo.test"),
+        ][..],
+        // Case, and a default port written out on one side only.
+        &[
+            ("host", "Demo.Test:443"),
+            ("x-forwarded-proto", "HTTPS"),
+            ("origin", "https://demo.test"),
+        ],
+        &[("host", "demo.test"), ("origin", "http://demo.test:80")],
+        // A site reached by its IPv6 address.
+        &[("host", "[::1]:3000"), ("origin", "http://[::1]:3000")],
+        // Proxies that append their own hop: the first element is the client's.
+        &[
+            ("host", "demo.test"),
+            ("x-forwarded-proto", "https, http"),
+            ("origin", "https://demo.test"),
+        ],
+    ] {
+        assert_eq!(
+            login_with(&app, headers).await,
+            StatusCode::SEE_OTHER,
+            "{headers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_origin_the_referer_tells() {
+    let (app, store) = memory_app();
+    for referer in [
+        "https://evil.example/page",
+        "http://demo.test:8080/",
+        "http://evil.example/?next=http://demo.test/",
+        "http://user@demo.test/",
+        "/relative",
+        "not a url",
+    ] {
+        let headers = [("host", "demo.test"), ("referer", referer)];
+        assert_eq!(
+            login_with(&app, &headers).await,
+            StatusCode::FORBIDDEN,
+            "{referer}"
+        );
+    }
+    assert_eq!(store.len().await.unwrap(), 0);
+    for referer in ["http://demo.test/", "http://DEMO.test/sessions?x=1#top"] {
+        let headers = [("host", "demo.test"), ("referer", referer)];
+        assert_eq!(
+            login_with(&app, &headers).await,
+            StatusCode::SEE_OTHER,
+            "{referer}"
+        );
+    }
+    // An Origin, when there is one, decides: a same-site Referer cannot
+    // vouch for a foreign Origin.
+    let headers = [
+        ("host", "demo.test"),
+        ("origin", "https://evil.example"),
+        ("referer", "http://demo.test/"),
+    ];
+    assert_eq!(login_with(&app, &headers).await, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn fetch_metadata_is_the_browsers_word() {
+    let (app, _store) = memory_app();
+    // A proxy that forwards neither Host nor the scheme: the browser still
+    // says the post came from the site's own page, and it knows.
+    let headers = [
+        ("host", "127.0.0.1:3000"),
+        ("origin", "https://demo.example"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    assert_eq!(login_with(&app, &headers).await, StatusCode::SEE_OTHER);
+    // And when it says cross-site, a matching Origin does not overrule it.
+    let headers = [
+        ("host", "demo.test"),
+        ("origin", "http://demo.test"),
+        ("sec-fetch-site", "cross-site"),
+    ];
+    assert_eq!(login_with(&app, &headers).await, StatusCode::FORBIDDEN);
+}
+
 #[tokio::test]
 async fn same_origin_posts_and_cross_site_links_pass() {
     let (app, _store) = memory_app();
