@@ -25,7 +25,13 @@ pub const MAX_COOKIE_PAIRS: usize = 1024;
 /// IDs; the rest are ignored. A browser sends one per matching path and
 /// domain, so a handful at most. It also bounds the list
 /// [`session_ids_from_headers`](crate::session_ids_from_headers) returns, and
-/// so the store lookups a request can cause.
+/// so the store lookups a request can cause: a client that sends this many
+/// well-formed IDs naming no session costs this many lookups (each one
+/// hash and one keyed read) on every request that reads the session. Sixteen
+/// leaves room for one cookie per level of a deep path (a cookie once set
+/// without `Path` belongs to the directory of the page that set it) while
+/// keeping that cost a small constant; rate-limit anonymous traffic as for
+/// any page that reads the store.
 pub const MAX_CANDIDATES: usize = 16;
 
 /// The session ID in `headers` under cookie `name`; see

@@ -53,8 +53,11 @@
 //!    When the browser sends several cookies of that name (a stale one for
 //!    an old `Path` or a parent domain comes first), they are looked up in
 //!    order and the first live one is the session: one lookup for the usual
-//!    single cookie, one more per dead cookie before the live one. The layer
-//!    never tries to delete such a stale cookie (see 4.).
+//!    single cookie, one more per dead cookie before the live one, and
+//!    never more than [`session_cookie::MAX_CANDIDATES`] (16), whatever the
+//!    request carries (a client sending that many dead IDs costs that many
+//!    lookups per request that reads the session). The layer never tries to
+//!    delete such a stale cookie (see 4.).
 //! 2. **Saved only if changed, never on a 5xx.** When the handler is done,
 //!    a changed session is stored (after any status below 500); a response
 //!    with a server-error status stores (and touches) nothing.

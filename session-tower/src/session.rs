@@ -745,8 +745,9 @@ impl Session {
     /// the sessions named by those not yet looked up are destroyed too (the
     /// first live one is the session; without this, a later live one would
     /// become the session of the next request, which would still be signed
-    /// in). That costs one store call each; the usual single cookie costs
-    /// one. The removal cookie can only address the cookie the
+    /// in). That costs one store call each, at most
+    /// [`MAX_CANDIDATES`](session_cookie::MAX_CANDIDATES); the usual single
+    /// cookie costs one. The removal cookie can only address the cookie the
     /// [`CookieConfig`](session_cookie::CookieConfig) describes (its path
     /// and domain): stale cookies of the same name for other paths or
     /// domains stay in the browser, naming nothing, until they expire.
