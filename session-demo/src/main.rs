@@ -77,7 +77,8 @@ async fn run(options: Options) -> Result<(), String> {
     } else if options.secure_cookie {
         println!(
             "session-demo: note: the session cookie is Secure, so browsers send it over \
-             plain HTTP only to localhost/127.0.0.1; serve this through TLS or pass \
+             plain HTTP only to localhost/127.0.0.1; serve this through TLS (a reverse \
+             proxy that forwards Host and sets X-Forwarded-Proto: https) or pass \
              --insecure-cookie"
         );
     }
