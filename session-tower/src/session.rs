@@ -83,7 +83,8 @@ use crate::layer::Shared;
 ///
 /// Methods that may need to load the session return the store's
 /// [`Error`] when loading fails (the store is down, or the record is corrupt:
-/// [`Error::Codec`]); what to answer is the handler's choice.
+/// [`Error::Codec`], reported only when no other cookie of the request names
+/// a live session); what to answer is the handler's choice.
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<Inner>,
@@ -849,14 +850,31 @@ impl Session {
         }
         let mut found = None;
         let mut examined = 0;
+        // A corrupt record behind one cookie (say a stale one for an old
+        // path) must not hide a live session behind a later one: it is
+        // reported only if no cookie names a live session. A store that is
+        // down ends the search at once.
+        let mut corrupt = None;
         for id in &inner.cookie_ids {
             examined += 1;
-            let loaded = inner
+            let loaded = match inner
                 .shared
                 .store
                 .load(id)
                 .instrument(span("load", id.storage_key()))
-                .await?;
+                .await
+            {
+                Ok(loaded) => loaded,
+                Err(e @ Error::Codec(_)) => {
+                    tracing::debug!(
+                        key = %KeyPrefix(id.storage_key()),
+                        "the cookie names a corrupt record; trying the next one"
+                    );
+                    corrupt.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if loaded.is_some() {
                 found = loaded;
                 break;
@@ -865,6 +883,11 @@ impl Session {
                 key = %KeyPrefix(id.storage_key()),
                 "the cookie names no live session"
             );
+        }
+        if found.is_none()
+            && let Some(e) = corrupt
+        {
+            return Err(e);
         }
         let mut state = inner.state.lock().await;
         if matches!(state.slot, Slot::Unloaded) {

@@ -539,6 +539,34 @@ async fn a_dead_cookie_listed_first_does_not_hide_the_live_one() {
 }
 
 #[tokio::test]
+async fn a_corrupt_record_behind_an_earlier_cookie_does_not_hide_the_live_one() {
+    let app = TestApp::new();
+    let live = app.session_with("user", "ann").await;
+    let broken = app.session_with("user", "mallory").await;
+    app.store
+        .corrupt
+        .lock()
+        .unwrap()
+        .push(broken.parse().unwrap());
+
+    let both = format!("{COOKIE}={broken}; {COOKIE}={live}");
+    let reply = common::send_cookies(app.router.clone(), "GET", "/get/user", &[&both]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body, "ann");
+
+    // Logout then ends the live session (the one this request loaded), and
+    // the corrupt one stays for its own expiry.
+    let reply = common::send_cookies(app.router.clone(), "POST", "/logout", &[&both]).await;
+    assert_eq!(reply.body, "removed: true");
+    assert!(app.stored(&live).await.is_none());
+
+    // Alone, the corrupt record is the handler's to answer.
+    let reply = app.send("GET", "/get/user", Some(&broken)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert!(reply.body.contains("corrupt"), "{}", reply.body);
+}
+
+#[tokio::test]
 async fn a_single_cookie_or_a_live_first_one_costs_one_load() {
     let app = TestApp::new();
     let live = app.session_with("user", "ann").await;

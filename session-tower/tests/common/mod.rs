@@ -48,6 +48,8 @@ pub struct TestStore {
     /// Loads report a last activity of `i64::MIN` (a corrupt or foreign
     /// record's metadata).
     pub absurd_last_active: AtomicBool,
+    /// Loads of these IDs fail with `Error::Codec`, as for a corrupt record.
+    pub corrupt: std::sync::Mutex<Vec<SessionId>>,
 }
 
 impl TestStore {
@@ -70,6 +72,7 @@ impl TestStore {
             hold_loads: AtomicBool::new(false),
             load_gate,
             absurd_last_active: AtomicBool::new(false),
+            corrupt: std::sync::Mutex::default(),
         })
     }
 
@@ -123,6 +126,9 @@ impl SessionStore for TestStore {
             self.load_gate.pass().await;
         }
         self.loads.fetch_add(1, Ordering::SeqCst);
+        if self.corrupt.lock().expect("corrupt ids").contains(id) {
+            return Err(Error::Codec("the test record is corrupt".into()));
+        }
         let loaded = self.inner.load(id).await?;
         if self.absurd_last_active.load(Ordering::SeqCst) {
             return Ok(loaded.map(|s| {
