@@ -281,11 +281,18 @@ fn percent_decode(text: &str) -> String {
 /// itself, its password (as written and percent-decoded) and the pieces a
 /// driver could quote if it misread the password as another part of the URL,
 /// and the value of any `password` query parameter.
+///
+/// Those are replaced wherever they occur, except a password (or piece)
+/// shorter than [`MIN_PIECE`] characters: replacing every `a` of a message
+/// for the password `a` would garble it. Such a password is removed where a
+/// URL in the message carries it (its user information and `password`
+/// query parameters are blanked whatever the password), which is the only
+/// place a driver quotes a password of a URL that passed the checks above.
 #[derive(Clone, Default)]
 pub(crate) struct Secrets(Vec<String>);
 
-/// Pieces shorter than this are not redacted on their own: they would blank
-/// out ordinary words of the message.
+/// Secrets shorter than this (in characters) are not replaced on their own:
+/// they would blank out ordinary words, or letters, of the message.
 const MIN_PIECE: usize = 3;
 
 impl Secrets {
@@ -329,7 +336,7 @@ impl Secrets {
     /// Without empty strings and duplicates, longest first, so a piece never
     /// blanks out part of a longer secret that is then left half visible.
     fn normalized(mut self) -> Self {
-        self.0.retain(|s| !s.is_empty());
+        self.0.retain(|s| s.chars().count() >= MIN_PIECE);
         self.0.sort();
         self.0.dedup();
         self.0.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -349,7 +356,8 @@ impl Secrets {
         }
     }
 
-    /// `message` with every secret replaced by `***`.
+    /// `message` with every secret replaced by `***`, and the password of
+    /// any URL in it too.
     pub(crate) fn redact(&self, message: &str) -> String {
         let mut out = message.to_owned();
         for secret in &self.0 {
@@ -357,8 +365,75 @@ impl Secrets {
                 out = out.replace(secret.as_str(), "***");
             }
         }
-        out
+        if self.0.is_empty() {
+            // No URL of ours (an application's pool, a SQLite path).
+            return out;
+        }
+        redact_url_passwords(&out)
     }
+}
+
+/// `text` with the password of every `scheme://user:password@host` in it,
+/// and the value of every query parameter whose name contains `password`,
+/// replaced by `***`. A URL ends at white space or a quote.
+fn redact_url_passwords(text: &str) -> String {
+    let ends_url = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, url) = rest.split_at(at + 3);
+        out.push_str(before);
+        let len = url.find(ends_url).unwrap_or(url.len());
+        let (url, after) = url.split_at(len);
+        let authority_len = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let (authority, path) = url.split_at(authority_len);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                match userinfo.split_once(':') {
+                    Some((user, _password)) => {
+                        out.push_str(user);
+                        out.push_str(":***@");
+                    }
+                    None => {
+                        out.push_str(userinfo);
+                        out.push('@');
+                    }
+                }
+                out.push_str(host);
+            }
+            None => out.push_str(authority),
+        }
+        match path.split_once('?') {
+            Some((path, query)) => {
+                out.push_str(path);
+                out.push('?');
+                let (query, fragment) = match query.split_once('#') {
+                    Some((query, fragment)) => (query, Some(fragment)),
+                    None => (query, None),
+                };
+                for (i, param) in query.split('&').enumerate() {
+                    if i > 0 {
+                        out.push('&');
+                    }
+                    match param.split_once('=') {
+                        Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                            out.push_str(key);
+                            out.push_str("=***");
+                        }
+                        _ => out.push_str(param),
+                    }
+                }
+                if let Some(fragment) = fragment {
+                    out.push('#');
+                    out.push_str(fragment);
+                }
+            }
+            None => out.push_str(path),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Debug for Secrets {
@@ -585,6 +660,44 @@ mod tests {
         );
         assert!(
             !format!("{:?}", Secrets::from_url("postgres://a:hunter2@h/d")).contains("hunter2")
+        );
+    }
+
+    /// A password of one or two characters is no reason to blank out every
+    /// such letter of the driver's message; where a URL in the message
+    /// carries it, it is still removed.
+    #[test]
+    fn a_short_password_leaves_the_message_readable_and_is_removed_from_urls() {
+        let reason = "FATAL:  password authentication failed for user \"app\"";
+        for url in [
+            "postgres://app:a@127.0.0.1:5432/test",
+            "postgres://app:ap@127.0.0.1:5432/test",
+            "mysql://app:%61@127.0.0.1/test",
+            "postgres://127.0.0.1/test?user=app&password=a",
+        ] {
+            let secrets = Secrets::from_url(url);
+            assert_eq!(secrets.redact(reason), reason, "{url}");
+            // The URL as the driver was given it, or as another layer
+            // rewrote it: its password goes, the rest stays readable.
+            let rewritten = format!("could not connect to {}", url.replacen("://", "x://", 1));
+            let redacted = secrets.redact(&rewritten);
+            assert!(
+                redacted.contains("127.0.0.1") && redacted.contains("***"),
+                "{url}: {redacted}"
+            );
+            for leaked in [":a@", ":ap@", ":%61@", "password=a"] {
+                assert!(!redacted.contains(leaked), "{url}: {redacted}");
+            }
+        }
+        let secrets = Secrets::from_url("postgres://app:pw@db/test");
+        assert_eq!(
+            secrets.redact("at \"postgresql://app:pw@db/test?a=1&PGPASSWORD=pw#f\" and pw"),
+            "at \"postgresql://app:***@db/test?a=1&PGPASSWORD=***#f\" and pw"
+        );
+        assert_eq!(
+            secrets.redact("mysql://app@db/x and //app:pw@db"),
+            "mysql://app@db/x and //app:pw@db",
+            "only URLs are taken apart"
         );
     }
 }
