@@ -451,8 +451,15 @@ mod mysql {
 
     /// A named lock's name: `session_db:` and 32 hex digits of a hash that
     /// includes the database, because MySQL's lock names are server-wide.
-    fn lock_name(purpose: &str, scope: &str, parts: &[&str]) -> String {
-        let hash = lock_hash(purpose, scope, parts);
+    /// The database name is folded to lower case: where the server ignores
+    /// its case (`lower_case_table_names` 1 or 2: Windows and macOS by
+    /// default), `App` and `app` are one database, whose stores must share
+    /// their locks, or two processes could both pass the per-owner limit, or
+    /// both record the same migration (one failing to start). Where the case
+    /// counts, two databases whose names differ only in case merely share
+    /// their locks, which costs a wait at most.
+    pub(super) fn lock_name(purpose: &str, scope: &str, parts: &[&str]) -> String {
+        let hash = lock_hash(purpose, &scope.to_lowercase(), parts);
         let mut name = String::from("session_db:");
         for b in &hash[..16] {
             let _ = write!(name, "{b:02x}");
@@ -623,6 +630,31 @@ pub(crate) fn is_unique_violation(e: &diesel::result::Error) -> bool {
         e,
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+#[cfg(all(test, feature = "mysql"))]
+mod mysql_tests {
+    use super::mysql::lock_name;
+
+    /// A server that ignores the case of database names (Windows, macOS)
+    /// takes `App` and `app` for one database: stores connected through
+    /// either name must wait for each other's locks.
+    #[test]
+    fn lock_names_ignore_the_case_of_the_database_name() {
+        for purpose in ["owner lock", "migration lock"] {
+            assert_eq!(
+                lock_name(purpose, "App", &["sessions", "user:42"]),
+                lock_name(purpose, "app", &["sessions", "user:42"]),
+            );
+        }
+        assert_ne!(
+            lock_name("owner lock", "app", &["sessions", "user:42"]),
+            lock_name("owner lock", "other", &["sessions", "user:42"]),
+            "other databases do not wait"
+        );
+        let name = lock_name("owner lock", "Äpp", &["sessions", "user:42"]);
+        assert!(name.len() <= 64, "MySQL's limit for lock names: {name}");
+    }
 }
 
 #[cfg(all(test, feature = "postgres"))]

@@ -232,7 +232,9 @@
 //!   diesel caches prepared statements, which PgBouncer's transaction mode
 //!   supports only from version 1.21 with `max_prepared_statements` set.
 //! * MySQL/MariaDB: a named lock (`GET_LOCK`, 60 s) whose name includes the
-//!   database, so stores of other databases on the same server do not wait.
+//!   database (in lower case, so a server that ignores its case, per
+//!   `lower_case_table_names`, still serialises `App` with `app`), so stores
+//!   of other databases on the same server do not wait.
 //!   MySQL commits DDL implicitly; `IF NOT EXISTS` makes a repeat harmless.
 //! * SQLite: one `BEGIN IMMEDIATE` transaction.
 //!
