@@ -468,13 +468,17 @@
 //! Each operation runs in a `tracing` span named `session_db` with fields
 //! `op` (`load`, `save`, …) and `key`: the first 8 hex digits of the
 //! storage key, never the session ID. Backend failures are logged at `warn`.
-#![deny(missing_docs)]
-// The docs link to every database's types; with some features off, those
-// links have no target (docs.rs builds with all features).
+//!
+// The docs name every database's types; those of a database whose feature
+// is off do not exist, so their links lead to the feature flags instead
+// (docs.rs builds with all features).
 #![cfg_attr(
-    not(all(feature = "sqlite", feature = "postgres", feature = "mysql")),
-    allow(rustdoc::broken_intra_doc_links)
+    not(feature = "sqlite"),
+    doc = "[`SqlitePool`]: crate#feature-flags\n[`SqliteTuning`]: crate#feature-flags"
 )]
+#![cfg_attr(not(feature = "postgres"), doc = "[`PgPool`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "mysql"), doc = "[`MysqlPool`]: crate#feature-flags")]
+#![deny(missing_docs)]
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
 compile_error!(
