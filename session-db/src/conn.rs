@@ -30,16 +30,17 @@ pub(crate) trait Conn: Sized + 'static {
     /// rather than fail: SQLite takes the database's write lock up front
     /// (`BEGIN IMMEDIATE`, waiting up to `busy_timeout`); PostgreSQL and MySQL
     /// run `f`'s single statements as they are (row locks do the rest), and
-    /// run `f` once more if the server rolled a statement back to break a
+    /// run `f` again if the server rolled a statement back to break a
     /// deadlock (a key-changing rotation can deadlock with a revocation's
-    /// delete by owner), so `f` may run twice.
+    /// delete by owner, a login ending an owner's oldest session with a
+    /// purge), so `f` may run several times.
     fn write<T>(&mut self, f: impl FnMut(&mut Self) -> Result<T, OpError>) -> Result<T, OpError>;
 
     /// Run `f` in a transaction that holds `owner`'s lock, so that no other
     /// binding of a session to the same owner runs in between (the per-owner
     /// limit's count and the write are one step). Waiting longer than `wait`
-    /// for the lock fails with [`DbError::LockTimeout`]. `f` may run twice if
-    /// the database aborted the first run to break a deadlock.
+    /// for the lock fails with [`DbError::LockTimeout`]. `f` runs again if
+    /// the database aborted a run to break a deadlock.
     fn owner_locked<T>(
         &mut self,
         sql: &Statements,
@@ -187,6 +188,34 @@ where
             Err(rollback) => Err(rollback.into()),
         },
     }
+}
+
+/// How many times a write the server rolled back to break a deadlock is
+/// run again before its error is returned.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+const DEADLOCK_RERUNS: u32 = 3;
+
+/// Run `f`; if the server rolled it back to break a deadlock (`victim`
+/// says so; its transaction is gone, so running it again is safe), pause
+/// and run it again, up to [`DEADLOCK_RERUNS`] times. The pause lets the
+/// transaction it deadlocked with, which the rollback only woke, take the
+/// rows first: a rerun that raced it there would deadlock once more.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn rerun_deadlock_victims<C, T>(
+    c: &mut C,
+    victim: fn(&Result<T, OpError>) -> bool,
+    mut f: impl FnMut(&mut C) -> Result<T, OpError>,
+) -> Result<T, OpError> {
+    let mut result = f(c);
+    for _ in 0..DEADLOCK_RERUNS {
+        if !victim(&result) {
+            break;
+        }
+        tracing::debug!("a write was a deadlock victim; running it again");
+        std::thread::sleep(Duration::from_millis(10));
+        result = f(c);
+    }
+    result
 }
 
 #[cfg(feature = "sqlite")]
@@ -340,37 +369,24 @@ mod postgres {
         )
     }
 
-    /// Before a deadlock victim runs again: the transaction it deadlocked
-    /// with is only woken by the rollback and must still take the row, and
-    /// a rerun that raced it there would deadlock once more.
-    fn pause_after_deadlock() {
-        tracing::debug!("a write was a deadlock victim; running it again");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-
     impl Conn for PgConnection {
         shared_queries!();
 
         /// `f`'s statements as they are; if PostgreSQL chose one as a
         /// deadlock victim (a revocation's delete by owner against a login
-        /// that ends an owner's oldest sessions), `f` runs once more.
+        /// that ends an owner's oldest sessions), `f` runs again.
         fn write<T>(
             &mut self,
-            mut f: impl FnMut(&mut Self) -> Result<T, OpError>,
+            f: impl FnMut(&mut Self) -> Result<T, OpError>,
         ) -> Result<T, OpError> {
-            let result = f(self);
-            if is_deadlock(&result) {
-                pause_after_deadlock();
-                return f(self);
-            }
-            result
+            rerun_deadlock_victims(self, is_deadlock, f)
         }
 
         /// `pg_advisory_xact_lock` on a hash of table and owner (advisory
         /// locks are per database already), released when the transaction
         /// ends; waiting at most `wait` (a transaction-local `lock_timeout`).
         /// If PostgreSQL rolled the transaction back to break a deadlock, it
-        /// runs once more.
+        /// runs again.
         fn owner_locked<T>(
             &mut self,
             sql: &Statements,
@@ -382,18 +398,12 @@ mod postgres {
             let key = i64::from_be_bytes([
                 hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
             ]);
-            let mut run = |c: &mut Self| {
+            rerun_deadlock_victims(self, is_deadlock, |c| {
                 transaction_with(c, &begin_waiting(wait), |c| {
                     xact_lock(c, key, wait)?;
                     f(c)
                 })
-            };
-            let result = run(self);
-            if is_deadlock(&result) {
-                pause_after_deadlock();
-                return run(self);
-            }
-            result
+            })
         }
 
         fn insert(
@@ -515,21 +525,16 @@ mod mysql {
 
         fn write<T>(
             &mut self,
-            mut f: impl FnMut(&mut Self) -> Result<T, OpError>,
+            f: impl FnMut(&mut Self) -> Result<T, OpError>,
         ) -> Result<T, OpError> {
-            let result = f(self);
-            if is_deadlock(&result) {
-                tracing::debug!("a write was a deadlock victim; running it again");
-                return f(self);
-            }
-            result
+            rerun_deadlock_victims(self, is_deadlock, f)
         }
 
         /// A named lock (`GET_LOCK`) on a hash of database, table and owner,
         /// taken before the transaction starts (so its first read sees the
         /// previous holder's commit) and released after it ends. The
         /// transaction runs at READ COMMITTED. If InnoDB chose it as a
-        /// deadlock victim (it rolled it back), it runs once more.
+        /// deadlock victim (it rolled it back), it runs again.
         fn owner_locked<T>(
             &mut self,
             sql: &Statements,
@@ -542,11 +547,9 @@ mod mysql {
             if !get_lock(self, &name, wait, scope.fractional_wait)? {
                 return Err(DbError::LockTimeout(wait).into());
             }
-            let mut result = transaction_with(self, BEGIN_READ_COMMITTED, &mut f);
-            if is_deadlock(&result) {
-                tracing::debug!("a locked write was a deadlock victim; running it again");
-                result = transaction_with(self, BEGIN_READ_COMMITTED, &mut f);
-            }
+            let result = rerun_deadlock_victims(self, is_deadlock, |c| {
+                transaction_with(c, BEGIN_READ_COMMITTED, &mut f)
+            });
             release_lock(self, &name);
             result
         }
@@ -630,6 +633,63 @@ pub(crate) fn is_unique_violation(e: &diesel::result::Error) -> bool {
         e,
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+#[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
+mod rerun_tests {
+    use super::{DEADLOCK_RERUNS, rerun_deadlock_victims};
+    use crate::DbError;
+    use crate::error::OpError;
+
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    fn victim(result: &Result<(), OpError>) -> bool {
+        matches!(
+            result,
+            Err(OpError::Db(DbError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::SerializationFailure,
+                _
+            ))))
+        )
+    }
+
+    fn deadlock() -> Result<(), OpError> {
+        Err(DieselError::DatabaseError(
+            DatabaseErrorKind::SerializationFailure,
+            Box::new("Deadlock found when trying to get lock".to_owned()),
+        )
+        .into())
+    }
+
+    /// Under contention a rerun can meet another deadlock (a busy owner's
+    /// logins, revocations and purges): the write still goes through, as
+    /// long as it keeps being the victim only a few times.
+    #[test]
+    fn a_deadlock_victim_runs_again_until_it_goes_through() {
+        let mut runs = 0;
+        let result = rerun_deadlock_victims(&mut (), victim, |_| {
+            runs += 1;
+            if runs < 3 { deadlock() } else { Ok(()) }
+        });
+        assert!(result.is_ok(), "after {runs} runs: {result:?}");
+        assert_eq!(runs, 3);
+
+        let mut runs = 0;
+        let result = rerun_deadlock_victims(&mut (), victim, |_| {
+            runs += 1;
+            deadlock()
+        });
+        assert!(victim(&result), "the last error is returned");
+        assert_eq!(runs, 1 + DEADLOCK_RERUNS, "and the reruns are bounded");
+
+        let mut runs = 0;
+        let result = rerun_deadlock_victims(&mut (), victim, |_| {
+            runs += 1;
+            Err(DbError::Timeout(std::time::Duration::ZERO).into())
+        });
+        assert!(result.is_err());
+        assert_eq!(runs, 1, "other errors are not rerun");
+    }
 }
 
 #[cfg(all(test, feature = "mysql"))]

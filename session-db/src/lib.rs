@@ -310,14 +310,14 @@
 //! * PostgreSQL: `pg_advisory_xact_lock` on a 64-bit hash of table and owner
 //!   (advisory locks are per database), released at commit, with a
 //!   transaction-local `lock_timeout`; if PostgreSQL picks it as a deadlock
-//!   victim it is run once more;
+//!   victim it runs again;
 //! * MySQL/MariaDB: `GET_LOCK` on a name hashed from database, table and
 //!   owner (named locks are server-wide), taken before the transaction
 //!   begins (so its reads see the previous holder's commit) and released
 //!   after it ends. The transaction runs at READ COMMITTED, so the read that
 //!   tells a conflict from a deleted session sees a deletion that committed
-//!   while the write waited; if InnoDB picks it as a deadlock victim it is
-//!   run once more. Named locks are local to one server: on Galera or
+//!   while the write waited; if InnoDB picks it as a deadlock victim it runs
+//!   again. Named locks are local to one server: on Galera or
 //!   another multi-primary cluster, send all session writes to one node, or
 //!   the limit holds per node only;
 //! * SQLite: `BEGIN IMMEDIATE`, which serialises all writers anyway (waiting
@@ -342,7 +342,8 @@
 //! configured with the same limit. A PostgreSQL or MySQL write that the
 //! server rolls back to break a deadlock (a rotation's key change, or a
 //! login ending an owner's oldest sessions, against a revocation's delete by
-//! owner) runs once more rather than failing.
+//! owner or a purge) runs again after a 10 ms pause, up to three times,
+//! rather than failing.
 //!
 //! # Connection checks
 //!
