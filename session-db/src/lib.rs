@@ -77,7 +77,9 @@
 //! Schemes are case-insensitive. A server scheme without `//`
 //! (`postgresql:app`, `mysql:/root@db/app`) and a libpq `key=value`
 //! connection string (`host=db dbname=app`) are refused with
-//! [`DbError::InvalidUrl`] rather than taken for a SQLite file name. In a
+//! [`DbError::InvalidUrl`] rather than taken for a SQLite file name, and so
+//! is a MySQL URL without a database (MySQL would connect, then fail every
+//! statement with "No database selected"). In a
 //! server URL, percent-encode an `@`,
 //! `/`, `?`, `#` or `%` in the user name or password (`%40`, `%2F`, `%3F`,
 //! `%23`, `%25`): otherwise the drivers would take part of the password for

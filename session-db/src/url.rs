@@ -76,6 +76,14 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, DbError> {
             }
         };
         check_authority(rest)?;
+        if matches!(target, Target::Mysql(_)) && database_name(rest).is_empty() {
+            // MySQL would connect, and every statement then fail with "No
+            // database selected" (PostgreSQL defaults to the user's name).
+            return Err(DbError::InvalidUrl(
+                "a MySQL URL needs a database name after the host: \
+                 mysql://user:password@host:3306/database",
+            ));
+        }
         return Ok(target);
     }
     Ok(Target::SqliteFile(url.to_owned()))
@@ -235,6 +243,15 @@ fn check_authority(rest: &str) -> Result<(), DbError> {
         }
     }
     Ok(())
+}
+
+/// The database of a server URL (after `scheme://`): its path without the
+/// leading `/`, empty if it has none.
+fn database_name(rest: &str) -> &str {
+    let before_query = rest.split(['?', '#']).next().unwrap_or_default();
+    before_query
+        .split_once('/')
+        .map_or("", |(_, path)| path.trim_matches('/'))
 }
 
 fn valid_percent_escapes(text: &str) -> bool {
@@ -595,6 +612,38 @@ mod tests {
                 other => panic!("{url}: expected InvalidUrl, got {other:?}"),
             }
         }
+    }
+
+    /// Without a database MySQL connects, and then every statement fails
+    /// with "No database selected": refused up front instead.
+    #[test]
+    fn a_mysql_url_without_a_database_is_refused() {
+        for url in [
+            "mysql://root@127.0.0.1",
+            "mysql://root@127.0.0.1/",
+            "mariadb://root:secret@127.0.0.1:3306/?ssl_mode=disabled",
+            "mysql://root@127.0.0.1?ssl_mode=disabled",
+        ] {
+            match parse_url(url) {
+                Err(e @ DbError::InvalidUrl(_)) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains("database name"), "{url}: {msg}");
+                    assert!(!msg.contains("secret"), "{url}: {msg}");
+                }
+                other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+            }
+        }
+        for url in [
+            "mysql://root@127.0.0.1/test",
+            "mysql://root@127.0.0.1:3306/test?ssl_mode=disabled",
+        ] {
+            assert!(matches!(parse_url(url), Ok(Target::Mysql(_))), "{url}");
+        }
+        // PostgreSQL takes the user's name for a missing database.
+        assert!(matches!(
+            parse_url("postgres://app@127.0.0.1"),
+            Ok(Target::Postgres(_))
+        ));
     }
 
     #[test]
