@@ -697,15 +697,31 @@ fn establish<C: diesel::Connection>(url: &str) -> Result<(), String> {
 }
 
 /// Why a SQLite file could not be opened: SQLite's reason, the path (not a
-/// secret, and the first thing to check) and, for a plain path, whether its
-/// directory is missing (SQLite creates the file, never the directory).
+/// secret, and the first thing to check) and, for a plain path, what is
+/// wrong with it that SQLite does not say: a directory where the file should
+/// be, or a missing directory (SQLite creates the file, never the
+/// directory), or a file where the directory should be.
 #[cfg(feature = "sqlite")]
 fn sqlite_open_failure(path: &str, reason: &str) -> String {
     let mut message = format!("{reason} ({path})");
-    if !path.starts_with("file:") {
-        let dir = std::path::Path::new(path).parent();
-        if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
-            message.push_str(&format!("; the directory {} does not exist", dir.display()));
+    if path.starts_with("file:") {
+        return message;
+    }
+    let path = std::path::Path::new(path);
+    if path.is_dir() {
+        message.push_str(&format!(
+            "; {} is a directory: name a file in it",
+            path.display()
+        ));
+    } else if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        match std::fs::metadata(dir) {
+            Ok(found) if !found.is_dir() => {
+                message.push_str(&format!("; {} is not a directory", dir.display()));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                message.push_str(&format!("; the directory {} does not exist", dir.display()));
+            }
         }
     }
     message

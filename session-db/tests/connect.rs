@@ -72,6 +72,33 @@ async fn a_sqlite_file_in_a_missing_directory_fails_at_once_naming_it() {
     );
 }
 
+/// A path whose "directory" is a file, or that names a directory, is not
+/// reported as a missing directory: the reason says what is there.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_path_through_a_file_or_to_a_directory_says_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "text").unwrap();
+    let reason = connect_fails(
+        &format!("sqlite://{}", file.join("sessions.db").display()),
+        PATIENT,
+        PROMPT,
+    )
+    .await;
+    assert!(
+        reason.contains(&format!("{} is not a directory", file.display())),
+        "{reason}"
+    );
+    assert!(!reason.contains("does not exist"), "{reason}");
+
+    let reason = connect_fails(&dir.path().display().to_string(), PATIENT, PROMPT).await;
+    assert!(
+        reason.contains(&format!("{} is a directory", dir.path().display())),
+        "{reason}"
+    );
+}
+
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_is_not_a_sqlite_database_fails_at_once() {
