@@ -308,8 +308,15 @@ mod postgres {
     /// database ("sessdbmg"; documented in the crate docs).
     const MIGRATION_LOCK: i64 = 0x7365_7373_6462_6d67;
 
-    const MIGRATIONS_TABLE_EXISTS: &str = "SELECT COUNT(*) AS n FROM \
-         (SELECT to_regclass('__diesel_schema_migrations') AS t) AS r WHERE t IS NOT NULL";
+    /// Whether diesel's migrations table is in the current schema (the first
+    /// of the search path that exists), where diesel creates it and looks
+    /// first, and where the session table is created. Not anywhere on the
+    /// search path: with `tenant, public`, a `public` table recording
+    /// another store's migration would otherwise stop this store from
+    /// creating its table in `tenant`, and it would share `public`'s
+    /// sessions (and revoke them).
+    const MIGRATIONS_TABLE_EXISTS: &str = "SELECT COUNT(*) AS n FROM pg_catalog.pg_tables \
+         WHERE schemaname = current_schema() AND tablename = '__diesel_schema_migrations'";
 
     /// `BEGIN` with a transaction-local `lock_timeout` of `wait`.
     fn begin_waiting(wait: Duration) -> String {

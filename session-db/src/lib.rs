@@ -221,7 +221,11 @@
 //! the table is recorded, it does nothing else. So an application role that
 //! may read and write the session table but not create tables (no `CREATE`
 //! on the schema) can start a store once the table exists, as long as it may
-//! `SELECT` from `__diesel_schema_migrations`. Otherwise the migrations run,
+//! `SELECT` from `__diesel_schema_migrations`. On PostgreSQL both tables
+//! are looked for in the current schema (the first schema of the
+//! `search_path` that exists, where `CREATE TABLE` puts them), so a store
+//! whose search path is `tenant, public` gets its own table in `tenant`,
+//! never `public`'s. Otherwise the migrations run,
 //! idempotently (`IF NOT EXISTS` everywhere), and safely when several
 //! processes start at once:
 //!

@@ -210,6 +210,59 @@ async fn postgres_store_starts_for_a_role_that_cannot_create_tables_once_migrate
     drop(throwaway);
 }
 
+/// A store whose search path puts its own schema before `public`
+/// (`tenant,public`) keeps its sessions in that schema, also when `public`
+/// has a session table of the same name already: it neither sees nor
+/// revokes the sessions stored there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_first_in_the_search_path_gets_its_own_session_table() {
+    let Some(url) = service_url(URL_ENV) else {
+        return;
+    };
+    let tables = common::Tables::new(&url);
+    let table = tables.fresh("tenant");
+    let schema = common::unique_table("schema");
+    let throwaway = Throwaway {
+        url: url.clone(),
+        schema: schema.clone(),
+        role: schema.clone(),
+    };
+    common::RawConn::open(&url).batch(&format!("CREATE SCHEMA \"{schema}\""));
+    let public = DbSessionStore::builder(&url)
+        .table_name(&table)
+        .build()
+        .await
+        .unwrap();
+    let tenant_url = with_param(&url, "options", &format!("-csearch_path%3D{schema},public"));
+    let tenant = DbSessionStore::builder(tenant_url)
+        .table_name(&table)
+        .build()
+        .await
+        .unwrap();
+
+    let mut theirs = public.create().await.unwrap();
+    theirs.set_owner("user:42");
+    public.save(&mut theirs).await.unwrap();
+    assert_eq!(tenant.count_owner_sessions("user:42").await.unwrap(), 0);
+    assert_eq!(
+        tenant
+            .destroy_owner_sessions("user:42", None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(public.load(theirs.id()).await.unwrap().is_some());
+    let mut ours = tenant.create().await.unwrap();
+    tenant.save(&mut ours).await.unwrap();
+    assert!(public.load(ours.id()).await.unwrap().is_none());
+    let in_schema = common::RawConn::open(&url).count(&format!(
+        "SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = '{schema}' AND tablename = '{table}'"
+    ));
+    assert_eq!(in_schema, 1, "the table is in the tenant's schema");
+    drop((public, tenant));
+    drop(throwaway);
+}
+
 /// The migration lock key documented in the crate docs ("sessdbmg").
 const MIGRATION_LOCK: i64 = 0x7365_7373_6462_6d67;
 
