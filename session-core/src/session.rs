@@ -654,9 +654,14 @@ impl SessionData {
     ///
     /// # Errors
     /// [`Error::Codec`] for anything else: empty input, an unknown format
-    /// version, or a body that is not a JSON object.
+    /// version, a body that is not a JSON object, or one that names a key
+    /// twice in any object (the encoder never does; JSON readers disagree
+    /// about which of the two counts, so the record is refused rather than
+    /// read one way here and another elsewhere).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let map = decode_map(bytes)?;
+        // `decode_map` checked the format byte and that the body is JSON.
+        check_unique_keys(&bytes[1..])?;
         Ok(Self {
             map: OnceLock::from(Arc::new(map)),
             encoded: Some(bytes.into()),
@@ -702,6 +707,100 @@ fn decode_map(bytes: &[u8]) -> Result<DataMap> {
             "unknown record format {other}; it was written by a newer or foreign version"
         ))),
     }
+}
+
+/// Refuse a JSON document that repeats a key within one object, at any
+/// depth. serde_json keeps the last of the two without a word; a record
+/// holding both was not written by this codec (corrupt or tampered with).
+/// A separate pass over the bytes, so that the values themselves are still
+/// read by serde_json's own `Value`, whatever its features.
+fn check_unique_keys(body: &[u8]) -> Result<()> {
+    use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+    use std::borrow::Cow;
+    use std::collections::HashSet;
+
+    /// Walks any JSON value, checking each object's keys.
+    struct Unique;
+
+    /// An object key, borrowed from the input unless it holds escapes.
+    struct Key<'de>(Cow<'de, str>);
+
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            d.deserialize_any(Unique)
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct KeyVisitor;
+            impl<'de> Visitor<'de> for KeyVisitor {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object key")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(KeyVisitor)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Unique;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Unique, A::Error> {
+            while seq.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Unique, A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                if !seen.insert(key) {
+                    // The key is not quoted: keys can be data too.
+                    return Err(A::Error::custom("repeated key"));
+                }
+                map.next_value::<Unique>()?;
+            }
+            Ok(Unique)
+        }
+    }
+
+    // The body already parsed as JSON, so a repeated key is all that can
+    // fail here.
+    serde_json::from_slice::<Unique>(body)
+        .map(|_| ())
+        .map_err(|e| {
+            Error::Codec(format!(
+                "record body repeats a key in one object (at line {} column {})",
+                e.line(),
+                e.column()
+            ))
+        })
 }
 
 impl PartialEq for SessionData {
@@ -920,6 +1019,32 @@ mod tests {
                 "{junk:?} decoded"
             );
         }
+    }
+
+    #[test]
+    fn a_record_that_repeats_a_key_is_corrupt() {
+        for twice in [
+            &br#"{"user_id":"42","user_id":"1"}"#[..],
+            br#"{"cart":{"n":1,"n":2}}"#,
+            br#"{"list":[1,{"x":null,"y":0,"x":true}]}"#,
+            // The same key once escaped: still the same key.
+            br#"{"role":"user","\u0072ole":"admin"}"#,
+        ] {
+            let record = [&[CODEC_V1][..], twice].concat();
+            let err = SessionData::decode(&record).unwrap_err();
+            let shown = err.to_string();
+            assert!(matches!(err, Error::Codec(_)), "{shown}");
+            assert!(shown.contains("repeats a key"), "{shown}");
+            for key in ["user_id", "\"n\"", "role", "\"x\""] {
+                assert!(!shown.contains(key), "quotes the record: {shown}");
+            }
+        }
+
+        // The same key in different objects is no repetition.
+        let fine = br#"{"a":{"a":1,"b":{"a":2}},"b":[{"a":1},{"a":2}],"c":"a"}"#;
+        let record = [&[CODEC_V1][..], fine].concat();
+        let data = SessionData::decode(&record).unwrap();
+        assert_eq!(data.len(), 3);
     }
 
     #[test]
