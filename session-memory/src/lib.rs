@@ -102,8 +102,9 @@ pub struct MemoryStoreBuilder {
 }
 
 impl MemoryStoreBuilder {
-    /// Cap the number of stored sessions at `max`. When full, expired
-    /// sessions are purged first; if that frees nothing, `policy` decides.
+    /// Cap the number of stored sessions at `max` (raised to 1 if given as
+    /// 0). When full, expired sessions are purged first; if that frees
+    /// nothing, `policy` decides.
     #[must_use]
     pub fn max_sessions(mut self, max: u64, policy: CapacityPolicy) -> Self {
         self.capacity = Some((max.max(1), policy));
