@@ -93,9 +93,10 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Value`] if the stored value does not have the shape of `T`.
-    /// Where serde's message would quote a string held in the session
-    /// (`invalid type: string "…"`, an unknown variant or field), the
-    /// quotation reads `<redacted>`, so the error can be logged (see
+    /// Where serde's message would quote a string or number held in the
+    /// session (`invalid type: string "…"`, `integer `…``, an unknown
+    /// variant or field), the quotation reads `<redacted>`, so the error
+    /// can be logged (see
     /// [`redact_value_error`]). (A `Deserialize` impl of your own that writes
     /// the input into its message is beyond this.)
     pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -455,37 +456,50 @@ pub fn value_to_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Valu
 }
 
 /// `error` (from converting `value` to a typed value) with each quotation
-/// of a string of `value`, as serde quotes one (`"…"`, `` `…` ``), replaced
-/// by `<redacted>`.
+/// of a string or number of `value`, as serde quotes one (`"…"`,
+/// `` `…` ``), replaced by `<redacted>`.
 ///
 /// serde quotes the offending input in its messages (`invalid type: string
-/// "…", expected u64`, `unknown variant `…``), and session values are often
-/// secrets (CSRF and OAuth tokens) while errors end up in logs and, in
-/// careless handlers, in responses. The message is kept, since it says what
-/// was wrong, with each such quotation replaced by `<redacted>`.
+/// "…", expected u64`, `invalid type: integer `…``, `unknown variant
+/// `…``), and session values are often secrets (CSRF and OAuth tokens,
+/// one-time codes) while errors end up in logs and, in careless handlers,
+/// in responses. The message is kept, since it says what was wrong, with
+/// each such quotation replaced by `<redacted>`.
 pub fn redact_value_error(error: serde_json::Error, value: &Value) -> serde_json::Error {
-    fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    /// How serde quotes a string (`Unexpected::Str`), a variant or a field.
+    fn string(s: &str, out: &mut Vec<String>) {
+        out.push(format!("{s:?}"));
+        out.push(format!("`{s}`"));
+    }
+    /// Each string and number of `value`, as serde quotes it.
+    fn quotations(value: &Value, out: &mut Vec<String>) {
         match value {
-            Value::String(s) => out.push(s),
-            Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
-            Value::Object(map) => map.iter().for_each(|(k, v)| {
-                out.push(k);
-                strings(v, out);
+            Value::String(s) => string(s, out),
+            Value::Number(n) => out.push(match n.as_f64() {
+                // `Unexpected::Float` writes `{}` with ".0" added to a
+                // whole number; integers come as themselves.
+                Some(f) if n.is_f64() && f.is_finite() && f.fract() == 0.0 => {
+                    format!("`{f}.0`")
+                }
+                Some(f) if n.is_f64() => format!("`{f}`"),
+                _ => format!("`{n}`"),
             }),
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Value::Array(items) => items.iter().for_each(|v| quotations(v, out)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| {
+                string(k, out);
+                quotations(v, out);
+            }),
+            Value::Null | Value::Bool(_) => {}
         }
     }
     let mut found = Vec::new();
-    strings(value, &mut found);
+    quotations(value, &mut found);
     let mut message = error.to_string();
     let mut changed = false;
-    for s in found {
-        // How serde quotes a string (`Unexpected::Str`), a variant and a field.
-        for quoted in [format!("{s:?}"), format!("`{s}`")] {
-            if message.contains(&quoted) {
-                message = message.replace(&quoted, "<redacted>");
-                changed = true;
-            }
+    for quoted in found {
+        if message.contains(&quoted) {
+            message = message.replace(&quoted, "<redacted>");
+            changed = true;
         }
     }
     if changed {
@@ -947,6 +961,23 @@ mod tests {
             typed.contains("invalid type"),
             "still says what is wrong: {typed}"
         );
+
+        // Numbers too: a one-time code, a PIN, an account number.
+        s.insert("otp", &[804_913u64]).unwrap();
+        s.insert("pin", &-4_271i64).unwrap();
+        s.insert("rate", &[0.0173f64, 1234.0]).unwrap();
+        for (key, wrong) in [
+            ("otp", s.get_as::<Vec<String>>("otp")),
+            ("pin", s.get_as::<u8>("pin").map(|_| None)),
+            ("rate", s.get_as::<(f64, u8)>("rate").map(|_| None)),
+            ("rate", s.get_as::<(u8, f64)>("rate").map(|_| None)),
+        ] {
+            let shown = wrong.unwrap_err().to_string();
+            for secret in ["804913", "4271", "0.0173", "1234"] {
+                assert!(!shown.contains(secret), "{key}: {shown}");
+            }
+            assert!(shown.contains("<redacted>"), "{key}: {shown}");
+        }
 
         let corrupt = SessionData::decode(b"\x01\"s3cret-token\"")
             .unwrap_err()
