@@ -22,6 +22,14 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The real wall clock.
+///
+/// Stores follow it as it is: if it steps back (a manual or NTP
+/// correction), a session that had expired but is still stored is live
+/// again until the clock passes its deadline once more. Purged sessions
+/// stay gone, so running `purge_expired` regularly keeps that window
+/// short (Redis also drops expired records by itself). A clock that
+/// never stepped back would be no cure: after a step forward was
+/// corrected, it would stand still, and no session would expire.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -136,6 +144,10 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// Sessions expire after `idle_timeout` without a save or touch. No
     /// absolute timeout, a 256 KiB data limit and the system clock.
+    ///
+    /// A zero `idle_timeout` is raised to one millisecond: there is no
+    /// "never expires" (for a very long one, `Duration::MAX` saturates
+    /// at the end of time).
     pub fn new(idle_timeout: Duration) -> Self {
         Self {
             idle_timeout: idle_timeout.max(Duration::from_millis(1)),
@@ -152,6 +164,8 @@ impl SessionConfig {
     }
 
     /// Also expire sessions this long after creation, however active.
+    /// Zero is raised to one millisecond. It may be shorter than the idle
+    /// timeout: sessions then end at their absolute deadline.
     ///
     /// A session keeps the absolute deadline it was stored with, except
     /// that a store configured with an earlier one (an absolute timeout

@@ -73,7 +73,7 @@ pub enum Error {
         /// The key whose value failed.
         key: String,
         /// What serde reported (from a typed read, with quoted session
-        /// strings replaced by `<redacted>`).
+        /// strings and numbers replaced by `<redacted>`).
         #[source]
         source: serde_json::Error,
     },

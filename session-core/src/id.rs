@@ -4,8 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::{DecodeError, DecodeSliceError, Engine as _};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
@@ -115,7 +115,7 @@ impl SessionId {
         let mut scratch = [0u8; MAX_ID_LEN];
         URL_SAFE_NO_PAD
             .decode_slice(text, &mut scratch)
-            .map_err(|e| Error::InvalidId(format!("not canonical base64url: {e}")))?;
+            .map_err(|e| Error::InvalidId(not_canonical(&e)))?;
         Ok(Self::from_valid(text))
     }
 
@@ -141,6 +141,22 @@ impl SessionId {
     /// The public handle of this session (see [`SessionHandle`]).
     pub fn handle(&self) -> SessionHandle {
         self.key.handle()
+    }
+}
+
+/// What was wrong with an ID of the right alphabet and length that does not
+/// decode, in our words: the decoder's own message quotes the offending
+/// character (as a byte value), and an ID's characters are not repeated.
+fn not_canonical(error: &DecodeSliceError) -> String {
+    match error {
+        DecodeSliceError::DecodeError(DecodeError::InvalidLength(len)) => format!(
+            "{len} characters is not a length base64url can have (one more than a multiple of 4)"
+        ),
+        DecodeSliceError::DecodeError(DecodeError::InvalidLastSymbol(..)) => {
+            "the last character is not canonical base64url (its unused low bits must be zero)"
+                .into()
+        }
+        _ => "not canonical base64url".into(),
     }
 }
 
@@ -372,16 +388,19 @@ mod tests {
     fn non_canonical_trailing_bits_are_rejected() {
         // 'B' = 000001: the low 4 bits are spare in a 22-char ID.
         let err = SessionId::parse(&format!("{}B", "A".repeat(21))).unwrap_err();
-        assert!(matches!(err, Error::InvalidId(m) if m.contains("canonical")));
+        assert!(matches!(err, Error::InvalidId(ref m) if m.contains("canonical")));
+        // Says which rule, without quoting the character ('B' is byte 66).
+        let shown = err.to_string();
+        assert!(shown.contains("last character"), "{shown}");
+        assert!(!shown.contains("66") && !shown.contains('B'), "{shown}");
     }
 
     #[test]
     fn impossible_base64_length_is_rejected() {
         // 4n+1 characters cannot come from any byte string.
-        assert!(matches!(
-            SessionId::parse(&"A".repeat(25)),
-            Err(Error::InvalidId(_))
-        ));
+        let err = SessionId::parse(&"A".repeat(25)).unwrap_err();
+        assert!(matches!(err, Error::InvalidId(ref m) if m.contains("25 characters")));
+        assert!(!err.to_string().contains("DecodeError"), "{err}");
     }
 
     #[test]

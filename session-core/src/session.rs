@@ -93,9 +93,10 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Value`] if the stored value does not have the shape of `T`.
-    /// Where serde's message would quote a string held in the session
-    /// (`invalid type: string "…"`, an unknown variant or field), the
-    /// quotation reads `<redacted>`, so the error can be logged (see
+    /// Where serde's message would quote a string or number held in the
+    /// session (`invalid type: string "…"`, `integer `…``, an unknown
+    /// variant or field), the quotation reads `<redacted>`, so the error
+    /// can be logged (see
     /// [`redact_value_error`]). (A `Deserialize` impl of your own that writes
     /// the input into its message is beyond this.)
     pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -455,37 +456,50 @@ pub fn value_to_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Valu
 }
 
 /// `error` (from converting `value` to a typed value) with each quotation
-/// of a string of `value`, as serde quotes one (`"…"`, `` `…` ``), replaced
-/// by `<redacted>`.
+/// of a string or number of `value`, as serde quotes one (`"…"`,
+/// `` `…` ``), replaced by `<redacted>`.
 ///
 /// serde quotes the offending input in its messages (`invalid type: string
-/// "…", expected u64`, `unknown variant `…``), and session values are often
-/// secrets (CSRF and OAuth tokens) while errors end up in logs and, in
-/// careless handlers, in responses. The message is kept, since it says what
-/// was wrong, with each such quotation replaced by `<redacted>`.
+/// "…", expected u64`, `invalid type: integer `…``, `unknown variant
+/// `…``), and session values are often secrets (CSRF and OAuth tokens,
+/// one-time codes) while errors end up in logs and, in careless handlers,
+/// in responses. The message is kept, since it says what was wrong, with
+/// each such quotation replaced by `<redacted>`.
 pub fn redact_value_error(error: serde_json::Error, value: &Value) -> serde_json::Error {
-    fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    /// How serde quotes a string (`Unexpected::Str`), a variant or a field.
+    fn string(s: &str, out: &mut Vec<String>) {
+        out.push(format!("{s:?}"));
+        out.push(format!("`{s}`"));
+    }
+    /// Each string and number of `value`, as serde quotes it.
+    fn quotations(value: &Value, out: &mut Vec<String>) {
         match value {
-            Value::String(s) => out.push(s),
-            Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
-            Value::Object(map) => map.iter().for_each(|(k, v)| {
-                out.push(k);
-                strings(v, out);
+            Value::String(s) => string(s, out),
+            Value::Number(n) => out.push(match n.as_f64() {
+                // `Unexpected::Float` writes `{}` with ".0" added to a
+                // whole number; integers come as themselves.
+                Some(f) if n.is_f64() && f.is_finite() && f.fract() == 0.0 => {
+                    format!("`{f}.0`")
+                }
+                Some(f) if n.is_f64() => format!("`{f}`"),
+                _ => format!("`{n}`"),
             }),
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Value::Array(items) => items.iter().for_each(|v| quotations(v, out)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| {
+                string(k, out);
+                quotations(v, out);
+            }),
+            Value::Null | Value::Bool(_) => {}
         }
     }
     let mut found = Vec::new();
-    strings(value, &mut found);
+    quotations(value, &mut found);
     let mut message = error.to_string();
     let mut changed = false;
-    for s in found {
-        // How serde quotes a string (`Unexpected::Str`), a variant and a field.
-        for quoted in [format!("{s:?}"), format!("`{s}`")] {
-            if message.contains(&quoted) {
-                message = message.replace(&quoted, "<redacted>");
-                changed = true;
-            }
+    for quoted in found {
+        if message.contains(&quoted) {
+            message = message.replace(&quoted, "<redacted>");
+            changed = true;
         }
     }
     if changed {
@@ -654,9 +668,14 @@ impl SessionData {
     ///
     /// # Errors
     /// [`Error::Codec`] for anything else: empty input, an unknown format
-    /// version, or a body that is not a JSON object.
+    /// version, a body that is not a JSON object, or one that names a key
+    /// twice in any object (the encoder never does; JSON readers disagree
+    /// about which of the two counts, so the record is refused rather than
+    /// read one way here and another elsewhere).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let map = decode_map(bytes)?;
+        // `decode_map` checked the format byte and that the body is JSON.
+        check_unique_keys(&bytes[1..])?;
         Ok(Self {
             map: OnceLock::from(Arc::new(map)),
             encoded: Some(bytes.into()),
@@ -702,6 +721,100 @@ fn decode_map(bytes: &[u8]) -> Result<DataMap> {
             "unknown record format {other}; it was written by a newer or foreign version"
         ))),
     }
+}
+
+/// Refuse a JSON document that repeats a key within one object, at any
+/// depth. serde_json keeps the last of the two without a word; a record
+/// holding both was not written by this codec (corrupt or tampered with).
+/// A separate pass over the bytes, so that the values themselves are still
+/// read by serde_json's own `Value`, whatever its features.
+fn check_unique_keys(body: &[u8]) -> Result<()> {
+    use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+    use std::borrow::Cow;
+    use std::collections::HashSet;
+
+    /// Walks any JSON value, checking each object's keys.
+    struct Unique;
+
+    /// An object key, borrowed from the input unless it holds escapes.
+    struct Key<'de>(Cow<'de, str>);
+
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            d.deserialize_any(Unique)
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct KeyVisitor;
+            impl<'de> Visitor<'de> for KeyVisitor {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object key")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(KeyVisitor)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Unique;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Unique, A::Error> {
+            while seq.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Unique, A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                if !seen.insert(key) {
+                    // The key is not quoted: keys can be data too.
+                    return Err(A::Error::custom("repeated key"));
+                }
+                map.next_value::<Unique>()?;
+            }
+            Ok(Unique)
+        }
+    }
+
+    // The body already parsed as JSON, so a repeated key is all that can
+    // fail here.
+    serde_json::from_slice::<Unique>(body)
+        .map(|_| ())
+        .map_err(|e| {
+            Error::Codec(format!(
+                "record body repeats a key in one object (at line {} column {})",
+                e.line(),
+                e.column()
+            ))
+        })
 }
 
 impl PartialEq for SessionData {
@@ -849,6 +962,23 @@ mod tests {
             "still says what is wrong: {typed}"
         );
 
+        // Numbers too: a one-time code, a PIN, an account number.
+        s.insert("otp", &[804_913u64]).unwrap();
+        s.insert("pin", &-4_271i64).unwrap();
+        s.insert("rate", &[0.0173f64, 1234.0]).unwrap();
+        for (key, wrong) in [
+            ("otp", s.get_as::<Vec<String>>("otp")),
+            ("pin", s.get_as::<u8>("pin").map(|_| None)),
+            ("rate", s.get_as::<(f64, u8)>("rate").map(|_| None)),
+            ("rate", s.get_as::<(u8, f64)>("rate").map(|_| None)),
+        ] {
+            let shown = wrong.unwrap_err().to_string();
+            for secret in ["804913", "4271", "0.0173", "1234"] {
+                assert!(!shown.contains(secret), "{key}: {shown}");
+            }
+            assert!(shown.contains("<redacted>"), "{key}: {shown}");
+        }
+
         let corrupt = SessionData::decode(b"\x01\"s3cret-token\"")
             .unwrap_err()
             .to_string();
@@ -920,6 +1050,32 @@ mod tests {
                 "{junk:?} decoded"
             );
         }
+    }
+
+    #[test]
+    fn a_record_that_repeats_a_key_is_corrupt() {
+        for twice in [
+            &br#"{"user_id":"42","user_id":"1"}"#[..],
+            br#"{"cart":{"n":1,"n":2}}"#,
+            br#"{"list":[1,{"x":null,"y":0,"x":true}]}"#,
+            // The same key once escaped: still the same key.
+            br#"{"role":"user","\u0072ole":"admin"}"#,
+        ] {
+            let record = [&[CODEC_V1][..], twice].concat();
+            let err = SessionData::decode(&record).unwrap_err();
+            let shown = err.to_string();
+            assert!(matches!(err, Error::Codec(_)), "{shown}");
+            assert!(shown.contains("repeats a key"), "{shown}");
+            for key in ["user_id", "\"n\"", "role", "\"x\""] {
+                assert!(!shown.contains(key), "quotes the record: {shown}");
+            }
+        }
+
+        // The same key in different objects is no repetition.
+        let fine = br#"{"a":{"a":1,"b":{"a":2}},"b":[{"a":1},{"a":2}],"c":"a"}"#;
+        let record = [&[CODEC_V1][..], fine].concat();
+        let data = SessionData::decode(&record).unwrap();
+        assert_eq!(data.len(), 3);
     }
 
     #[test]

@@ -102,8 +102,9 @@ pub struct MemoryStoreBuilder {
 }
 
 impl MemoryStoreBuilder {
-    /// Cap the number of stored sessions at `max`. When full, expired
-    /// sessions are purged first; if that frees nothing, `policy` decides.
+    /// Cap the number of stored sessions at `max` (raised to 1 if given as
+    /// 0). When full, expired sessions are purged first; if that frees
+    /// nothing, `policy` decides.
     #[must_use]
     pub fn max_sessions(mut self, max: u64, policy: CapacityPolicy) -> Self {
         self.capacity = Some((max.max(1), policy));
@@ -675,10 +676,14 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Session>> {
-        let now = self.inner.now();
         let key = id.storage_key();
         let shard = self.inner.shard(key);
-        Ok(shard.live(key, now).map(|e| {
+        // The clock is read only for a session that is there, under its
+        // lock: a miss (say, a made-up cookie) needs no time.
+        let Some(e) = shard.get(key) else {
+            return Ok(None);
+        };
+        Ok(e.meta.is_live(self.inner.now()).then(|| {
             Session::from_stored(
                 id.clone(),
                 e.meta.clone(),
@@ -842,6 +847,38 @@ mod tests {
             Arc::new(MemoryStore::builder(config).shards(1).build()) as Arc<dyn SessionStore>
         })
         .await;
+    }
+
+    /// A clock that counts how often it is read.
+    #[derive(Debug, Clone, Default)]
+    struct CountingClock {
+        time: ManualClock,
+        reads: Arc<AtomicU64>,
+    }
+
+    impl session_core::Clock for CountingClock {
+        fn now_ms(&self) -> i64 {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.time.now_ms()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_that_finds_nothing_reads_no_clock() {
+        let clock = CountingClock::default();
+        let store =
+            MemoryStore::with_config(SessionConfig::from_secs(60).with_clock(clock.clone()));
+        let stored = saved(&store).await;
+        let before = clock.reads.load(Ordering::Relaxed);
+        let stranger = SessionId::generate().unwrap();
+        assert!(store.load(&stranger).await.unwrap().is_none());
+        assert_eq!(clock.reads.load(Ordering::Relaxed), before);
+
+        // A session that is there is still judged by the clock.
+        assert!(store.load(stored.id()).await.unwrap().is_some());
+        clock.time.advance(Duration::from_secs(60));
+        assert!(store.load(stored.id()).await.unwrap().is_none());
+        assert_eq!(clock.reads.load(Ordering::Relaxed), before + 2);
     }
 
     #[tokio::test]
