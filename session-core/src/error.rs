@@ -40,7 +40,7 @@ pub enum Error {
     NotFound,
 
     /// The store holds as many sessions as it was configured to allow.
-    #[error("session store is full ({limit} sessions); try again later or raise the limit")]
+    #[error("session store is full (limit: {limit}); try again later or raise the limit")]
     Capacity {
         /// The configured maximum number of sessions.
         limit: u64,
@@ -48,7 +48,9 @@ pub enum Error {
 
     /// The owner already has as many sessions as the per-owner limit allows,
     /// and the policy is to refuse new ones.
-    #[error("this account already has {limit} active sessions; sign out of one first")]
+    #[error(
+        "this account has reached its limit of active sessions ({limit}); sign out of one first"
+    )]
     TooManySessions {
         /// The configured maximum number of sessions per owner.
         limit: u32,

@@ -438,10 +438,10 @@ impl Session {
     /// # Errors
     /// [`Error::Value`] if the value does not have the shape of `T`; the
     /// store's [`Error`] if loading fails. Where serde's message would quote a
-    /// string held in the session (`invalid type: string "…"`, an unknown
-    /// variant or field), the quotation reads `<redacted>`, so the error can
-    /// be logged. (A `Deserialize` impl of your own that writes the input
-    /// into its message is beyond this.)
+    /// string or number held in the session (`invalid type: string "…"`,
+    /// `integer `…``, an unknown variant or field), the quotation reads
+    /// `<redacted>`, so the error can be logged. (A `Deserialize` impl of
+    /// your own that writes the input into its message is beyond this.)
     pub async fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.read_value(key).await? {
             None => Ok(None),
