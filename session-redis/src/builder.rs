@@ -29,6 +29,18 @@ const RECEIPT_COMMANDS: u32 = 4;
 /// A lock's lease must fit a login's writes: at least this many command
 /// timeouts.
 const LEASE_COMMANDS: u32 = 4;
+/// How many Cluster redirections (`MOVED`, `ASK`) fred follows for one
+/// command. fred sends a command it was told to `ASK` elsewhere back to
+/// the node that said so, which answers `ASK` again; if the command ran out
+/// of attempts before it ran out of redirections, fred would fail its
+/// connection, and every command on it with it. So each command has more
+/// attempts than redirections: one per redirection, plus the first, plus
+/// [`MAX_RESENDS`]. The store sends a command refused this way again itself
+/// (see `while_slot_moves`).
+const MAX_REDIRECTIONS: u32 = 2;
+/// How often fred sends a command again after its connection broke (fred's
+/// default).
+const MAX_RESENDS: u32 = 2;
 /// Longest command timeout accepted. Longer ones are clamped to it, which
 /// keeps every expiry derived from it in the range Redis accepts.
 const LONGEST_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -329,6 +341,8 @@ impl RedisSessionStoreBuilder {
             .map(|c| {
                 c.with_options(&Options {
                     timeout: Some(self.command_timeout),
+                    max_redirections: Some(MAX_REDIRECTIONS),
+                    max_attempts: Some(MAX_REDIRECTIONS + MAX_RESENDS + 1),
                     ..Options::default()
                 })
             })

@@ -181,7 +181,7 @@
 //! alive it holds about its live sessions, not every session it ever
 //! held. Nothing is left behind without a purge.
 //! [`len`](session_core::SessionStore::len) is one `ZCOUNT` per bucket,
-//! pipelined: its cost depends on the bucket count, not on how many keys
+//! all sent at once: its cost depends on the bucket count, not on how many keys
 //! the database holds.
 //! [`purge_expired`](session_core::SessionStore::purge_expired) walks each
 //! bucket's index from its earliest deadline, so it costs what it removes;
@@ -360,8 +360,7 @@
 //! another, so it fails within a small multiple of the timeout. Every
 //! command, reads included, carries the timeout as fred's own per-command
 //! timeout, so a command that timed out is dropped from fred's queue, never
-//! sent after a reconnection (pipelined reads of several records are
-//! bounded as a whole instead):
+//! sent after a reconnection:
 //!
 //! | operation | command timeouts, at most |
 //! |---|---|
@@ -383,6 +382,20 @@
 //! another owner meanwhile.) `purge_expired`, `destroy_owner_sessions` and
 //! ending the oldest sessions under `EndOldest` work on all buckets or
 //! sessions in parallel, 256 expired entries per bucket and round trip.
+//!
+//! While a Cluster moves a slot to another node, its two nodes refuse a
+//! script naming several keys of the slot with `TRYAGAIN` until the move
+//! ends (a write's receipt key never exists beforehand, so every write to
+//! the slot's sessions meets it), and fred cannot follow an `ASK`
+//! redirection (it sends the command back to the node that said `ASK`; the
+//! store limits each command's redirections so that this fails the one
+//! command, not its connection). Nothing runs in either case, so the store
+//! sends such a command again, with a back-off from 2 ms to 100 ms, until
+//! one command timeout has passed since its first attempt; the table does
+//! not count that time. Writes to the sessions of a slot that takes longer
+//! than that to move fail with `Error::Backend` meanwhile; the other
+//! sessions are not affected. fred follows `MOVED` (a move that has ended)
+//! by itself.
 //!
 //! A write that failed with `Error::Backend` may or may not have been
 //! applied (Redis may have run it and the reply been lost): reload before
