@@ -259,11 +259,11 @@ impl RedisSessionStoreBuilder {
 
     /// How long a per-owner lock lives if its holder never releases it
     /// (default 10 s). Logins under a per-owner limit, rotations of sessions
-    /// already bound to an owner,
-    /// [`destroy_owner_sessions`](session_core::SessionStore::destroy_owner_sessions),
-    /// and listing and counting an owner's sessions take the lock (briefly,
-    /// for the last two). It is raised to at least four command timeouts, so a
-    /// holder's writes fit in it; a holder that finds less than two command
+    /// already bound to an owner and
+    /// [`destroy_owner_sessions`](session_core::SessionStore::destroy_owner_sessions)
+    /// take the lock (and, briefly, listing and counting an owner's sessions
+    /// that found a session moving to a new ID twice). It is raised to at
+    /// least four command timeouts, so a holder's writes fit in it; a holder that finds less than two command
     /// timeouts of its lease left before its writes fails with
     /// `Error::Backend` instead of writing outside the lease. At most a day.
     #[must_use]

@@ -322,13 +322,24 @@
 //! the owner's live sessions before writing, and with `EndOldest` writes
 //! first and only then ends the oldest sessions over the limit, so a login
 //! that is refused ends nothing. Rotations of sessions already bound to
-//! the owner, revocations of all the owner's sessions, and
+//! the owner and revocations of all the owner's sessions take the same
+//! lock, so no revocation misses a session that is moving to a new ID.
+//! Logins without a limit, and saves and touches (which keep the session's
+//! key), take no lock.
+//!
 //! [`owner_sessions`](session_core::SessionStore::owner_sessions) and
 //! [`count_owner_sessions`](session_core::SessionStore::count_owner_sessions)
-//! take the same lock, so no count, listing or revocation misses a session
-//! that is moving to a new ID, or sees it under both. Logins without a
-//! limit, and saves and touches (which keep the session's key), take no
-//! lock.
+//! see each live session of the owner exactly once, even one rotating
+//! meanwhile, without waiting for the lock: they read the owner's index,
+//! then the records of each bucket at one instant (one read-only script per
+//! bucket; a rotation moves a record within its bucket in one script, so
+//! it is seen done or not done, never both or neither), then the index
+//! again. A session that moved after the first index read to a key that
+//! read did not name was claimed under that key after it, so the second
+//! read names a key the first did not; the read is then repeated, and
+//! after two such rounds done under the lock. A listing made while a login
+//! under `EndOldest` runs may see its new session before the oldest one
+//! has ended, as a `load` of the oldest would still find it.
 //!
 //! The lock is a lease
 //! ([`owner_lock_ttl`](RedisSessionStoreBuilder::owner_lock_ttl)). A
@@ -339,7 +350,8 @@
 //! holders of the same owner's lock may overlap: the limit can then be
 //! exceeded by overlapping logins, `EndOldest` end one session more than
 //! needed, or a session rotated at that moment survive a revocation under
-//! its new ID. A login, rotation, listing or revocation that cannot get the lock
+//! its new ID. A login, rotation, revocation (or a listing that found
+//! sessions moving twice) that cannot get the lock
 //! within [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait)
 //! fails with `Error::Backend` and may be retried; only timeouts, broken
 //! connections and replies that ask to retry (`LOADING`, `BUSY`, …) are
@@ -365,7 +377,7 @@
 //! | operation | command timeouts, at most |
 //! |---|---|
 //! | `load`, `len` | 1 |
-//! | `owner_sessions`, `count_owner_sessions` | 6, plus up to `owner_lock_wait` |
+//! | `owner_sessions`, `count_owner_sessions` | 4 (15, plus up to `owner_lock_wait`, if sessions of the owner move meanwhile) |
 //! | `save`, `touch`, `destroy`, `cycle_id` of an anonymous session | 2 |
 //! | `destroy` of an owned session | 4 |
 //! | `destroy_owner_session` | 5 |

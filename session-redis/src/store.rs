@@ -1,5 +1,6 @@
 //! `RedisSessionStore` and its `SessionStore` implementation.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,6 +38,10 @@ const ROTATION_BATCH: usize = 32;
 /// Bytes of a generated session ID, and its length in base64url.
 const ID_BYTES: usize = 32;
 const ID_CHARS: usize = 43;
+/// How often a listing or count of an owner's sessions reads them without
+/// the owner's lock, finding a session moving each time, before it takes
+/// the lock.
+const LISTING_ATTEMPTS: usize = 2;
 /// How long a command refused while its Cluster slot moves is sent again,
 /// for a client without a command timeout ...
 const SLOT_MOVE_BUDGET: Duration = Duration::from_secs(2);
@@ -1005,7 +1010,18 @@ impl Inner {
     /// `owner`'s live sessions, verified against their records, oldest first.
     async fn owner_entries(&self, owner: &str, now: i64) -> Result<Vec<(StorageKey, RecordMeta)>> {
         let keys = self.owner_members(owner, now).await?;
-        let metas = join_all(keys.iter().map(|key| self.read_meta(key))).await;
+        let metas = self.read_meta_by_bucket(&keys).await?;
+        Ok(Self::live_entries(owner, now, keys, metas))
+    }
+
+    /// Of `keys` and their records' metadata, those live and bound to
+    /// `owner`, oldest first.
+    fn live_entries(
+        owner: &str,
+        now: i64,
+        keys: Vec<StorageKey>,
+        metas: Vec<Result<Option<RecordMeta>>>,
+    ) -> Vec<(StorageKey, RecordMeta)> {
         let mut found: Vec<(StorageKey, RecordMeta)> = keys
             .into_iter()
             .zip(metas)
@@ -1020,7 +1036,53 @@ impl Inner {
             .filter(|(_, m)| m.is_live(now) && m.owner.as_deref() == Some(owner))
             .collect();
         found.sort_by_key(|(key, meta)| (meta.created_ms, *key));
-        Ok(found)
+        found
+    }
+
+    /// As [`read_meta`](Self::read_meta), reading the records of each
+    /// bucket at one instant (one script per bucket): a rotation, which
+    /// moves a session between two keys of its bucket in one script, is
+    /// then seen either done or not, so the session is found under exactly
+    /// one of its keys if both are asked.
+    async fn read_meta_by_bucket(
+        &self,
+        keys: &[StorageKey],
+    ) -> Result<Vec<Result<Option<RecordMeta>>>> {
+        let mut by_bucket: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            by_bucket
+                .entry(self.layout.bucket(key))
+                .or_default()
+                .push(i);
+        }
+        let replies = join_all(by_bucket.iter().map(|(&bucket, at)| {
+            let command = move |head| {
+                Argv::new(head, at.len(), 1)
+                    .args(
+                        at.iter()
+                            .map(|&i| self.layout.record_hex(bucket, &hex(&keys[i])).into()),
+                    )
+                    .arg(num(record::MAX_META_LEN as i64))
+                    .done()
+            };
+            self.eval(&self.scripts.peek, command)
+        }))
+        .await;
+        let mut metas: Vec<Result<Option<RecordMeta>>> = keys.iter().map(|_| Ok(None)).collect();
+        for ((_, at), reply) in by_bucket.iter().zip(replies) {
+            let reply = reply?;
+            let items = as_array(&reply)?;
+            if items.len() != at.len() {
+                return Err(unexpected("a record read of the wrong length"));
+            }
+            for (&i, item) in at.iter().zip(items) {
+                metas[i] = match item {
+                    Value::Integer(_) => Err(corrupt_record()),
+                    other => meta_from(other),
+                };
+            }
+        }
+        Ok(metas)
     }
 
     /// `owner`'s live sessions other than the one `op` writes, oldest first.
@@ -1539,15 +1601,34 @@ impl Inner {
             .collect())
     }
 
-    /// `owner`'s live sessions for a listing or a count, read under the
-    /// owner's lock. A rotation of one of them holds the lock from claiming
-    /// its new key until its record has moved, and the index and the
-    /// records are read by separate commands: without the lock, a read
-    /// between the two would find the session under neither key (the index
-    /// read before the claim, the record after the move) or under both.
+    /// `owner`'s live sessions for a listing or a count, each exactly once,
+    /// without waiting for the owner's lock when no session moves meanwhile.
+    ///
+    /// A rotation claims the session's new key in the owner's index, then
+    /// moves the record (one script in the session's bucket), then drops the
+    /// old key, and the index and the records are read by separate commands.
+    /// So: read the index, read each bucket's records at one instant (a
+    /// moving session is then under one of the keys read, if the read
+    /// names both), and read the index again. A session whose record had
+    /// already moved to a key the first read did not name was claimed
+    /// under that key after the first read, so the second read names a key
+    /// the first did not (that one, or the key it has moved on to since):
+    /// then read again, and after [`LISTING_ATTEMPTS`] such rounds under
+    /// the owner's lock, which every rotation of the owner's sessions takes.
     async fn owner_entries_settled(&self, owner: &str) -> Result<Vec<(StorageKey, RecordMeta)>> {
         if !session_core::is_valid_owner(owner) {
             return Ok(Vec::new());
+        }
+        for _ in 0..LISTING_ATTEMPTS {
+            let now = self.now();
+            let keys = self.owner_members(owner, now).await?;
+            let metas = self.read_meta_by_bucket(&keys).await?;
+            let again = self.owner_members(owner, now).await?;
+            let mut known = keys.clone();
+            known.sort_unstable();
+            if again.iter().all(|k| known.binary_search(k).is_ok()) {
+                return Ok(Self::live_entries(owner, now, keys, metas));
+            }
         }
         let lock = self.lock(owner).await?;
         let result = self.owner_entries(owner, self.now()).await;
