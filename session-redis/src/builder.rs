@@ -9,6 +9,7 @@ use fred::error::{Error as FredError, ErrorKind};
 use fred::prelude::{
     Client, ClientLike, ClientState, Config, LuaInterface, Options, Pool, ReconnectPolicy, Value,
 };
+use fred::types::config::ServerConfig;
 use fred::types::{ClusterHash, CustomCommand};
 use session_core::{Error, Result, SessionConfig, duration_ms};
 
@@ -387,6 +388,10 @@ impl RedisSessionStoreBuilder {
     }
 
     async fn connect(&self, config: Config) -> Result<Pool> {
+        let service = match &config.server {
+            ServerConfig::Sentinel { service_name, .. } => Some(service_name.clone()),
+            _ => None,
+        };
         let pool = fred::types::Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = self.connect_timeout;
@@ -406,8 +411,21 @@ impl RedisSessionStoreBuilder {
             Ok(Ok(_connection_task)) => Ok(pool),
             Ok(Err(e)) => {
                 let _ = pool.quit().await;
+                // A sentinel answers nil for a service it does not monitor,
+                // which fred reports as a "missing primary address".
+                let hint = match service {
+                    Some(name)
+                        if *e.kind() == ErrorKind::Sentinel
+                            && e.details().contains("Missing primary") =>
+                    {
+                        format!(
+                            " (do the sentinels monitor a primary named {name:?}? check `sentinelServiceName`)"
+                        )
+                    }
+                    _ => String::new(),
+                };
                 Err(Error::backend_msg(format!(
-                    "session-redis: cannot connect to Redis: {}",
+                    "session-redis: cannot connect to Redis: {}{hint}",
                     crate::store::describe(&e)
                 )))
             }
@@ -643,7 +661,6 @@ fn url_password(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fred::types::config::ServerConfig;
 
     #[test]
     fn urls_select_single_node_cluster_and_sentinel() {

@@ -1566,6 +1566,35 @@ against!(
     ]
 );
 
+/// A Sentinel URL naming a service the sentinels do not monitor fails the
+/// build with a message that names the service and the URL parameter.
+#[tokio::test]
+async fn an_unknown_sentinel_service_is_named_in_the_error() {
+    let Some(url) = service_url(common::SENTINEL) else {
+        return;
+    };
+    let (head, query) = url.split_once('?').unwrap();
+    let other: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("sentinelServiceName="))
+        .collect();
+    let url = format!(
+        "{head}?sentinelServiceName=no-such-primary&{}",
+        other.join("&")
+    );
+    let err = RedisSessionStore::builder(url.trim_end_matches('&'))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    assert!(
+        shown.contains("\"no-such-primary\"") && shown.contains("sentinelServiceName"),
+        "{shown}"
+    );
+}
+
 #[tokio::test]
 async fn builds_around_an_existing_client() {
     let Some(url) = service_url(common::SINGLE) else {
