@@ -143,8 +143,12 @@ impl RedisSessionStore {
     }
 
     /// Configure a store over a pool the application already connected
-    /// (`pool.init().await`). The pool's own reconnect policy and timeouts
-    /// apply; the builder's [`pool_size`](RedisSessionStoreBuilder::pool_size),
+    /// (`pool.init().await`). The pool's own reconnect policy and connection
+    /// settings apply, while the store's commands carry the builder's
+    /// [`command_timeout`](RedisSessionStoreBuilder::command_timeout) and the
+    /// store's own limits on re-sends and Cluster redirections (other
+    /// commands on the pool keep the pool's); the builder's
+    /// [`pool_size`](RedisSessionStoreBuilder::pool_size),
     /// [`connect_timeout`](RedisSessionStoreBuilder::connect_timeout) and
     /// [`reconnect_policy`](RedisSessionStoreBuilder::reconnect_policy) are
     /// ignored, and the store never closes the pool. `build` refuses a pool
