@@ -9,6 +9,7 @@ use fred::error::{Error as FredError, ErrorKind};
 use fred::prelude::{
     Client, ClientLike, ClientState, Config, LuaInterface, Options, Pool, ReconnectPolicy, Value,
 };
+use fred::types::config::ServerConfig;
 use fred::types::{ClusterHash, CustomCommand};
 use session_core::{Error, Result, SessionConfig, duration_ms};
 
@@ -29,6 +30,18 @@ const RECEIPT_COMMANDS: u32 = 4;
 /// A lock's lease must fit a login's writes: at least this many command
 /// timeouts.
 const LEASE_COMMANDS: u32 = 4;
+/// How many Cluster redirections (`MOVED`, `ASK`) fred follows for one
+/// command. fred sends a command it was told to `ASK` elsewhere back to
+/// the node that said so, which answers `ASK` again; if the command ran out
+/// of attempts before it ran out of redirections, fred would fail its
+/// connection, and every command on it with it. So each command has more
+/// attempts than redirections: one per redirection, plus the first, plus
+/// [`MAX_RESENDS`]. The store sends a command refused this way again itself
+/// (see `while_slot_moves`).
+const MAX_REDIRECTIONS: u32 = 2;
+/// How often fred sends a command again after its connection broke (fred's
+/// default).
+const MAX_RESENDS: u32 = 2;
 /// Longest command timeout accepted. Longer ones are clamped to it, which
 /// keeps every expiry derived from it in the range Redis accepts.
 const LONGEST_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -130,8 +143,12 @@ impl RedisSessionStore {
     }
 
     /// Configure a store over a pool the application already connected
-    /// (`pool.init().await`). The pool's own reconnect policy and timeouts
-    /// apply; the builder's [`pool_size`](RedisSessionStoreBuilder::pool_size),
+    /// (`pool.init().await`). The pool's own reconnect policy and connection
+    /// settings apply, while the store's commands carry the builder's
+    /// [`command_timeout`](RedisSessionStoreBuilder::command_timeout) and the
+    /// store's own limits on re-sends and Cluster redirections (other
+    /// commands on the pool keep the pool's); the builder's
+    /// [`pool_size`](RedisSessionStoreBuilder::pool_size),
     /// [`connect_timeout`](RedisSessionStoreBuilder::connect_timeout) and
     /// [`reconnect_policy`](RedisSessionStoreBuilder::reconnect_policy) are
     /// ignored, and the store never closes the pool. `build` refuses a pool
@@ -247,11 +264,11 @@ impl RedisSessionStoreBuilder {
 
     /// How long a per-owner lock lives if its holder never releases it
     /// (default 10 s). Logins under a per-owner limit, rotations of sessions
-    /// already bound to an owner,
-    /// [`destroy_owner_sessions`](session_core::SessionStore::destroy_owner_sessions),
-    /// and listing and counting an owner's sessions take the lock (briefly,
-    /// for the last two). It is raised to at least four command timeouts, so a
-    /// holder's writes fit in it; a holder that finds less than two command
+    /// already bound to an owner and
+    /// [`destroy_owner_sessions`](session_core::SessionStore::destroy_owner_sessions)
+    /// take the lock (and, briefly, listing and counting an owner's sessions
+    /// that found a session moving to a new ID twice). It is raised to at
+    /// least four command timeouts, so a holder's writes fit in it; a holder that finds less than two command
     /// timeouts of its lease left before its writes fails with
     /// `Error::Backend` instead of writing outside the lease. At most a day.
     #[must_use]
@@ -329,6 +346,8 @@ impl RedisSessionStoreBuilder {
             .map(|c| {
                 c.with_options(&Options {
                     timeout: Some(self.command_timeout),
+                    max_redirections: Some(MAX_REDIRECTIONS),
+                    max_attempts: Some(MAX_REDIRECTIONS + MAX_RESENDS + 1),
                     ..Options::default()
                 })
             })
@@ -373,6 +392,10 @@ impl RedisSessionStoreBuilder {
     }
 
     async fn connect(&self, config: Config) -> Result<Pool> {
+        let service = match &config.server {
+            ServerConfig::Sentinel { service_name, .. } => Some(service_name.clone()),
+            _ => None,
+        };
         let pool = fred::types::Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = self.connect_timeout;
@@ -392,8 +415,21 @@ impl RedisSessionStoreBuilder {
             Ok(Ok(_connection_task)) => Ok(pool),
             Ok(Err(e)) => {
                 let _ = pool.quit().await;
+                // A sentinel answers nil for a service it does not monitor,
+                // which fred reports as a "missing primary address".
+                let hint = match service {
+                    Some(name)
+                        if *e.kind() == ErrorKind::Sentinel
+                            && e.details().contains("Missing primary") =>
+                    {
+                        format!(
+                            " (do the sentinels monitor a primary named {name:?}? check `sentinelServiceName`)"
+                        )
+                    }
+                    _ => String::new(),
+                };
                 Err(Error::backend_msg(format!(
-                    "session-redis: cannot connect to Redis: {}",
+                    "session-redis: cannot connect to Redis: {}{hint}",
                     crate::store::describe(&e)
                 )))
             }
@@ -629,7 +665,6 @@ fn url_password(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fred::types::config::ServerConfig;
 
     #[test]
     fn urls_select_single_node_cluster_and_sentinel() {

@@ -181,7 +181,7 @@
 //! alive it holds about its live sessions, not every session it ever
 //! held. Nothing is left behind without a purge.
 //! [`len`](session_core::SessionStore::len) is one `ZCOUNT` per bucket,
-//! pipelined: its cost depends on the bucket count, not on how many keys
+//! all sent at once: its cost depends on the bucket count, not on how many keys
 //! the database holds.
 //! [`purge_expired`](session_core::SessionStore::purge_expired) walks each
 //! bucket's index from its earliest deadline, so it costs what it removes;
@@ -322,13 +322,24 @@
 //! the owner's live sessions before writing, and with `EndOldest` writes
 //! first and only then ends the oldest sessions over the limit, so a login
 //! that is refused ends nothing. Rotations of sessions already bound to
-//! the owner, revocations of all the owner's sessions, and
+//! the owner and revocations of all the owner's sessions take the same
+//! lock, so no revocation misses a session that is moving to a new ID.
+//! Logins without a limit, and saves and touches (which keep the session's
+//! key), take no lock.
+//!
 //! [`owner_sessions`](session_core::SessionStore::owner_sessions) and
 //! [`count_owner_sessions`](session_core::SessionStore::count_owner_sessions)
-//! take the same lock, so no count, listing or revocation misses a session
-//! that is moving to a new ID, or sees it under both. Logins without a
-//! limit, and saves and touches (which keep the session's key), take no
-//! lock.
+//! see each live session of the owner exactly once, even one rotating
+//! meanwhile, without waiting for the lock: they read the owner's index,
+//! then the records of each bucket at one instant (one read-only script per
+//! bucket; a rotation moves a record within its bucket in one script, so
+//! it is seen done or not done, never both or neither), then the index
+//! again. A session that moved after the first index read to a key that
+//! read did not name was claimed under that key after it, so the second
+//! read names a key the first did not; the read is then repeated, and
+//! after two such rounds done under the lock. A listing made while a login
+//! under `EndOldest` runs may see its new session before the oldest one
+//! has ended, as a `load` of the oldest would still find it.
 //!
 //! The lock is a lease
 //! ([`owner_lock_ttl`](RedisSessionStoreBuilder::owner_lock_ttl)). A
@@ -339,7 +350,8 @@
 //! holders of the same owner's lock may overlap: the limit can then be
 //! exceeded by overlapping logins, `EndOldest` end one session more than
 //! needed, or a session rotated at that moment survive a revocation under
-//! its new ID. A login, rotation, listing or revocation that cannot get the lock
+//! its new ID. A login, rotation, revocation (or a listing that found
+//! sessions moving twice) that cannot get the lock
 //! within [`owner_lock_wait`](RedisSessionStoreBuilder::owner_lock_wait)
 //! fails with `Error::Backend` and may be retried; only timeouts, broken
 //! connections and replies that ask to retry (`LOADING`, `BUSY`, …) are
@@ -360,13 +372,12 @@
 //! another, so it fails within a small multiple of the timeout. Every
 //! command, reads included, carries the timeout as fred's own per-command
 //! timeout, so a command that timed out is dropped from fred's queue, never
-//! sent after a reconnection (pipelined reads of several records are
-//! bounded as a whole instead):
+//! sent after a reconnection:
 //!
 //! | operation | command timeouts, at most |
 //! |---|---|
 //! | `load`, `len` | 1 |
-//! | `owner_sessions`, `count_owner_sessions` | 6, plus up to `owner_lock_wait` |
+//! | `owner_sessions`, `count_owner_sessions` | 4 (15, plus up to `owner_lock_wait`, if sessions of the owner move meanwhile) |
 //! | `save`, `touch`, `destroy`, `cycle_id` of an anonymous session | 2 |
 //! | `destroy` of an owned session | 4 |
 //! | `destroy_owner_session` | 5 |
@@ -383,6 +394,20 @@
 //! another owner meanwhile.) `purge_expired`, `destroy_owner_sessions` and
 //! ending the oldest sessions under `EndOldest` work on all buckets or
 //! sessions in parallel, 256 expired entries per bucket and round trip.
+//!
+//! While a Cluster moves a slot to another node, its two nodes refuse a
+//! script naming several keys of the slot with `TRYAGAIN` until the move
+//! ends (a write's receipt key never exists beforehand, so every write to
+//! the slot's sessions meets it), and fred cannot follow an `ASK`
+//! redirection (it sends the command back to the node that said `ASK`; the
+//! store limits each command's redirections so that this fails the one
+//! command, not its connection). Nothing runs in either case, so the store
+//! sends such a command again, with a back-off from 2 ms to 100 ms, until
+//! one command timeout has passed since its first attempt; the table does
+//! not count that time. Writes to the sessions of a slot that takes longer
+//! than that to move fail with `Error::Backend` meanwhile; the other
+//! sessions are not affected. fred follows `MOVED` (a move that has ended)
+//! by itself.
 //!
 //! A write that failed with `Error::Backend` may or may not have been
 //! applied (Redis may have run it and the reply been lost): reload before

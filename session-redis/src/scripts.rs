@@ -530,6 +530,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Read the first bytes of several records of one bucket at once: a
+/// rotation moves a session between two keys of its bucket in one script,
+/// so this sees it under exactly one of them. Reads only.
+///
+/// KEYS: records, all in one slot. ARGV: how many bytes of each to read.
+/// Returns, in the order of KEYS, each record's first bytes (empty if there
+/// is none), or the integer 0 for a key of another type.
+pub(crate) const PEEK: &str = r"
+local out = {}
+for i, rec in ipairs(KEYS) do
+  local h = redis.pcall('GETRANGE', rec, 0, tonumber(ARGV[1]) - 1)
+  if type(h) == 'string' then out[i] = h else out[i] = 0 end
+end
+return out
+";
+
 /// A script with its SHA-1, run with `EVALSHA` and re-sent with `EVAL`
 /// (which also caches it again) when the server answers `NOSCRIPT`.
 #[derive(Debug, Clone)]
@@ -561,6 +577,7 @@ pub(crate) struct Scripts {
     pub(crate) forget: Script,
     pub(crate) lock: Script,
     pub(crate) unlock: Script,
+    pub(crate) peek: Script,
 }
 
 impl Scripts {
@@ -575,10 +592,11 @@ impl Scripts {
             forget: Script::new("forget", FORGET),
             lock: Script::new("lock", LOCK),
             unlock: Script::new("unlock", UNLOCK),
+            peek: Script::new("peek", PEEK),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 9] {
+    pub(crate) fn all(&self) -> [&Script; 10] {
         [
             &self.save,
             &self.touch,
@@ -589,6 +607,7 @@ impl Scripts {
             &self.forget,
             &self.lock,
             &self.unlock,
+            &self.peek,
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! `RedisSessionStore` and its `SessionStore` implementation.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,6 +38,16 @@ const ROTATION_BATCH: usize = 32;
 /// Bytes of a generated session ID, and its length in base64url.
 const ID_BYTES: usize = 32;
 const ID_CHARS: usize = 43;
+/// How often a listing or count of an owner's sessions reads them without
+/// the owner's lock, finding a session moving each time, before it takes
+/// the lock.
+const LISTING_ATTEMPTS: usize = 2;
+/// How long a command refused while its Cluster slot moves is sent again,
+/// for a client without a command timeout ...
+const SLOT_MOVE_BUDGET: Duration = Duration::from_secs(2);
+/// ... first after this pause, doubling up to the next.
+const SLOT_MOVE_FIRST_DELAY: Duration = Duration::from_millis(2);
+const SLOT_MOVE_MAX_DELAY: Duration = Duration::from_millis(100);
 
 /// A [`SessionStore`] in Redis (single node, Sentinel or Cluster), on a pool
 /// of [fred] clients. Cheap to clone: clones share the pool.
@@ -417,14 +428,78 @@ fn record_arg(write: &Write) -> Value {
 /// source with `EVAL`, which runs it and caches it again on that server.
 /// `command` builds the whole command from its first argument (the script's
 /// hash or its source), so the arguments need no copy for the second try.
+/// A call refused while a Cluster moves its slot is sent again (see
+/// [`while_slot_moves`]).
 ///
 /// Scripts go out as custom commands because fred applies per-command
 /// options (our timeout) to those but not to its `LuaInterface`, and
 /// pipelines them with other commands.
-async fn run_script<C: ClientLike>(
-    client: &C,
+async fn run_script(
+    client: &WithOptions<Client>,
     script: &Script,
     command: impl Fn(Value) -> Vec<Value>,
+) -> Result<Value, FredError> {
+    match run_script_once(client, script, &command).await {
+        Err(e) if slot_moving(&e) => {
+            Box::pin(while_slot_moves(client, || {
+                run_script_once(client, script, &command)
+            }))
+            .await
+        }
+        other => other,
+    }
+}
+
+/// Send a command again while it is refused because a Cluster is moving
+/// its slot to another node, with a short back-off, until one command
+/// timeout of `client` has passed (or [`SLOT_MOVE_BUDGET`] for a client
+/// without one); the last refusal is the answer. The first attempt has
+/// just been refused.
+///
+/// While a slot moves, both nodes refuse a command naming several keys of
+/// the slot with `TRYAGAIN` as long as either lacks one of them (a
+/// receipt key never exists beforehand, so every write to a session of
+/// that slot meets it), and the old node answers `ASK` for a key it no
+/// longer holds. fred follows `MOVED`, but sends a command it was told to
+/// `ASK` elsewhere back to the old node, so that ends in fred's "too many
+/// redirections" once the command's redirections (limited by the store's
+/// per-command options, see the builder) run out. Either way nothing ran,
+/// and the command goes through once the move ends.
+async fn while_slot_moves<T, F>(
+    client: &WithOptions<Client>,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, FredError>
+where
+    F: Future<Output = Result<T, FredError>>,
+{
+    let budget = client.options().timeout.unwrap_or(SLOT_MOVE_BUDGET);
+    let started = Instant::now();
+    let mut delay = SLOT_MOVE_FIRST_DELAY;
+    loop {
+        tracing::debug!("a Cluster slot is moving to another node; trying again");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(SLOT_MOVE_MAX_DELAY);
+        match attempt().await {
+            Err(e) if slot_moving(&e) && started.elapsed() + delay < budget => {}
+            other => return other,
+        }
+    }
+}
+
+/// Whether Redis (or fred) refused a command because a Cluster is moving
+/// its slot: `TRYAGAIN` (the node has only some of a command's keys) or
+/// fred's routing errors for redirections it could not follow. Nothing
+/// ran, and the command will go through once the move ends.
+fn slot_moving(e: &FredError) -> bool {
+    *e.kind() == ErrorKind::Routing || e.details().starts_with("TRYAGAIN")
+}
+
+/// One attempt of [`run_script`]: `EVALSHA`, then `EVAL` if the server
+/// lost the script.
+async fn run_script_once(
+    client: &WithOptions<Client>,
+    script: &Script,
+    command: &impl Fn(Value) -> Vec<Value>,
 ) -> Result<Value, FredError> {
     let argv = command(script.sha.clone());
     // The first key follows the hash and the key count.
@@ -660,20 +735,28 @@ impl Inner {
         }
     }
 
-    async fn call<T>(&self, call: impl Future<Output = Result<T, FredError>>) -> Result<T> {
-        call.await.map_err(|e| self.fred_error(e))
+    /// Send the command `call` makes on the next client; while a Cluster
+    /// moves its slot, send it again (see [`while_slot_moves`]).
+    async fn call_raw<'a, T, F>(
+        &'a self,
+        call: impl Fn(&'a WithOptions<Client>) -> F,
+    ) -> Result<T, FredError>
+    where
+        F: Future<Output = Result<T, FredError>>,
+    {
+        let client = self.client();
+        match call(client).await {
+            Err(e) if slot_moving(&e) => Box::pin(while_slot_moves(client, || call(client))).await,
+            other => other,
+        }
     }
 
-    /// Run a pipeline of reads, bounded by the command timeout. (Dropping a
-    /// pipeline does not stop fred from sending it later, which is harmless
-    /// for reads.)
-    async fn pipelined<T>(
-        &self,
-        call: impl Future<Output = Vec<Result<T, FredError>>>,
-    ) -> Result<Vec<Result<T, FredError>>> {
-        tokio::time::timeout(self.command_timeout, call)
-            .await
-            .map_err(|_| self.fred_error(FredError::new(ErrorKind::Timeout, "pipeline")))
+    /// As [`call_raw`](Self::call_raw), with the store's error.
+    async fn call<'a, T, F>(&'a self, call: impl Fn(&'a WithOptions<Client>) -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T, FredError>>,
+    {
+        self.call_raw(call).await.map_err(|e| self.fred_error(e))
     }
 
     async fn eval(&self, script: &Script, command: impl Fn(Value) -> Vec<Value>) -> Result<Value> {
@@ -692,29 +775,19 @@ impl Inner {
 
     // ---- session records ------------------------------------------------
 
-    /// The metadata of each record (`Ok(None)` if missing, a codec error if
-    /// corrupt); the outer error is a failed round trip. Reads the header
-    /// and owner only, never the data.
-    async fn read_meta(&self, keys: &[StorageKey]) -> Result<Vec<Result<Option<RecordMeta>>>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let pipe = self.pool.next().pipeline();
-        for key in keys {
-            let () = pipe
-                .getrange(self.layout.record(key), 0, record::MAX_META_LEN - 1)
-                .await
-                .map_err(Error::backend)?;
-        }
-        let replies = self.pipelined(pipe.try_all::<Value>()).await?;
-        Ok(replies
-            .into_iter()
-            .map(|r| match r {
-                Ok(v) => meta_from(&v),
-                Err(e) if wrong_type(&e) => Err(corrupt_record()),
-                Err(e) => Err(self.fred_error(e)),
+    /// The metadata of a record (`None` if missing, a codec error if
+    /// corrupt). Reads the header and owner only, never the data.
+    async fn read_meta(&self, key: &StorageKey) -> Result<Option<RecordMeta>> {
+        let reply = self
+            .call_raw(|c| {
+                c.getrange::<Value, _>(self.layout.record(key), 0, record::MAX_META_LEN - 1)
             })
-            .collect())
+            .await;
+        match reply {
+            Ok(value) => meta_from(&value),
+            Err(e) if wrong_type(&e) => Err(corrupt_record()),
+            Err(e) => Err(self.fred_error(e)),
+        }
     }
 
     /// Write a whole record: insert-only or compare-and-set as `write` says;
@@ -921,13 +994,15 @@ impl Inner {
         // Bytes, not strings: a member that is not a storage key (not even
         // UTF-8) is skipped, never a reason to fail.
         let members: Vec<Bytes> = self
-            .call(self.client().zrangebyscore(
-                self.layout.owner_index(owner),
-                after_now,
-                "+inf",
-                false,
-                None,
-            ))
+            .call(|c| {
+                c.zrangebyscore(
+                    self.layout.owner_index(owner),
+                    after_now.clone(),
+                    "+inf",
+                    false,
+                    None,
+                )
+            })
             .await?;
         Ok(members.iter().filter_map(|m| key_of_member(m)).collect())
     }
@@ -935,7 +1010,18 @@ impl Inner {
     /// `owner`'s live sessions, verified against their records, oldest first.
     async fn owner_entries(&self, owner: &str, now: i64) -> Result<Vec<(StorageKey, RecordMeta)>> {
         let keys = self.owner_members(owner, now).await?;
-        let metas = self.read_meta(&keys).await?;
+        let metas = self.read_meta_by_bucket(&keys).await?;
+        Ok(Self::live_entries(owner, now, keys, metas))
+    }
+
+    /// Of `keys` and their records' metadata, those live and bound to
+    /// `owner`, oldest first.
+    fn live_entries(
+        owner: &str,
+        now: i64,
+        keys: Vec<StorageKey>,
+        metas: Vec<Result<Option<RecordMeta>>>,
+    ) -> Vec<(StorageKey, RecordMeta)> {
         let mut found: Vec<(StorageKey, RecordMeta)> = keys
             .into_iter()
             .zip(metas)
@@ -950,7 +1036,53 @@ impl Inner {
             .filter(|(_, m)| m.is_live(now) && m.owner.as_deref() == Some(owner))
             .collect();
         found.sort_by_key(|(key, meta)| (meta.created_ms, *key));
-        Ok(found)
+        found
+    }
+
+    /// As [`read_meta`](Self::read_meta), reading the records of each
+    /// bucket at one instant (one script per bucket): a rotation, which
+    /// moves a session between two keys of its bucket in one script, is
+    /// then seen either done or not, so the session is found under exactly
+    /// one of its keys if both are asked.
+    async fn read_meta_by_bucket(
+        &self,
+        keys: &[StorageKey],
+    ) -> Result<Vec<Result<Option<RecordMeta>>>> {
+        let mut by_bucket: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            by_bucket
+                .entry(self.layout.bucket(key))
+                .or_default()
+                .push(i);
+        }
+        let replies = join_all(by_bucket.iter().map(|(&bucket, at)| {
+            let command = move |head| {
+                Argv::new(head, at.len(), 1)
+                    .args(
+                        at.iter()
+                            .map(|&i| self.layout.record_hex(bucket, &hex(&keys[i])).into()),
+                    )
+                    .arg(num(record::MAX_META_LEN as i64))
+                    .done()
+            };
+            self.eval(&self.scripts.peek, command)
+        }))
+        .await;
+        let mut metas: Vec<Result<Option<RecordMeta>>> = keys.iter().map(|_| Ok(None)).collect();
+        for ((_, at), reply) in by_bucket.iter().zip(replies) {
+            let reply = reply?;
+            let items = as_array(&reply)?;
+            if items.len() != at.len() {
+                return Err(unexpected("a record read of the wrong length"));
+            }
+            for (&i, item) in at.iter().zip(items) {
+                metas[i] = match item {
+                    Value::Integer(_) => Err(corrupt_record()),
+                    other => meta_from(other),
+                };
+            }
+        }
+        Ok(metas)
     }
 
     /// `owner`'s live sessions other than the one `op` writes, oldest first.
@@ -1074,10 +1206,10 @@ impl Inner {
             return Ok(None);
         };
         let write = op.write();
-        let stored = match self.read_meta(std::slice::from_ref(source)).await?.pop() {
-            Some(meta) => meta?.filter(|m| m.is_live(write.now_ms)),
-            None => return Ok(None),
-        };
+        let stored = self
+            .read_meta(source)
+            .await?
+            .filter(|m| m.is_live(write.now_ms));
         match (write.expected_version, stored) {
             (None, None) => Ok(None),
             (None, Some(_)) => Err(Error::Conflict),
@@ -1307,11 +1439,19 @@ impl Inner {
 
     async fn load(&self, id: &SessionId) -> Result<Option<Session>> {
         let now = self.now();
-        let key = self.layout.record(id.storage_key());
+        let key = || self.layout.record(id.storage_key());
         // Awaited here rather than passed to a helper: fred's future is
         // large, and every async layer it is handed to would store it again.
-        let value: Option<Bytes> = match self.client().get(key).await {
+        let client = self.client();
+        let value: Option<Bytes> = match client.get(key()).await {
             Ok(value) => value,
+            Err(e) if slot_moving(&e) => {
+                match Box::pin(while_slot_moves(client, || client.get(key()))).await {
+                    Ok(value) => value,
+                    Err(e) if wrong_type(&e) => return Err(corrupt_record()),
+                    Err(e) => return Err(self.fred_error(e)),
+                }
+            }
             Err(e) if wrong_type(&e) => return Err(corrupt_record()),
             Err(e) => return Err(self.fred_error(e)),
         };
@@ -1339,16 +1479,18 @@ impl Inner {
         let mut owners = Vec::new();
         loop {
             let fetched: Vec<Bytes> = self
-                .call(self.client().zrangebyscore(
-                    index.clone(),
-                    "-inf",
-                    ZRange {
-                        kind: ZRangeKind::Inclusive,
-                        range: ZRangeBound::Score(now as f64),
-                    },
-                    false,
-                    Some((0, PURGE_BATCH)),
-                ))
+                .call(|c| {
+                    c.zrangebyscore(
+                        index.clone(),
+                        "-inf",
+                        ZRange {
+                            kind: ZRangeKind::Inclusive,
+                            range: ZRangeBound::Score(now as f64),
+                        },
+                        false,
+                        Some((0, PURGE_BATCH)),
+                    )
+                })
                 .await?;
             let full = fetched.len() as i64 >= PURGE_BATCH;
             // A member that is not a storage key in hex names no record of
@@ -1362,7 +1504,7 @@ impl Inner {
                     count = junk.len(),
                     "dropping bucket index entries that name no session"
                 );
-                let _: i64 = self.call(self.client().zrem(index.clone(), junk)).await?;
+                let _: i64 = self.call(|c| c.zrem(index.clone(), junk.clone())).await?;
             }
             if !members.is_empty() {
                 let receipt = self.receipt(bucket)?;
@@ -1407,14 +1549,16 @@ impl Inner {
         // Owner index entries whose score passed stand for expired records
         // only; dropping them needs no lock.
         for result in join_all(owners.iter().map(|owner| {
-            self.call(self.client().zremrangebyscore::<i64, _, _, _>(
-                self.layout.owner_index(owner),
-                "-inf",
-                ZRange {
-                    kind: ZRangeKind::Inclusive,
-                    range: ZRangeBound::Score(now as f64),
-                },
-            ))
+            self.call(|c| {
+                c.zremrangebyscore::<i64, _, _, _>(
+                    self.layout.owner_index(owner),
+                    "-inf",
+                    ZRange {
+                        kind: ZRangeKind::Inclusive,
+                        range: ZRangeBound::Score(now as f64),
+                    },
+                )
+            })
         }))
         .await
         {
@@ -1425,21 +1569,21 @@ impl Inner {
 
     async fn len(&self) -> Result<u64> {
         let now = self.now();
-        let pipe = self.pool.next().pipeline();
-        for bucket in 0..self.layout.buckets() {
-            let () = pipe
-                .zcount(
+        // Sent together: fred writes the commands of concurrent calls to a
+        // connection in one go.
+        let counts = join_all((0..self.layout.buckets()).map(|bucket| {
+            self.call(move |c| {
+                c.zcount::<i64, _>(
                     self.layout.index(bucket),
                     now.saturating_add(1) as f64,
                     f64::INFINITY,
                 )
-                .await
-                .map_err(Error::backend)?;
-        }
-        let counts = self.pipelined(pipe.try_all::<i64>()).await?;
+            })
+        }))
+        .await;
         let mut total = 0u64;
         for count in counts {
-            total += u64::try_from(count.map_err(|e| self.fred_error(e))?).unwrap_or(0);
+            total += u64::try_from(count?).unwrap_or(0);
         }
         Ok(total)
     }
@@ -1457,15 +1601,34 @@ impl Inner {
             .collect())
     }
 
-    /// `owner`'s live sessions for a listing or a count, read under the
-    /// owner's lock. A rotation of one of them holds the lock from claiming
-    /// its new key until its record has moved, and the index and the
-    /// records are read by separate commands: without the lock, a read
-    /// between the two would find the session under neither key (the index
-    /// read before the claim, the record after the move) or under both.
+    /// `owner`'s live sessions for a listing or a count, each exactly once,
+    /// without waiting for the owner's lock when no session moves meanwhile.
+    ///
+    /// A rotation claims the session's new key in the owner's index, then
+    /// moves the record (one script in the session's bucket), then drops the
+    /// old key, and the index and the records are read by separate commands.
+    /// So: read the index, read each bucket's records at one instant (a
+    /// moving session is then under one of the keys read, if the read
+    /// names both), and read the index again. A session whose record had
+    /// already moved to a key the first read did not name was claimed
+    /// under that key after the first read, so the second read names a key
+    /// the first did not (that one, or the key it has moved on to since):
+    /// then read again, and after [`LISTING_ATTEMPTS`] such rounds under
+    /// the owner's lock, which every rotation of the owner's sessions takes.
     async fn owner_entries_settled(&self, owner: &str) -> Result<Vec<(StorageKey, RecordMeta)>> {
         if !session_core::is_valid_owner(owner) {
             return Ok(Vec::new());
+        }
+        for _ in 0..LISTING_ATTEMPTS {
+            let now = self.now();
+            let keys = self.owner_members(owner, now).await?;
+            let metas = self.read_meta_by_bucket(&keys).await?;
+            let again = self.owner_members(owner, now).await?;
+            let mut known = keys.clone();
+            known.sort_unstable();
+            if again.iter().all(|k| known.binary_search(k).is_ok()) {
+                return Ok(Self::live_entries(owner, now, keys, metas));
+            }
         }
         let lock = self.lock(owner).await?;
         let result = self.owner_entries(owner, self.now()).await;
@@ -1758,6 +1921,33 @@ mod tests {
             (ErrorKind::InvalidCommand, "unknown command"),
         ] {
             assert!(!worth_retrying(&FredError::new(kind, details)), "{details}");
+        }
+    }
+
+    #[test]
+    fn only_refusals_of_a_moving_slot_are_sent_again_while_it_moves() {
+        for (kind, details) in [
+            (
+                ErrorKind::Unknown,
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+            ),
+            (ErrorKind::Routing, "Too many redirections."),
+            (ErrorKind::Routing, "Max attempts reached."),
+        ] {
+            assert!(slot_moving(&FredError::new(kind, details)), "{details}");
+        }
+        for (kind, details) in [
+            (ErrorKind::Timeout, "timed out"),
+            (ErrorKind::IO, "connection reset"),
+            (ErrorKind::Unknown, "ERR Error running script"),
+            (ErrorKind::Unknown, "NOSCRIPT No matching script"),
+            (
+                ErrorKind::InvalidArgument,
+                "WRONGTYPE Operation against a key",
+            ),
+            (ErrorKind::Cluster, "CLUSTERDOWN The cluster is down"),
+        ] {
+            assert!(!slot_moving(&FredError::new(kind, details)), "{details}");
         }
     }
 

@@ -1179,6 +1179,75 @@ async fn a_lock_key_of_another_type_fails_a_login_at_once(url: &str) {
     env.cleanup().await;
 }
 
+/// Listing and counting an owner's sessions read without the owner's lock:
+/// a lock held elsewhere (a login of that owner under way, or a crashed
+/// holder whose lease has not run out) does not hold them up.
+async fn listing_and_counting_do_not_wait_for_the_owners_lock(url: &str) {
+    let env = Env::with(
+        url,
+        |c| c,
+        |b| b.owner_lock_wait(Duration::from_millis(100)),
+    )
+    .await;
+    let first = env.saved(Some("nia")).await;
+    env.saved(Some("nia")).await;
+    let lock = env.key_ending(":owner").await.replace(":owner", ":lock");
+    let args = vec![
+        lock.as_str().into(),
+        "another-holder".into(),
+        "PX".into(),
+        60_000.into(),
+    ];
+    common::raw(&env.pool, "SET", args).await;
+    let listed = env
+        .store
+        .owner_sessions("nia", Some(first.id()))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.iter().filter(|i| i.is_current).count(), 1);
+    assert_eq!(env.store.count_owner_sessions("nia").await.unwrap(), 2);
+    assert!(
+        env.store.destroy_owner_sessions("nia", None).await.is_err(),
+        "revocation still waits for the lock"
+    );
+    env.cleanup().await;
+}
+
+/// While one of an owner's sessions rotates over and over, every listing
+/// and count made meanwhile (without the lock) sees each session exactly
+/// once: never the rotating one under both IDs, never under neither.
+async fn listings_see_a_rotating_session_exactly_once(url: &str) {
+    let env = Env::new(url, |c| c).await;
+    let mut rotating = env.saved(Some("rio")).await;
+    env.saved(Some("rio")).await;
+    env.saved(Some("rio")).await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rotations = {
+        let (store, done) = (env.store.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            for _ in 0..150 {
+                store.cycle_id(&mut rotating).await.unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut reads = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let (listed, counted) = tokio::join!(
+            env.store.owner_sessions("rio", None),
+            env.store.count_owner_sessions("rio")
+        );
+        let listed = listed.unwrap();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert_eq!(counted.unwrap(), 3);
+        reads += 1;
+    }
+    rotations.await.unwrap();
+    assert!(reads > 1, "the listings ran while the session rotated");
+    env.cleanup().await;
+}
+
 async fn owner_locks_are_released_after_each_login(url: &str) {
     let env = Env::new(url, |c| {
         c.with_max_sessions_per_owner(5, OwnerLimitPolicy::RefuseNew)
@@ -1446,6 +1515,8 @@ against!(
         owner_index_entries_are_checked_against_the_record,
         index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        listing_and_counting_do_not_wait_for_the_owners_lock,
+        listings_see_a_rotating_session_exactly_once,
         owner_keys_do_not_outlive_the_owners_sessions,
         an_owners_keys_expire_with_the_owners_sessions,
         a_lock_key_of_another_type_fails_a_login_at_once,
@@ -1477,6 +1548,8 @@ against!(
         owner_index_entries_are_checked_against_the_record,
         index_members_that_name_no_session_fail_nothing,
         owner_locks_are_released_after_each_login,
+        listing_and_counting_do_not_wait_for_the_owners_lock,
+        listings_see_a_rotating_session_exactly_once,
         owner_keys_do_not_outlive_the_owners_sessions,
         an_owners_keys_expire_with_the_owners_sessions,
         a_lock_key_of_another_type_fails_a_login_at_once,
@@ -1492,6 +1565,35 @@ against!(
         owner_keys_do_not_outlive_the_owners_sessions
     ]
 );
+
+/// A Sentinel URL naming a service the sentinels do not monitor fails the
+/// build with a message that names the service and the URL parameter.
+#[tokio::test]
+async fn an_unknown_sentinel_service_is_named_in_the_error() {
+    let Some(url) = service_url(common::SENTINEL) else {
+        return;
+    };
+    let (head, query) = url.split_once('?').unwrap();
+    let other: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("sentinelServiceName="))
+        .collect();
+    let url = format!(
+        "{head}?sentinelServiceName=no-such-primary&{}",
+        other.join("&")
+    );
+    let err = RedisSessionStore::builder(url.trim_end_matches('&'))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    assert!(
+        shown.contains("\"no-such-primary\"") && shown.contains("sentinelServiceName"),
+        "{shown}"
+    );
+}
 
 #[tokio::test]
 async fn builds_around_an_existing_client() {

@@ -45,16 +45,7 @@ struct Workload {
 
 impl Workload {
     async fn start(store: &RedisSessionStore, sessions: usize) -> Self {
-        let mut ids = Vec::new();
-        for i in 0..sessions {
-            let mut s = store.create().await.unwrap();
-            s.insert("n", &0u64).unwrap();
-            if i % 2 == 0 {
-                s.set_owner(format!("owner-{i}"));
-            }
-            store.save(&mut s).await.unwrap();
-            ids.push(s.id().clone());
-        }
+        let ids = common::counters(store, sessions).await;
         let errors = Arc::new(AtomicU64::new(0));
         let slowest_error_ms = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));

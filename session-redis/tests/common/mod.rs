@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
+use session_core::{SessionId, SessionStore};
+use session_redis::RedisSessionStore;
 use session_redis::fred::prelude::{ClientLike, KeysInterface, Pool, Value};
 use session_redis::fred::types::{Builder, ClusterHash, CustomCommand, config::Config};
 
@@ -129,6 +131,22 @@ pub async fn pexpiretime(pool: &Pool, key: &str) -> i64 {
         .unwrap()
 }
 
+/// `n` stored sessions holding a counter `n` at 0, every other one bound
+/// to an owner of its own (`owner-0`, `owner-2`, …).
+pub async fn counters(store: &RedisSessionStore, n: usize) -> Vec<SessionId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let mut s = store.create().await.unwrap();
+        s.insert("n", &0u64).unwrap();
+        if i % 2 == 0 {
+            s.set_owner(format!("owner-{i}"));
+        }
+        store.save(&mut s).await.unwrap();
+        ids.push(s.id().clone());
+    }
+    ids
+}
+
 /// A `redis-server` of our own on a free port, with an fsync-always
 /// append-only file so a restart keeps every acknowledged write. For tests
 /// that kill, restart or disturb a server: the shared one is never touched.
@@ -153,6 +171,11 @@ impl PrivateRedis {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port, extra)
+    }
+
+    /// As [`start_with`](Self::start_with), on a given port.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "session-redis-private-{}-{port}",
             std::process::id()
@@ -397,4 +420,204 @@ async fn relay(client: tokio::net::TcpStream, upstream: u16, trap: Trap) {
         }
     };
     tokio::join!(up, down);
+}
+
+/// A Redis Cluster of our own: three primaries (no replicas) on free ports,
+/// for tests that reshard it. The shared Cluster is never disturbed.
+pub struct PrivateCluster {
+    pub ports: [u16; 3],
+    nodes: Vec<PrivateRedis>,
+}
+
+impl PrivateCluster {
+    pub async fn start() -> Self {
+        let base = cluster_ports();
+        let ports = [base, base + 1, base + 2];
+        let nodes: Vec<PrivateRedis> = ports
+            .iter()
+            .map(|&port| {
+                PrivateRedis::start_on(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "5000",
+                        "--appendonly",
+                        "no",
+                    ],
+                )
+            })
+            .collect();
+        let cluster = Self { ports, nodes };
+        let third = 16384 / 3;
+        for (i, &port) in ports.iter().enumerate() {
+            let first = i as i64 * third;
+            let last = if i == 2 { 16383 } else { first + third - 1 };
+            cluster
+                .admin(port, &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()])
+                .await;
+            cluster
+                .admin(
+                    port,
+                    &[
+                        "CLUSTER",
+                        "ADDSLOTSRANGE",
+                        &first.to_string(),
+                        &last.to_string(),
+                    ],
+                )
+                .await;
+        }
+        for &port in &ports[1..] {
+            cluster
+                .admin(
+                    ports[0],
+                    &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()],
+                )
+                .await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for &port in &ports {
+            loop {
+                let info = cluster.admin(port, &["CLUSTER", "INFO"]).await;
+                let slots = cluster.admin(port, &["CLUSTER", "SLOTS"]).await;
+                let ready = info.as_str().unwrap().contains("cluster_state:ok")
+                    && slots.into_array().len() == 3;
+                if ready {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "private cluster did not form");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        let [a, b, c] = self.ports;
+        format!("redis-cluster://127.0.0.1:{a}?node=127.0.0.1:{b}&node=127.0.0.1:{c}")
+    }
+
+    /// One command to one node (not routed).
+    pub async fn admin(&self, port: u16, args: &[&str]) -> Value {
+        let (cmd, rest) = args.split_first().unwrap();
+        let client =
+            Builder::from_config(Config::from_url(&format!("redis://127.0.0.1:{port}")).unwrap())
+                .build()
+                .unwrap();
+        client.init().await.unwrap();
+        let reply = client
+            .custom::<Value, Value>(
+                CustomCommand::new(cmd.to_string(), ClusterHash::Random, false),
+                rest.iter().map(|&a| Value::from(a)).collect(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{args:?} on {port}: {e}"));
+        let _ = client.quit().await;
+        reply
+    }
+
+    async fn node_id(&self, port: u16) -> String {
+        let id = self.admin(port, &["CLUSTER", "MYID"]).await;
+        id.as_str().unwrap().into_owned()
+    }
+
+    /// The port of the node that serves `slot`.
+    pub async fn owner_of(&self, slot: u16) -> u16 {
+        let slots = self.admin(self.ports[0], &["CLUSTER", "SLOTS"]).await;
+        for range in slots.into_array() {
+            let range = range.into_array();
+            let (start, end) = (range[0].as_i64().unwrap(), range[1].as_i64().unwrap());
+            if (start..=end).contains(&i64::from(slot)) {
+                let primary = range[2].clone().into_array();
+                return u16::try_from(primary[1].as_i64().unwrap()).unwrap();
+            }
+        }
+        panic!("slot {slot} is served by no node");
+    }
+
+    /// Move `slot` from the node serving it to another, as
+    /// `redis-cli --cluster reshard` does (mark it migrating and importing,
+    /// `MIGRATE` its keys, hand it over), pausing `pause` before the first
+    /// key, after half of them and after the last, so that commands sent
+    /// meanwhile meet every stage of the move. Returns the new node's port.
+    pub async fn move_slot(&self, slot: u16, pause: Duration) -> u16 {
+        let from = self.owner_of(slot).await;
+        let to = *self.ports.iter().find(|&&p| p != from).unwrap();
+        let (from_id, to_id) = (self.node_id(from).await, self.node_id(to).await);
+        let slot_text = slot.to_string();
+        self.admin(
+            to,
+            &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id],
+        )
+        .await;
+        self.admin(
+            from,
+            &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id],
+        )
+        .await;
+        tokio::time::sleep(pause).await;
+        let mut halfway = false;
+        loop {
+            let keys = self
+                .admin(from, &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"])
+                .await
+                .into_array();
+            if keys.is_empty() {
+                break;
+            }
+            let (first, rest) = keys.split_at(keys.len().div_ceil(2));
+            for batch in [first, rest] {
+                if batch.is_empty() {
+                    continue;
+                }
+                let mut args = vec![
+                    "MIGRATE".to_owned(),
+                    "127.0.0.1".to_owned(),
+                    to.to_string(),
+                    String::new(),
+                    "0".to_owned(),
+                    "5000".to_owned(),
+                    "KEYS".to_owned(),
+                ];
+                args.extend(batch.iter().map(|k| k.as_str().unwrap().into_owned()));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                self.admin(from, &args).await;
+                if !halfway {
+                    halfway = true;
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        tokio::time::sleep(pause).await;
+        for port in [to, from] {
+            self.admin(port, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id])
+                .await;
+        }
+        let other = *self.ports.iter().find(|&&p| p != from && p != to).unwrap();
+        self.admin(other, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id])
+            .await;
+        to
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+    }
+}
+
+/// A first port of three free ones whose Cluster bus ports (10000 above)
+/// are free too.
+fn cluster_ports() -> u16 {
+    let mut seed = [0u8; 2];
+    getrandom::fill(&mut seed).unwrap();
+    let start = 20_000 + u16::from_be_bytes(seed) % 20_000;
+    let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    (start..50_000)
+        .find(|&base| (base..base + 3).all(|p| free(p) && free(p + 10_000)))
+        .expect("three free ports for a private cluster")
 }
