@@ -22,23 +22,70 @@ mod services;
 
 use services::{Probe, SERVICES};
 
+const USAGE: &str = "usage: cargo xtask <command>\n\n\
+    commands:\n  \
+    ci [--require-services]  fmt, clippy, tests, doctests, docs (what CI runs)\n  \
+    services                 start the databases, Redis, Redis Cluster and Sentinel for tests\n  \
+    bench [--quick]          benchmarks beside raw baselines and tower-sessions, with targets";
+
+/// The flags each command takes.
+fn allowed_flags(command: &str) -> Option<&'static [&'static str]> {
+    match command {
+        "ci" => Some(&["--require-services"]),
+        "services" => Some(&[]),
+        "bench" => Some(&["--quick"]),
+        _ => None,
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed<'a> {
+    Help,
+    /// A mistake: what to say before the usage.
+    Usage(String),
+    Run(&'a str, Vec<&'a str>),
+}
+
+fn parse(args: &[String]) -> Parsed<'_> {
+    let command = args.first().map_or("", String::as_str);
+    let flags: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    if matches!(command, "help" | "-h" | "--help")
+        || flags.iter().any(|f| matches!(*f, "-h" | "--help"))
+    {
+        return Parsed::Help;
+    }
+    // A mistyped flag must not start a long run that ignores it (say a full
+    // benchmark run instead of `--quick`).
+    let Some(allowed) = allowed_flags(command) else {
+        return Parsed::Usage(if command.is_empty() {
+            String::new()
+        } else {
+            format!("xtask: unknown command `{command}`\n\n")
+        });
+    };
+    match flags.iter().find(|f| !allowed.contains(f)) {
+        Some(unknown) => {
+            Parsed::Usage(format!("xtask {command}: unknown argument `{unknown}`\n\n"))
+        }
+        None => Parsed::Run(command, flags),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flags: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("ci") => ci(flags.contains(&"--require-services")),
-        Some("services") => services::ensure_all(),
-        Some("bench") => bench::run(flags.contains(&"--quick")),
-        _ => {
-            eprintln!(
-                "usage: cargo xtask <command>\n\n\
-                 commands:\n  \
-                 ci [--require-services]  fmt, clippy, tests, doctests, docs (what CI runs)\n  \
-                 services                 start the databases, Redis, Redis Cluster and Sentinel for tests\n  \
-                 bench [--quick]          benchmarks beside raw baselines and tower-sessions, with targets"
-            );
+    let result = match parse(&args) {
+        Parsed::Help => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Usage(mistake) => {
+            eprintln!("{mistake}{USAGE}");
             return ExitCode::from(2);
         }
+        Parsed::Run("ci", flags) => ci(flags.contains(&"--require-services")),
+        Parsed::Run("services", _) => services::ensure_all(),
+        Parsed::Run(_, flags) => bench::run(flags.contains(&"--quick")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -491,5 +538,59 @@ impl Probe {
             Probe::Sentinel(_) => redis_command(addr, &["SENTINEL", "MASTERS"])
                 .is_some_and(|r| r.contains("mymaster")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Parsed, parse};
+
+    fn parsed(line: &str) -> Parsed<'static> {
+        let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        parse(Box::leak(args.into_boxed_slice()))
+    }
+
+    #[test]
+    fn known_commands_and_flags_run() {
+        assert_eq!(parsed("ci"), Parsed::Run("ci", vec![]));
+        assert_eq!(
+            parsed("ci --require-services"),
+            Parsed::Run("ci", vec!["--require-services"])
+        );
+        assert_eq!(
+            parsed("bench --quick"),
+            Parsed::Run("bench", vec!["--quick"])
+        );
+        assert_eq!(parsed("services"), Parsed::Run("services", vec![]));
+    }
+
+    #[test]
+    fn help_runs_nothing() {
+        for line in [
+            "help",
+            "--help",
+            "bench --help",
+            "ci -h",
+            "bench --quick --help",
+        ] {
+            assert_eq!(parsed(line), Parsed::Help, "{line}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_command_or_flag_runs_nothing() {
+        for line in [
+            "",
+            "test",
+            "bench --qiuck",
+            "ci --quick",
+            "services --quick",
+        ] {
+            assert!(matches!(parsed(line), Parsed::Usage(_)), "{line}");
+        }
+        let Parsed::Usage(said) = parsed("bench --qiuck") else {
+            unreachable!()
+        };
+        assert!(said.contains("`--qiuck`"), "{said}");
     }
 }
