@@ -103,10 +103,11 @@ pub struct SessionLayer {
 impl SessionLayer {
     /// Sessions from `store`, carried in the cookie `cookie` describes.
     ///
-    /// The touch interval defaults to a tenth of the store's idle timeout,
-    /// at most 60 seconds.
+    /// The touch interval defaults to a tenth of the store's idle timeout
+    /// (or of the cookie's `Max-Age`, if that is shorter), at most 60
+    /// seconds.
     pub fn new(store: Arc<dyn SessionStore>, cookie: CookieConfig) -> Self {
-        let touch_interval = (store.config().idle_timeout() / 10).min(Duration::from_secs(60));
+        let touch_interval = (lifetime(&*store, &cookie) / 10).min(Duration::from_secs(60));
         Self {
             shared: Arc::new(Shared {
                 store,
@@ -123,10 +124,13 @@ impl SessionLayer {
     ///
     /// A visitor active at least every `idle timeout − interval` keeps the
     /// session, so the interval is capped at half the store's idle timeout:
-    /// a longer one would let sessions in use expire.
+    /// a longer one would let sessions in use expire. A touch also renews a
+    /// cookie with a `Max-Age` (see [`CookieConfig::max_age`]), so when that
+    /// is shorter than the idle timeout the cap is half of it instead: the
+    /// browser must not drop the cookie of a visitor who keeps coming back.
     #[must_use]
     pub fn touch_interval(mut self, interval: Duration) -> Self {
-        let cap = self.shared.store.config().idle_timeout() / 2;
+        let cap = lifetime(&*self.shared.store, &self.shared.cookie) / 2;
         Arc::make_mut(&mut self.shared).touch_interval = interval.min(cap);
         self
     }
@@ -150,6 +154,14 @@ impl SessionLayer {
     pub fn cookie(&self) -> &CookieConfig {
         &self.shared.cookie
     }
+}
+
+/// How long an idle visitor keeps the session: the store's idle timeout, or
+/// the cookie's `Max-Age` if that is shorter (the browser then forgets the
+/// cookie first).
+fn lifetime(store: &dyn SessionStore, cookie: &CookieConfig) -> Duration {
+    let idle = store.config().idle_timeout();
+    cookie.max_age().map_or(idle, |max_age| max_age.min(idle))
 }
 
 impl fmt::Debug for SessionLayer {

@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -739,4 +740,33 @@ async fn a_cookie_with_domain_and_path_is_removed_with_the_same_attributes() {
     assert!(removal.starts_with("__Secure-sid=;"), "{removal}");
     assert!(removal.contains("; Max-Age=0"), "{removal}");
     assert_eq!(attributes(removal), attributes(&set));
+}
+
+#[tokio::test]
+async fn the_touch_interval_is_capped_by_a_shorter_cookie_max_age() {
+    // The cookie lives 120 s, the session 600 s idle. A visitor active
+    // every 100 s must keep the session: each visit must renew the cookie
+    // before the browser drops it.
+    let cookie = CookieConfig::builder(COOKIE)
+        .max_age(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let (store, clock, layer) = setup(cookie);
+    let layer = layer.touch_interval(Duration::from_secs(200));
+    let router = Router::new()
+        .route("/put/{key}/{value}", post(put))
+        .route("/get/{key}", get(get_key))
+        .layer(layer);
+    let id = start(&router, "k", "v").await;
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(100));
+        let reply = send(&router, "GET", "/get/k", Some(&id)).await;
+        assert_eq!(reply.body, "v");
+        assert_eq!(
+            reply.session_id().as_deref(),
+            Some(id.as_str()),
+            "the cookie must be renewed before its Max-Age runs out"
+        );
+    }
+    assert!(store.touches() >= 3);
 }
