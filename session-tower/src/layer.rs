@@ -43,7 +43,9 @@ pub(crate) struct Shared {
 ///   with a cheap [`SessionStore::touch`];
 /// * sends `Set-Cookie` when a new session is first stored, after rotation,
 ///   and (when the cookie has a `Max-Age`) whenever the session was saved or
-///   touched, so the browser's deadline slides with the server's; after a
+///   touched, so the browser's deadline slides with the server's (its
+///   `Max-Age` cut to the session's remaining life where that is shorter,
+///   say near the absolute deadline); after a
 ///   [`Session::destroy`] that ended a live session it sends the removal
 ///   cookie. A session found ended meanwhile (NotFound when saving or
 ///   touching) gets no cookie at all: the browser's cookie names nothing,

@@ -75,7 +75,12 @@
 //!    stale.
 //! 4. **Cookie.** `Set-Cookie` goes out on a new session's first save and
 //!    after rotation, and again on each save or touch when the cookie has a
-//!    `Max-Age`, so the browser's deadline slides with the server's. The
+//!    `Max-Age`, so the browser's deadline slides with the server's. That
+//!    `Max-Age` is cut to what is left of the session's life where that is
+//!    shorter (near its absolute deadline), so the cookie never outlives the
+//!    session; give the cookie the store's idle timeout as its `Max-Age`
+//!    (a shorter one ends a visit when the browser drops the cookie, however
+//!    long the store would keep the session). The
 //!    removal cookie (same name, path, domain and attributes) goes out only
 //!    after a [`Session::destroy`] that ended a live session. A session
 //!    found ended by someone else mid-request stays ended and gets no cookie

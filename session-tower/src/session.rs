@@ -948,7 +948,7 @@ impl Session {
         };
         let set_cookie = match (state.cookie, &state.slot) {
             (CookieAction::Set, Slot::Active(active)) if !active.current.is_new() => {
-                Some(shared.cookie.set_cookie_header(active.current.id()))
+                Some(set_cookie_header(shared, &active.current))
             }
             (CookieAction::Remove, _) => Some(shared.cookie.removal_header()),
             _ => None,
@@ -959,6 +959,31 @@ impl Session {
             used,
         }
     }
+}
+
+/// The `Set-Cookie` that hands the browser `session`, just stored or
+/// touched. A configured `Max-Age` is cut to what is left of the session's
+/// life where that is shorter (near its absolute deadline, or under an idle
+/// timeout shorter than the `Max-Age`): a cookie that outlives its session
+/// names nothing and only costs a lookup on every request until it expires.
+fn set_cookie_header(shared: &Shared, session: &session_core::Session) -> HeaderValue {
+    let cookie = &shared.cookie;
+    if let Some(max_age) = cookie.max_age() {
+        let now = shared.store.config().now_ms();
+        let left_ms = session.meta().expires_ms.saturating_sub(now);
+        // Rounded up: the milliseconds since the store computed the expiry
+        // must not cut a whole second off every cookie.
+        let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
+        if left < max_age.as_secs()
+            && let Ok(shorter) = cookie
+                .to_builder()
+                .max_age(Duration::from_secs(left))
+                .build()
+        {
+            return shorter.set_cookie_header(session.id());
+        }
+    }
+    cookie.set_cookie_header(session.id())
 }
 
 /// Make `session` the active one. `created`: it is new in this request.

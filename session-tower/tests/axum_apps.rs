@@ -684,6 +684,76 @@ async fn clones_used_by_tasks_within_the_request_lose_nothing() {
     assert_eq!(store.loads(), 1, "one load shared by every clone");
 }
 
+fn max_age(cookie: &str) -> u64 {
+    cookie
+        .split("; ")
+        .find_map(|a| a.strip_prefix("Max-Age="))
+        .expect("a Max-Age")
+        .parse()
+        .expect("seconds")
+}
+
+#[tokio::test]
+async fn the_touch_interval_is_capped_by_a_shorter_cookie_max_age() {
+    // The cookie lives 120 s, the session 600 s idle. A visitor active
+    // every 100 s must keep the session: each visit must renew the cookie
+    // before the browser drops it.
+    let cookie = CookieConfig::builder(COOKIE)
+        .max_age(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let (store, clock, layer) = setup(cookie);
+    let layer = layer.touch_interval(Duration::from_secs(200));
+    let router = Router::new()
+        .route("/put/{key}/{value}", post(put))
+        .route("/get/{key}", get(get_key))
+        .layer(layer);
+    let id = start(&router, "k", "v").await;
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(100));
+        let reply = send(&router, "GET", "/get/k", Some(&id)).await;
+        assert_eq!(reply.body, "v");
+        assert_eq!(
+            reply.session_id().as_deref(),
+            Some(id.as_str()),
+            "the cookie must be renewed before its Max-Age runs out"
+        );
+    }
+    assert!(store.touches() >= 3);
+}
+
+#[tokio::test]
+async fn near_the_absolute_deadline_the_cookie_does_not_outlive_the_session() {
+    let clock = ManualClock::new();
+    let store = TestStore::new(
+        SessionConfig::new(IDLE)
+            .with_absolute_timeout(Duration::from_secs(1000))
+            .with_clock(clock.clone()),
+    );
+    let router = Router::new()
+        .route("/put/{key}/{value}", post(put))
+        .route("/get/{key}", get(get_key))
+        .layer(SessionLayer::new(store.clone(), cookie_config()));
+    let reply = send(&router, "POST", "/put/k/v", None).await;
+    assert_eq!(max_age(reply.session_cookie().unwrap()), IDLE.as_secs());
+    let id = reply.session_id().expect("cookie");
+
+    clock.advance(Duration::from_secs(500));
+    let reply = send(&router, "GET", "/get/k", Some(&id)).await;
+    assert_eq!(max_age(reply.session_cookie().expect("touched")), 500);
+
+    clock.advance(Duration::from_secs(470));
+    let reply = send(&router, "POST", "/put/k/w", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(max_age(reply.session_cookie().expect("saved")), 30);
+
+    clock.advance(Duration::from_secs(30));
+    let reply = send(&router, "GET", "/get/k", Some(&id)).await;
+    assert_eq!(reply.body, "<none>");
+    assert!(reply.set_cookies.is_empty());
+    assert!(store.is_empty().await.unwrap());
+}
+
 #[tokio::test]
 async fn a_cookie_with_domain_and_path_is_removed_with_the_same_attributes() {
     let cookie = CookieConfig::builder("__Secure-sid")
@@ -740,33 +810,4 @@ async fn a_cookie_with_domain_and_path_is_removed_with_the_same_attributes() {
     assert!(removal.starts_with("__Secure-sid=;"), "{removal}");
     assert!(removal.contains("; Max-Age=0"), "{removal}");
     assert_eq!(attributes(removal), attributes(&set));
-}
-
-#[tokio::test]
-async fn the_touch_interval_is_capped_by_a_shorter_cookie_max_age() {
-    // The cookie lives 120 s, the session 600 s idle. A visitor active
-    // every 100 s must keep the session: each visit must renew the cookie
-    // before the browser drops it.
-    let cookie = CookieConfig::builder(COOKIE)
-        .max_age(Duration::from_secs(120))
-        .build()
-        .unwrap();
-    let (store, clock, layer) = setup(cookie);
-    let layer = layer.touch_interval(Duration::from_secs(200));
-    let router = Router::new()
-        .route("/put/{key}/{value}", post(put))
-        .route("/get/{key}", get(get_key))
-        .layer(layer);
-    let id = start(&router, "k", "v").await;
-    for _ in 0..3 {
-        clock.advance(Duration::from_secs(100));
-        let reply = send(&router, "GET", "/get/k", Some(&id)).await;
-        assert_eq!(reply.body, "v");
-        assert_eq!(
-            reply.session_id().as_deref(),
-            Some(id.as_str()),
-            "the cookie must be renewed before its Max-Age runs out"
-        );
-    }
-    assert!(store.touches() >= 3);
 }
