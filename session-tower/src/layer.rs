@@ -376,7 +376,26 @@ fn varies_by_cookie(headers: &http::HeaderMap) -> bool {
 
 /// Why the [`SessionLayer`] replaced a handler's response: found in the
 /// extensions of that response, whose body is empty, so an outer layer can
-/// render it (for example with axum's `middleware::map_response`).
+/// render it, for example with axum's `middleware::map_response`:
+///
+/// ```
+/// use axum::{Router, body::Body, http::Response, middleware, routing::get};
+/// use session_tower::SessionFailure;
+///
+/// async fn render(mut response: Response<Body>) -> Response<Body> {
+///     if let Some(failure) = response.extensions().get::<SessionFailure>().copied() {
+///         *response.body_mut() = Body::from(failure.message());
+///     }
+///     response
+/// }
+///
+/// # fn app(sessions: session_tower::SessionLayer) -> Router {
+/// Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .layer(sessions)
+///     .layer(middleware::map_response(render)) // outside the SessionLayer
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SessionFailure {

@@ -27,7 +27,9 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = Arc::new(MemoryStore::new(3600)); // one hour idle timeout
-//! let cookie = CookieConfig::new("__Host-sid")?; // Secure, HttpOnly, SameSite=Lax
+//! // Secure, HttpOnly, SameSite=Lax: browsers keep a Secure cookie over
+//! // HTTPS, or over plain HTTP on localhost only.
+//! let cookie = CookieConfig::new("__Host-sid")?;
 //! let app = Router::new()
 //!     .route("/", get(count))
 //!     .layer(SessionLayer::new(store, cookie));
@@ -117,7 +119,13 @@
 //!    silently lost. A request cancelled before its response (the client
 //!    went away, a timeout layer gave up) stores none of its pending
 //!    writes; a rotation or logout it already did stands in the store, but
-//!    its cookie is never sent.
+//!    its cookie is never sent. A handler that panics is such a request,
+//!    unless a catch-panic layer *inside* the `SessionLayer` turns the panic
+//!    into a `500`, which stores nothing but does send a rotation's or
+//!    logout's cookie. The session is stored before the response goes out,
+//!    so a failed save can still replace its status; a body streamed after
+//!    the handler returned, or the connection of a WebSocket upgrade,
+//!    comes after the request: there, use [`Session::store`] directly.
 //!
 //! Each store operation runs in a `session` tracing span (debug level) that
 //! records the operation and the first eight hex digits of the storage key,

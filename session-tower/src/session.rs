@@ -754,7 +754,10 @@ impl Session {
     /// domains stay in the browser, naming nothing, until they expire.
     ///
     /// Writes after this start a new session (with a new ID), for example
-    /// to carry a "you have signed out" message.
+    /// to carry a "you have signed out" message. The response then carries
+    /// that session's cookie in place of the removal cookie, or the removal
+    /// cookie if the new session is not stored (a 5xx response, a failed
+    /// save).
     ///
     /// # Errors
     /// [`Error::Backend`] if the store fails. If nothing was removed by
