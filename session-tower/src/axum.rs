@@ -47,3 +47,29 @@ impl IntoResponse for MissingSessionLayer {
             .into_response()
     }
 }
+
+/// A handler can answer a store error as the layer itself would: the
+/// status of the failure, `Cache-Control: no-store`, and its
+/// [`message`](crate::SessionFailure::message) as the body. With
+/// `From<Error>`, `?` converts:
+///
+/// ```
+/// use session_tower::{Session, SessionFailure};
+///
+/// async fn profile(session: Session) -> Result<String, SessionFailure> {
+///     let name = session.get("user").await?; // 503 if the store is down
+///     Ok(format!("hello, {}", name.as_deref().unwrap_or("stranger")))
+/// }
+/// ```
+impl IntoResponse for crate::SessionFailure {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
+            [(http::header::CACHE_CONTROL, "no-store")],
+            self.message(),
+        )
+            .into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}

@@ -471,10 +471,23 @@ impl SessionFailure {
         }
     }
 
-    pub(crate) fn from_store_error(error: &Error) -> Self {
+    /// The failure that stands for a store error a handler met, so that a
+    /// handler can answer as the layer does (with the `axum` feature,
+    /// `SessionFailure` is an `IntoResponse`, and `?` converts):
+    /// [`Error::Backend`] and [`Error::Capacity`] are
+    /// [`Unavailable`](Self::Unavailable) (503);
+    /// [`Error::TooManySessions`] is [`TooManySessions`](Self::TooManySessions),
+    /// [`Error::Conflict`] is [`Contention`](Self::Contention) and
+    /// [`Error::NotFound`] is [`Ended`](Self::Ended) (409); anything else (a
+    /// corrupt record, data too large, invalid input) is
+    /// [`Refused`](Self::Refused) (500). Log the error itself first if you
+    /// want its detail: the failure carries only its kind.
+    pub fn from_store_error(error: &Error) -> Self {
         match error {
             Error::Backend(_) | Error::Capacity { .. } => Self::Unavailable,
             Error::TooManySessions { .. } => Self::TooManySessions,
+            Error::Conflict => Self::Contention,
+            Error::NotFound => Self::Ended,
             _ => Self::Refused,
         }
     }
@@ -487,6 +500,13 @@ impl SessionFailure {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response.extensions_mut().insert(self);
         response
+    }
+}
+
+impl From<Error> for SessionFailure {
+    /// As [`SessionFailure::from_store_error`].
+    fn from(error: Error) -> Self {
+        Self::from_store_error(&error)
     }
 }
 

@@ -7,20 +7,20 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use axum::{Router, http::StatusCode, routing::get};
+//! use axum::{Router, routing::get};
 //! use session_cookie::CookieConfig;
 //! use session_memory::MemoryStore;
-//! use session_tower::{Session, SessionLayer};
+//! use session_tower::{Session, SessionFailure, SessionLayer};
 //!
-//! async fn count(session: Session) -> Result<String, StatusCode> {
+//! // A store error becomes the answer the layer itself gives (503 when the
+//! // store is down, 409 when a concurrent logout ended the session, ...).
+//! async fn count(session: Session) -> Result<String, SessionFailure> {
 //!     let visits = session
 //!         .update(|s| {
 //!             let n = s.get_as::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
 //!             s.insert("visits", &n).map(|()| n)
 //!         })
-//!         .await
-//!         .and_then(|stored| stored)
-//!         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+//!         .await??;
 //!     Ok(format!("visit number {visits}"))
 //! }
 //!
@@ -37,7 +37,7 @@
 //! # use tower::ServiceExt as _;
 //! # let request = axum::http::Request::get("/").body(axum::body::Body::empty())?;
 //! # let response = app.oneshot(request).await?;
-//! # assert_eq!(response.status(), StatusCode::OK);
+//! # assert_eq!(response.status(), axum::http::StatusCode::OK);
 //! # let cookie = response.headers()["set-cookie"].to_str()?;
 //! # assert!(cookie.starts_with("__Host-sid=") && cookie.contains("; Secure"));
 //! # Ok(())

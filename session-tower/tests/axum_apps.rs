@@ -811,3 +811,61 @@ async fn a_cookie_with_domain_and_path_is_removed_with_the_same_attributes() {
     assert!(removal.contains("; Max-Age=0"), "{removal}");
     assert_eq!(attributes(removal), attributes(&set));
 }
+
+/// A handler that answers store errors with `?`: `SessionFailure` is the
+/// response the layer itself would give.
+async fn profile(session: Session) -> Result<String, SessionFailure> {
+    let user = session.get("user").await?;
+    Ok(format!("hello, {}", user.as_deref().unwrap_or("stranger")))
+}
+
+#[tokio::test]
+async fn a_handler_answers_a_store_error_with_session_failure_and_question_mark() {
+    let (store, _clock, layer) = setup(cookie_config());
+    let router = Router::new()
+        .route("/put/{key}/{value}", post(put))
+        .route("/profile", get(profile))
+        .layer(layer);
+    let id = start(&router, "user", "ann").await;
+    let reply = send(&router, "GET", "/profile", Some(&id)).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "hello, ann")
+    );
+
+    store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let response = call(
+        &router,
+        request("GET", "/profile", Some(&id))
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(
+        response.extensions().get::<SessionFailure>(),
+        Some(&SessionFailure::Unavailable)
+    );
+    let reply = common::reply(response).await;
+    assert_eq!(reply.body, SessionFailure::Unavailable.message());
+}
+
+#[test]
+fn store_errors_map_to_the_failures_the_layer_answers_with() {
+    let cases = [
+        (Error::backend_msg("down"), SessionFailure::Unavailable),
+        (Error::Capacity { limit: 1 }, SessionFailure::Unavailable),
+        (
+            Error::TooManySessions { limit: 1 },
+            SessionFailure::TooManySessions,
+        ),
+        (Error::Conflict, SessionFailure::Contention),
+        (Error::NotFound, SessionFailure::Ended),
+        (Error::Codec("corrupt".into()), SessionFailure::Refused),
+        (Error::InvalidInput("bad".into()), SessionFailure::Refused),
+    ];
+    for (error, failure) in cases {
+        assert_eq!(SessionFailure::from(error), failure);
+    }
+}
