@@ -288,6 +288,17 @@ fn feature_args(missing_words: &[&str]) -> Result<Vec<String>, String> {
     Ok(vec!["--features".into(), features.join(",")])
 }
 
+/// What the browser test runs: its variable, the default path, the Debian
+/// package.
+const BROWSER_TOOLS: [(&str, &str, &str); 2] = [
+    ("SESSION_TEST_CHROMIUM", "/usr/bin/chromium", "chromium"),
+    (
+        "SESSION_TEST_CHROMEDRIVER",
+        "/usr/bin/chromedriver",
+        "chromium-driver",
+    ),
+];
+
 struct Step {
     name: String,
     outcome: Outcome,
@@ -353,6 +364,24 @@ fn ci(require_services: bool) -> Result<(), String> {
             let msg = format!(
                 "{} tests: {} is not answering and {} is unset (run `cargo xtask services`)",
                 service.name, service.probe, service.env_var
+            );
+            if require_services {
+                problems.push(msg);
+            } else {
+                skipped.push(msg);
+            }
+        }
+    }
+    // The demo's real-browser test needs Chromium and its WebDriver; it
+    // skips itself without them, and the summary says so.
+    for (var, default, package) in BROWSER_TOOLS {
+        let path = std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(default), PathBuf::from);
+        if !path.is_file() {
+            let msg = format!(
+                "session-demo browser test: {} not found (install {package} or set {var})",
+                path.display()
             );
             if require_services {
                 problems.push(msg);
