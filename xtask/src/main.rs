@@ -1,8 +1,9 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! * `cargo xtask ci [--require-services]`: the one definition of "green":
-//!   format check, clippy with warnings denied on all targets, every test and
-//!   doctest, and the docs with warnings denied. Tests that need a server run
+//!   format check, the minimum Rust version of the locked dependencies,
+//!   clippy with warnings denied on all targets, every test and doctest, the
+//!   docs with warnings denied, and the benchmarks compiled. Tests that need a server run
 //!   when that server answers on its standard loopback port (or its
 //!   `SESSION_TEST_*_URL` is set) and are reported as skipped otherwise. With
 //!   `--require-services` every skip is a failure.
@@ -24,7 +25,7 @@ use services::{Probe, SERVICES};
 
 const USAGE: &str = "usage: cargo xtask <command>\n\n\
     commands:\n  \
-    ci [--require-services]  fmt, clippy, tests, doctests, docs (what CI runs)\n  \
+    ci [--require-services]  fmt, MSRV of Cargo.lock, clippy, tests, doctests, docs, benches compile (what CI runs)\n  \
     services                 start the databases, Redis, Redis Cluster and Sentinel for tests\n  \
     bench [--quick]          benchmarks beside raw baselines and tower-sessions, with targets";
 
