@@ -110,7 +110,7 @@ pub(crate) async fn login(session: Session, Form(form): Form<LoginForm>) -> Resu
     }
     if form.password != DEMO_PASSWORD {
         let body = login_form(Some("Wrong password."));
-        return Ok((StatusCode::UNAUTHORIZED, page("Sign in", None, &body)).into_response());
+        return Ok(unauthorized(page("Sign in", None, &body)));
     }
     let mut signed_in = sign_in(&session, username).await;
     if matches!(signed_in, Err(Error::NotFound)) {
@@ -156,7 +156,23 @@ pub(crate) async fn logout(session: Session) -> Result<Redirect> {
 
 fn not_signed_in() -> Response {
     let body = "<p>You are not signed in.</p><p><a href=\"/\">Sign in</a></p>";
-    (StatusCode::UNAUTHORIZED, page("Not signed in", None, body)).into_response()
+    unauthorized(page("Not signed in", None, body))
+}
+
+/// A `401` with the challenge RFC 9110 requires of one. The scheme is the
+/// form-and-cookie one of draft-broyer-http-cookie-auth: it names the form
+/// that signs in, and browsers, which know no such scheme, show the page
+/// instead of a password prompt.
+fn unauthorized(page: impl IntoResponse) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Cookie realm=\"session-demo\", form-action=\"/\"",
+        )],
+        page,
+    )
+        .into_response()
 }
 
 pub(crate) async fn profile(session: Session) -> Result<Response> {

@@ -15,10 +15,12 @@ use tower::ServiceExt as _;
 
 const COOKIE: &str = "__Host-session-demo";
 
+#[derive(Debug)]
 struct Reply {
     status: StatusCode,
     location: Option<String>,
     set_cookie: Option<String>,
+    www_authenticate: Option<String>,
     body: String,
 }
 
@@ -70,6 +72,7 @@ async fn send_with(
     };
     let location = header(header::LOCATION);
     let set_cookie = header(header::SET_COOKIE);
+    let www_authenticate = header(header::WWW_AUTHENTICATE);
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
@@ -78,6 +81,7 @@ async fn send_with(
         status,
         location,
         set_cookie,
+        www_authenticate,
         body: String::from_utf8(body.to_vec()).expect("UTF-8"),
     }
 }
@@ -121,6 +125,13 @@ async fn the_profile_needs_a_session() {
     let (app, store) = memory_app();
     let reply = send(&app, "GET", "/profile", None, "").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        reply
+            .www_authenticate
+            .as_deref()
+            .is_some_and(|c| c.starts_with("Cookie ")),
+        "a 401 carries a challenge (RFC 9110): {reply:?}"
+    );
     assert!(reply.set_cookie.is_none());
     assert_eq!(store.len().await.unwrap(), 0);
 }
@@ -130,6 +141,7 @@ async fn sign_in_checks_the_demo_password_and_the_username() {
     let (app, store) = memory_app();
     let wrong = send(&app, "POST", "/login", None, "username=ann&password=nope").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.www_authenticate.is_some());
     let empty = send(&app, "POST", "/login", None, "username=+&password=demo").await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
     assert!(wrong.set_cookie.is_none() && empty.set_cookie.is_none());
