@@ -965,3 +965,83 @@ pub(crate) async fn unreasonable_builder_values_are_clamped(url: &str, table: &s
         Some("v")
     );
 }
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// A manual clock that runs a one-off action (set with [`HookClock::arm`])
+/// at its next reading, before returning the time it read: it lets a test
+/// slip another request in between an operation's clock reading and its
+/// write.
+#[derive(Clone, Default)]
+pub(crate) struct HookClock {
+    pub(crate) time: ManualClock,
+    hook: Arc<Mutex<Option<Hook>>>,
+}
+
+impl HookClock {
+    pub(crate) fn arm(&self, action: impl FnOnce() + Send + 'static) {
+        *self.hook.lock().unwrap() = Some(Box::new(action));
+    }
+}
+
+impl std::fmt::Debug for HookClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookClock")
+            .field("time", &self.time)
+            .finish()
+    }
+}
+
+impl session_core::Clock for HookClock {
+    fn now_ms(&self) -> i64 {
+        let now = self.time.now_ms();
+        let action = self.hook.lock().unwrap().take();
+        if let Some(action) = action {
+            action();
+        }
+        now
+    }
+}
+
+/// A touch dated before a save that lands first (two requests of one
+/// visitor, the touch's delayed on its way to the database) leaves the
+/// save's later deadline: it never pulls a session's expiry back.
+pub(crate) async fn a_late_touch_never_shortens_the_idle_deadline(url: &str, table: &str) {
+    let clock = HookClock::default();
+    let store = store(
+        url,
+        table,
+        SessionConfig::from_secs(1800).with_clock(clock.clone()),
+    )
+    .await;
+    let mut s = store.create().await.unwrap();
+    store.save(&mut s).await.unwrap();
+    let mut touching = store.load(s.id()).await.unwrap().unwrap();
+    let (other, id, time) = (store.clone(), s.id().clone(), clock.time.clone());
+    // Once the touch has read the clock: a minute later, another request
+    // saves the session.
+    clock.arm(move || {
+        std::thread::spawn(move || {
+            time.advance(Duration::from_secs(60));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut s = other.load(&id).await.unwrap().unwrap();
+                s.set("saved", "later");
+                other.save(&mut s).await.unwrap();
+            });
+        })
+        .join()
+        .unwrap();
+    });
+    store.touch(&mut touching).await.unwrap();
+    let stored = store.load(s.id()).await.unwrap().unwrap();
+    assert_eq!(stored.get("saved"), Some("later"));
+    assert_eq!(
+        stored.expires_at(),
+        s.expires_at() + Duration::from_secs(60),
+        "the late touch pulled the deadline of the later save back"
+    );
+}
