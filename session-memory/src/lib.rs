@@ -1172,47 +1172,18 @@ mod tests {
         assert_eq!(store.len().await.unwrap(), 3);
     }
 
-    type Hook = Box<dyn FnOnce() + Send>;
-
-    /// A clock that runs a one-off action at its next reading, before
-    /// returning the time it read.
-    #[derive(Clone, Default)]
-    struct HookClock {
-        time: ManualClock,
-        hook: Arc<Mutex<Option<Hook>>>,
-    }
-
-    impl std::fmt::Debug for HookClock {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("HookClock")
-                .field("time", &self.time)
-                .finish()
-        }
-    }
-
-    impl session_core::Clock for HookClock {
-        fn now_ms(&self) -> i64 {
-            let now = self.time.now_ms();
-            let action = self.hook.lock().unwrap().take();
-            if let Some(action) = action {
-                action();
-            }
-            now
-        }
-    }
-
     /// A touch that read the clock before another request's save got the
     /// shard lock leaves the save's later deadline in place.
     #[tokio::test]
     async fn a_late_touch_never_shortens_the_idle_deadline() {
-        let clock = HookClock::default();
+        let clock = session_core::testing::HookClock::default();
         let store =
             MemoryStore::with_config(SessionConfig::from_secs(60).with_clock(clock.clone()));
         let mut s = store.create().await.unwrap();
         store.save(&mut s).await.unwrap();
         let mut touching = store.load(s.id()).await.unwrap().unwrap();
         let (other, id, time) = (store.clone(), s.id().clone(), clock.time.clone());
-        *clock.hook.lock().unwrap() = Some(Box::new(move || {
+        clock.arm(move || {
             std::thread::spawn(move || {
                 time.advance(Duration::from_secs(30));
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1226,7 +1197,7 @@ mod tests {
             })
             .join()
             .unwrap();
-        }));
+        });
         store.touch(&mut touching).await.unwrap();
         let stored = store.load(s.id()).await.unwrap().unwrap();
         assert_eq!(stored.get("saved"), Some("later"));

@@ -966,48 +966,11 @@ pub(crate) async fn unreasonable_builder_values_are_clamped(url: &str, table: &s
     );
 }
 
-type Hook = Box<dyn FnOnce() + Send>;
-
-/// A manual clock that runs a one-off action (set with [`HookClock::arm`])
-/// at its next reading, before returning the time it read: it lets a test
-/// slip another request in between an operation's clock reading and its
-/// write.
-#[derive(Clone, Default)]
-pub(crate) struct HookClock {
-    pub(crate) time: ManualClock,
-    hook: Arc<Mutex<Option<Hook>>>,
-}
-
-impl HookClock {
-    pub(crate) fn arm(&self, action: impl FnOnce() + Send + 'static) {
-        *self.hook.lock().unwrap() = Some(Box::new(action));
-    }
-}
-
-impl std::fmt::Debug for HookClock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HookClock")
-            .field("time", &self.time)
-            .finish()
-    }
-}
-
-impl session_core::Clock for HookClock {
-    fn now_ms(&self) -> i64 {
-        let now = self.time.now_ms();
-        let action = self.hook.lock().unwrap().take();
-        if let Some(action) = action {
-            action();
-        }
-        now
-    }
-}
-
 /// A touch dated before a save that lands first (two requests of one
 /// visitor, the touch's delayed on its way to the database) leaves the
 /// save's later deadline: it never pulls a session's expiry back.
 pub(crate) async fn a_late_touch_never_shortens_the_idle_deadline(url: &str, table: &str) {
-    let clock = HookClock::default();
+    let clock = session_core::testing::HookClock::default();
     let store = store(
         url,
         table,
