@@ -1210,7 +1210,7 @@ mod tests {
 
     /// Under `EndOldest`, a login stores its session and then ends the
     /// owner's oldest: no listing, count or revocation may see the owner
-    /// over the limit in between. Found by `session_core::testing::run_chaos`.
+    /// over the limit in between. Found by a randomized stress run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn end_oldest_never_shows_an_owner_over_the_limit() {
         const LIMIT: u32 = 2;

@@ -1480,7 +1480,7 @@ async fn builds_from_a_url_and_round_trips(url: &str) {
 /// A login under `EndOldest` whose request is dropped once its session is
 /// stored still ends the oldest session: the owner is never left over the
 /// limit (a revocation, which takes the owner's lock, finds exactly the
-/// limit). Found by `session_core::testing::run_chaos`.
+/// limit). Found by a randomized stress run.
 async fn a_dropped_login_never_leaves_the_owner_over_the_limit(url: &str) {
     const LIMIT: u64 = 2;
     let env = Env::new(url, |c| {
