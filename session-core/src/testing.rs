@@ -142,6 +142,46 @@ pub fn service_url(var: &str) -> Option<String> {
     }
 }
 
+/// A one-off action for [`HookClock`].
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// A [`ManualClock`] that runs a one-off action (set with
+/// [`HookClock::arm`]) at its next reading, before returning the time it
+/// read. It lets a test slip another request in between an operation's
+/// reading of the clock and its write, deterministically.
+#[derive(Clone, Default)]
+pub struct HookClock {
+    /// The time it tells.
+    pub time: ManualClock,
+    hook: Arc<std::sync::Mutex<Option<Hook>>>,
+}
+
+impl HookClock {
+    /// Run `action` at the next reading of the clock (once).
+    pub fn arm(&self, action: impl FnOnce() + Send + 'static) {
+        *self.hook.lock().unwrap() = Some(Box::new(action));
+    }
+}
+
+impl std::fmt::Debug for HookClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookClock")
+            .field("time", &self.time)
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::Clock for HookClock {
+    fn now_ms(&self) -> i64 {
+        let now = self.time.now_ms();
+        let action = self.hook.lock().unwrap().take();
+        if let Some(action) = action {
+            action();
+        }
+        now
+    }
+}
+
 struct Ctx {
     store: Arc<dyn SessionStore>,
     clock: ManualClock,

@@ -392,7 +392,9 @@ pub(crate) fn rotate<C: Conn>(
 /// Slide the deadlines of the live session; data and version stay.
 pub(crate) fn touch<C: Conn>(c: &mut C, sql: &Statements, t: &Touch) -> Result<(), OpError> {
     let args = [
+        Arg::Int(t.expires_ms),
         Arg::Int(t.last_active_ms),
+        Arg::Int(t.expires_ms),
         Arg::Int(t.expires_ms),
         Arg::Bytes(t.key.as_bytes()),
         Arg::Int(t.now_ms),

@@ -368,8 +368,14 @@ impl Statements {
             update: s(update),
             rotate_bound: s(format!("{rotate} AND owner = ?")),
             rotate: s(rotate),
+            // Only forward: a touch dated before a save (or touch) that
+            // landed first must not pull its deadline back. `last_active_ms`
+            // comes first, as MySQL's later assignments see earlier ones.
             touch: s(format!(
-                "UPDATE {t} SET last_active_ms = ?, expires_ms = ? WHERE id_hash = ? AND expires_ms > ?"
+                "UPDATE {t} SET \
+                 last_active_ms = CASE WHEN expires_ms < ? THEN ? ELSE last_active_ms END, \
+                 expires_ms = CASE WHEN expires_ms < ? THEN ? ELSE expires_ms END \
+                 WHERE id_hash = ? AND expires_ms > ?"
             )),
             live_count: s(format!(
                 "SELECT COUNT(*) AS n FROM {t} WHERE id_hash = ? AND expires_ms > ?"
@@ -430,7 +436,7 @@ mod tests {
                 (&s.update_bound, 9),
                 (&s.rotate, 9),
                 (&s.rotate_bound, 10),
-                (&s.touch, 4),
+                (&s.touch, 6),
                 (&s.live_count, 2),
                 (&s.version_live, 3),
                 (&s.destroy, 2),
@@ -511,7 +517,7 @@ mod tests {
             ),
             (
                 &s.touch,
-                vec![now, now, k, now],
+                vec![now, now, now, now, k, now],
                 "sqlite_autoindex_sessions_1",
             ),
             (

@@ -224,6 +224,9 @@ struct Inner {
     /// visits the shards one at a time (`len`, an owner's sessions, ending
     /// them): otherwise a session moving from a shard not yet visited to
     /// one already visited would be missed, and the reverse counted twice.
+    /// A write that binds a session under `EndOldest` holds it shared from
+    /// storing the session until the owner's excess is ended, so no listing,
+    /// count or revocation sees the owner over the limit in between.
     moves: RwLock<()>,
     /// Dropped with the store, which ends its purge tasks at once.
     stop: tokio::sync::watch::Sender<()>,
@@ -439,10 +442,24 @@ impl Inner {
         true
     }
 
+    /// The shared hold on cross-shard moves (see [`Inner::moves`]).
+    fn moving(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.moves
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The live sessions of `owner`, as `(key, meta)`, oldest first.
     fn owner_entries(&self, owner: &str, now: i64) -> Vec<(StorageKey, RecordMeta)> {
-        let mut found = Vec::new();
         let _no_moves = self.no_moves();
+        self.owner_entries_held(owner, now)
+    }
+
+    /// [`Inner::owner_entries`] for a caller that holds the owner lock and
+    /// [`Inner::moving`]: the owner's sessions cannot move meanwhile, as
+    /// only a write holding the owner lock moves or binds them.
+    fn owner_entries_held(&self, owner: &str, now: i64) -> Vec<(StorageKey, RecordMeta)> {
+        let mut found = Vec::new();
         for shard in &*self.shards {
             let shard = lock(shard);
             found.extend(
@@ -532,19 +549,26 @@ impl Inner {
         }))
     }
 
+    /// Whether a write through `gate` ends the owner's excess sessions,
+    /// and so must hold [`Inner::moving`] from storing the session until
+    /// [`Inner::end_excess`] is done.
+    fn ends_excess(gate: Option<&OwnerGate<'_>>) -> bool {
+        gate.is_some_and(|g| g.binding && g.limit.policy == OwnerLimitPolicy::EndOldest)
+    }
+
     /// After a successful write that newly bound `write`'s session to its
     /// owner under `EndOldest`, end the owner's oldest other sessions beyond
-    /// the limit.
+    /// the limit. The caller holds [`Inner::moving`] since before the write.
     fn end_excess(&self, gate: &OwnerGate<'_>, write: &Write) {
         let Some(owner) = write.meta.owner.as_deref() else {
             return;
         };
-        if !gate.binding || gate.limit.policy != OwnerLimitPolicy::EndOldest {
+        if !Self::ends_excess(Some(gate)) {
             return;
         }
         let now = write.now_ms;
         let others: Vec<_> = self
-            .owner_entries(owner, now)
+            .owner_entries_held(owner, now)
             .into_iter()
             .filter(|(k, _)| *k != write.key)
             .collect();
@@ -574,6 +598,7 @@ impl Inner {
         if inserting {
             self.reserve()?;
         }
+        let _moving = Self::ends_excess(gate.as_ref()).then(|| self.moving());
         let applied = self.shard(&write.key).apply(&write);
         match applied {
             Err(e) => {
@@ -612,11 +637,7 @@ impl Inner {
             self.shard_index(&rotation.old_key),
             self.shard_index(&write.key),
         );
-        let _moving = (a != b).then(|| {
-            self.moves
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        });
+        let _moving = (a != b || Self::ends_excess(gate.as_ref())).then(|| self.moving());
         let (mut first, mut second) = if a == b {
             (lock(&self.shards[a]), None)
         } else {
@@ -661,10 +682,11 @@ impl Inner {
                 data: Arc::clone(&write.encoded),
             },
         );
-        drop((first, second, _moving));
+        drop((first, second));
         if let Some(gate) = gate {
             self.end_excess(&gate, write);
         }
+        drop(_moving);
         Ok(())
     }
 }
@@ -1148,6 +1170,78 @@ mod tests {
         assert_eq!(store.count_owner_sessions("alice").await.unwrap(), 1);
         assert_eq!(store.count_owner_sessions("bob").await.unwrap(), 1);
         assert_eq!(store.len().await.unwrap(), 3);
+    }
+
+    /// A touch that read the clock before another request's save got the
+    /// shard lock leaves the save's later deadline in place.
+    #[tokio::test]
+    async fn a_late_touch_never_shortens_the_idle_deadline() {
+        let clock = session_core::testing::HookClock::default();
+        let store =
+            MemoryStore::with_config(SessionConfig::from_secs(60).with_clock(clock.clone()));
+        let mut s = store.create().await.unwrap();
+        store.save(&mut s).await.unwrap();
+        let mut touching = store.load(s.id()).await.unwrap().unwrap();
+        let (other, id, time) = (store.clone(), s.id().clone(), clock.time.clone());
+        clock.arm(move || {
+            std::thread::spawn(move || {
+                time.advance(Duration::from_secs(30));
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let mut s = other.load(&id).await.unwrap().unwrap();
+                    s.set("saved", "later");
+                    other.save(&mut s).await.unwrap();
+                });
+            })
+            .join()
+            .unwrap();
+        });
+        store.touch(&mut touching).await.unwrap();
+        let stored = store.load(s.id()).await.unwrap().unwrap();
+        assert_eq!(stored.get("saved"), Some("later"));
+        assert_eq!(
+            stored.expires_at(),
+            s.expires_at() + Duration::from_secs(30),
+            "the late touch pulled the deadline of the later save back"
+        );
+    }
+
+    /// Under `EndOldest`, a login stores its session and then ends the
+    /// owner's oldest: no listing, count or revocation may see the owner
+    /// over the limit in between. Found by a randomized stress run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn end_oldest_never_shows_an_owner_over_the_limit() {
+        const LIMIT: u32 = 2;
+        let store = MemoryStore::with_config(
+            SessionConfig::from_secs(60)
+                .with_max_sessions_per_owner(LIMIT, OwnerLimitPolicy::EndOldest),
+        );
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (store, done) = (store.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut most = 0;
+                while !done.load(Ordering::Relaxed) {
+                    most = most.max(store.count_owner_sessions("alice").await.unwrap());
+                    tokio::task::yield_now().await;
+                }
+                most
+            })
+        };
+        for _ in 0..2000 {
+            let mut s = store.create().await.unwrap();
+            s.set_owner("alice");
+            store.save(&mut s).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        done.store(true, Ordering::Relaxed);
+        let most = watcher.await.unwrap();
+        assert!(
+            most <= u64::from(LIMIT),
+            "a count saw {most} sessions of an owner limited to {LIMIT}"
+        );
     }
 
     /// When every session has an owner, the one closest to expiry goes, and

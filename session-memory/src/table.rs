@@ -227,8 +227,13 @@ impl Table {
             .filter(|&id| self.slots[id as usize].entry.meta.is_live(touch.now_ms))
             .ok_or(Error::NotFound)?;
         let meta = &mut self.slots[id as usize].entry.meta;
-        let (last_active_ms, expires_ms) = (touch.last_active_ms, touch.expires_ms);
         let old_expiry = meta.expires_ms;
+        // Only forward: a touch dated before a write that got the lock
+        // first must not pull that write's deadline back.
+        if touch.expires_ms <= old_expiry {
+            return Ok(());
+        }
+        let (last_active_ms, expires_ms) = (touch.last_active_ms, touch.expires_ms);
         let owned = meta.owner.is_some();
         meta.last_active_ms = last_active_ms;
         meta.expires_ms = expires_ms;

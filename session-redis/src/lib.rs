@@ -321,7 +321,11 @@
 //! `NotFound`, not as one session too many), then with `RefuseNew` counts
 //! the owner's live sessions before writing, and with `EndOldest` writes
 //! first and only then ends the oldest sessions over the limit, so a login
-//! that is refused ends nothing. Rotations of sessions already bound to
+//! that is refused ends nothing. What a login or rotation does under the
+//! lock runs on a task of its own, so a request dropped meanwhile (a
+//! timeout around the call, a client gone) still ends the oldest sessions
+//! and releases the lock, never leaving the owner over the limit.
+//! Rotations of sessions already bound to
 //! the owner and revocations of all the owner's sessions take the same
 //! lock, so no revocation misses a session that is moving to a new ID.
 //! Logins without a limit, and saves and touches (which keep the session's

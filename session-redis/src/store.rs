@@ -1232,7 +1232,7 @@ impl Inner {
     /// the session under one key or the other. Saves and touches keep their
     /// key, so they need no lock.
     async fn bind(
-        &self,
+        self: &Arc<Self>,
         owner: &str,
         session: &mut Session,
         new_id: Option<SessionId>,
@@ -1256,14 +1256,37 @@ impl Inner {
             return Ok(());
         }
         let lock = self.lock(owner).await?;
-        let result = async {
-            // Dated now, after the lock wait, and checked again under the lock.
-            let op = prepare(session)?;
-            self.bind_locked(owner, op, limit, &lock).await
+        // Dated now, after the lock wait, and checked again under the lock.
+        let op = match prepare(session) {
+            Ok(op) => op,
+            Err(e) => {
+                self.unlock(lock).await;
+                return Err(e);
+            }
+        };
+        // The work under the lock runs to its end even if this request is
+        // dropped meanwhile (a client gone, a timeout around the call): a
+        // login dropped once its session was stored would otherwise never
+        // end the owner's oldest sessions, and leave the owner over the
+        // limit until its next login.
+        let (inner, owner) = (Arc::clone(self), owner.to_owned());
+        let locked = tokio::spawn(
+            async move {
+                let result = inner.bind_locked(&owner, op, limit, &lock).await;
+                inner.unlock(lock).await;
+                result
+            }
+            .in_current_span(),
+        );
+        match locked.await {
+            Ok(result) => result?.commit(session),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {
+                return Err(Error::backend_msg(
+                    "session-redis: the runtime shut down while a login held the owner's lock",
+                ));
+            }
         }
-        .await;
-        self.unlock(lock).await;
-        result?.commit(session);
         Ok(())
     }
 
@@ -1343,7 +1366,7 @@ impl Inner {
 
     // ---- operations -----------------------------------------------------
 
-    async fn save(&self, session: &mut Session) -> Result<()> {
+    async fn save(self: &Arc<Self>, session: &mut Session) -> Result<()> {
         let write = session.prepare_write(&self.config)?;
         let Some(owner) = write.meta.owner.clone() else {
             self.write_record(&write, None).await?.written()?;
@@ -1355,7 +1378,12 @@ impl Inner {
         Box::pin(self.save_owned(&owner, write, session)).await
     }
 
-    async fn save_owned(&self, owner: &str, write: Write, session: &mut Session) -> Result<()> {
+    async fn save_owned(
+        self: &Arc<Self>,
+        owner: &str,
+        write: Write,
+        session: &mut Session,
+    ) -> Result<()> {
         if write.expected_version.is_some() {
             // An update that keeps the owner the record already names:
             // extend the owner's index first, then write only if the record
@@ -1426,7 +1454,7 @@ impl Inner {
         ))
     }
 
-    async fn cycle_id(&self, session: &mut Session) -> Result<()> {
+    async fn cycle_id(self: &Arc<Self>, session: &mut Session) -> Result<()> {
         let new_id = self.rotation_id(session)?;
         if let Some(owner) = session.owner().map(str::to_owned) {
             return self.bind(&owner, session, Some(new_id)).await;

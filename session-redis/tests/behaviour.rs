@@ -1477,6 +1477,53 @@ async fn builds_from_a_url_and_round_trips(url: &str) {
     common::delete_prefix(&pool, &prefix).await;
 }
 
+/// A login under `EndOldest` whose request is dropped once its session is
+/// stored still ends the oldest session: the owner is never left over the
+/// limit (a revocation, which takes the owner's lock, finds exactly the
+/// limit). Found by a randomized stress run.
+async fn a_dropped_login_never_leaves_the_owner_over_the_limit(url: &str) {
+    const LIMIT: u64 = 2;
+    let env = Env::new(url, |c| {
+        c.with_max_sessions_per_owner(LIMIT as u32, OwnerLimitPolicy::EndOldest)
+    })
+    .await;
+    for round in 0..3 {
+        let owner = format!("ivan-{round}");
+        for _ in 0..LIMIT {
+            let mut s = env.store.create().await.unwrap();
+            s.set_owner(&owner);
+            env.store.save(&mut s).await.unwrap();
+        }
+        let mut login = env.store.create().await.unwrap();
+        login.set_owner(&owner);
+        let id = login.id().clone();
+        // Poll the login one step at a time (it makes no progress between
+        // polls) and drop it as soon as its session is stored.
+        let mut save = Box::pin(env.store.save(&mut login));
+        loop {
+            let step = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(save.as_mut().poll(cx).is_ready())
+            });
+            assert!(!step.await, "round {round}: the login finished undisturbed");
+            if env.store.load(&id).await.unwrap().is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        drop(save);
+        let ended = env
+            .store
+            .destroy_owner_sessions(&owner, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            ended, LIMIT,
+            "round {round}: a login dropped once stored left the owner over the limit"
+        );
+    }
+    env.cleanup().await;
+}
+
 macro_rules! against {
     ($module:ident, $var:expr, [$($check:ident),* $(,)?]) => {
         mod $module {
@@ -1500,6 +1547,7 @@ against!(
         redis_removes_an_idle_session_by_itself,
         concurrent_logins_cannot_exceed_a_refusing_owner_limit,
         concurrent_logins_end_the_oldest_sessions_to_keep_the_limit,
+        a_dropped_login_never_leaves_the_owner_over_the_limit,
         a_stale_login_at_the_limit_is_refused_as_stale,
         purge_removes_expired_records_and_leaves_no_key_behind,
         purge_repairs_an_index_entry_and_the_index_expiry,
@@ -1533,6 +1581,7 @@ against!(
         redis_removes_an_idle_session_by_itself,
         concurrent_logins_cannot_exceed_a_refusing_owner_limit,
         concurrent_logins_end_the_oldest_sessions_to_keep_the_limit,
+        a_dropped_login_never_leaves_the_owner_over_the_limit,
         a_stale_login_at_the_limit_is_refused_as_stale,
         purge_removes_expired_records_and_leaves_no_key_behind,
         purge_repairs_an_index_entry_and_the_index_expiry,
