@@ -77,7 +77,7 @@ const PURGE_BATCH: usize = 128;
 pub enum CapacityPolicy {
     /// Refuse it: the save returns [`Error::Capacity`]. Existing sessions are
     /// never disturbed. The safe default for logged-in traffic.
-    RejectNew,
+    RefuseNew,
     /// Make room by ending the anonymous session (bound to no owner, see
     /// [`Session::set_owner`]) that would expire soonest, or, only when every
     /// stored session has an owner, the owned one that would expire soonest.
@@ -913,7 +913,7 @@ mod tests {
     #[tokio::test]
     async fn full_store_rejects_new_sessions_and_keeps_old_ones() {
         let clock = ManualClock::new();
-        let store = store_with(&clock, |b| b.max_sessions(2, CapacityPolicy::RejectNew));
+        let store = store_with(&clock, |b| b.max_sessions(2, CapacityPolicy::RefuseNew));
         let a = saved(&store).await;
         let b = saved(&store).await;
         let mut c = store.create().await.unwrap();
@@ -939,7 +939,7 @@ mod tests {
     #[tokio::test]
     async fn full_store_purges_expired_sessions_before_refusing() {
         let clock = ManualClock::new();
-        let store = store_with(&clock, |b| b.max_sessions(2, CapacityPolicy::RejectNew));
+        let store = store_with(&clock, |b| b.max_sessions(2, CapacityPolicy::RefuseNew));
         saved(&store).await;
         saved(&store).await;
         clock.advance(Duration::from_secs(61));
@@ -1026,7 +1026,7 @@ mod tests {
     #[tokio::test]
     async fn a_save_into_a_full_store_purges_only_until_there_is_room() {
         let clock = ManualClock::new();
-        let store = store_with(&clock, |b| b.max_sessions(2000, CapacityPolicy::RejectNew));
+        let store = store_with(&clock, |b| b.max_sessions(2000, CapacityPolicy::RefuseNew));
         for _ in 0..2000 {
             saved(&store).await;
         }
@@ -1046,7 +1046,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_saves_into_a_store_full_of_expired_sessions_all_fit() {
         for policy in [
-            CapacityPolicy::RejectNew,
+            CapacityPolicy::RefuseNew,
             CapacityPolicy::EvictSoonestExpiring,
         ] {
             for _ in 0..20 {
@@ -1385,7 +1385,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn capacity_holds_under_a_concurrent_flood() {
         let clock = ManualClock::new();
-        let store = store_with(&clock, |b| b.max_sessions(100, CapacityPolicy::RejectNew));
+        let store = store_with(&clock, |b| b.max_sessions(100, CapacityPolicy::RefuseNew));
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let store = store.clone();
