@@ -161,6 +161,26 @@ impl HookClock {
     pub fn arm(&self, action: impl FnOnce() + Send + 'static) {
         *self.hook.lock().unwrap() = Some(Box::new(action));
     }
+
+    /// At the next reading of the clock, run `request` (another request
+    /// slipping in) to its end, on a thread and runtime of its own, before
+    /// returning the time read.
+    pub fn arm_request<F>(&self, request: impl FnOnce() -> F + Send + 'static)
+    where
+        F: Future<Output = ()>,
+    {
+        self.arm(move || {
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(request());
+            })
+            .join()
+            .unwrap();
+        });
+    }
 }
 
 impl std::fmt::Debug for HookClock {
