@@ -584,7 +584,7 @@ impl Inner {
         }
     }
 
-    fn write(&self, write: Write) -> Result<Write> {
+    fn write(&self, mut write: Write) -> Result<Write> {
         let current = write.expected_version.map(|_| write.key);
         let gate = self.owner_gate(&write, current.as_ref(), || {
             check_precondition(
@@ -599,7 +599,7 @@ impl Inner {
             self.reserve()?;
         }
         let _moving = Self::ends_excess(gate.as_ref()).then(|| self.moving());
-        let applied = self.shard(&write.key).apply(&write);
+        let applied = self.shard(&write.key).apply(&mut write);
         match applied {
             Err(e) => {
                 if inserting {
@@ -617,7 +617,9 @@ impl Inner {
         Ok(write)
     }
 
-    fn rotate(&self, rotation: &Rotation) -> Result<()> {
+    /// Perform `rotation`, leaving in `rotation.write.meta` the activity
+    /// time and expiry stored (see [`table::keep_later_deadline`]).
+    fn rotate(&self, rotation: &mut Rotation) -> Result<()> {
         let write = &rotation.write;
         let stored = write.expected_version.is_some();
         let current = stored.then_some(rotation.old_key);
@@ -668,20 +670,18 @@ impl Inner {
             }
             return Err(e);
         }
+        let write = &mut rotation.write;
         if stored {
-            first.remove(&rotation.old_key);
+            // Checked above: the live version the rotation expects.
+            if let Some(old) = first.remove(&rotation.old_key) {
+                table::keep_later_deadline(&mut write.meta, &old.meta);
+            }
         }
         let new_shard = second.as_deref_mut().unwrap_or(&mut *first);
         if new_shard.remove(&write.key).is_some() {
             self.release(); // an expired entry under the new key
         }
-        new_shard.insert(
-            write.key,
-            Entry {
-                meta: write.meta.clone(),
-                data: Arc::clone(&write.encoded),
-            },
-        );
+        new_shard.insert(write.key, Entry::of(write));
         drop((first, second));
         if let Some(gate) = gate {
             self.end_excess(&gate, write);
@@ -729,8 +729,8 @@ impl SessionStore for MemoryStore {
     }
 
     async fn cycle_id(&self, session: &mut Session) -> Result<()> {
-        let rotation = session.prepare_rotation(&self.inner.config)?;
-        self.inner.rotate(&rotation)?;
+        let mut rotation = session.prepare_rotation(&self.inner.config)?;
+        self.inner.rotate(&mut rotation)?;
         session.commit_rotation(rotation);
         Ok(())
     }
@@ -1183,20 +1183,11 @@ mod tests {
         store.save(&mut s).await.unwrap();
         let mut touching = store.load(s.id()).await.unwrap().unwrap();
         let (other, id, time) = (store.clone(), s.id().clone(), clock.time.clone());
-        clock.arm(move || {
-            std::thread::spawn(move || {
-                time.advance(Duration::from_secs(30));
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let mut s = other.load(&id).await.unwrap().unwrap();
-                    s.set("saved", "later");
-                    other.save(&mut s).await.unwrap();
-                });
-            })
-            .join()
-            .unwrap();
+        clock.arm_request(move || async move {
+            time.advance(Duration::from_secs(30));
+            let mut s = other.load(&id).await.unwrap().unwrap();
+            s.set("saved", "later");
+            other.save(&mut s).await.unwrap();
         });
         store.touch(&mut touching).await.unwrap();
         let stored = store.load(s.id()).await.unwrap().unwrap();
@@ -1206,6 +1197,41 @@ mod tests {
             s.expires_at() + Duration::from_secs(30),
             "the late touch pulled the deadline of the later save back"
         );
+    }
+
+    /// A save or rotation that read the clock before another request's
+    /// touch got the shard lock keeps the touch's later deadline, and the
+    /// caller's session holds that stored deadline, not its own.
+    #[tokio::test]
+    async fn a_late_save_or_rotation_leaves_its_session_the_stored_deadline() {
+        for rotate in [false, true] {
+            let clock = session_core::testing::HookClock::default();
+            let store =
+                MemoryStore::with_config(SessionConfig::from_secs(60).with_clock(clock.clone()));
+            let mut s = store.create().await.unwrap();
+            store.save(&mut s).await.unwrap();
+            let mut late = store.load(s.id()).await.unwrap().unwrap();
+            let (other, id, time) = (store.clone(), s.id().clone(), clock.time.clone());
+            clock.arm_request(move || async move {
+                time.advance(Duration::from_secs(30));
+                let mut s = other.load(&id).await.unwrap().unwrap();
+                other.touch(&mut s).await.unwrap();
+            });
+            late.set("saved", "late");
+            if rotate {
+                store.cycle_id(&mut late).await.unwrap();
+            } else {
+                store.save(&mut late).await.unwrap();
+            }
+            let stored = store.load(late.id()).await.unwrap().unwrap();
+            assert_eq!(stored.get("saved"), Some("late"));
+            assert_eq!(
+                stored.expires_at(),
+                s.expires_at() + Duration::from_secs(30)
+            );
+            assert_eq!(late.expires_at(), stored.expires_at(), "rotate: {rotate}");
+            assert_eq!(late.last_active(), stored.last_active(), "rotate: {rotate}");
+        }
     }
 
     /// Under `EndOldest`, a login stores its session and then ends the

@@ -36,6 +36,28 @@ type SlotId = u32;
 /// memory is small and would soon be needed again.
 const SHRINK_MIN_ROOM: usize = 256;
 
+impl Entry {
+    /// The entry `write` stores.
+    pub(crate) fn of(write: &Write) -> Self {
+        Self {
+            meta: write.meta.clone(),
+            data: Arc::clone(&write.encoded),
+        }
+    }
+}
+
+/// Make `meta`, which an update (a save or rotation of a stored session)
+/// brings, keep the later of its own and the `stored` activity time and
+/// expiry: a write whose clock reading came before another request's touch
+/// reached the store (a touch bumps no version, so the write's
+/// compare-and-set passes) must not pull back the deadline the touch set.
+/// Both are capped by the absolute deadline, which never changes after
+/// creation, so the later one is within it.
+pub(crate) fn keep_later_deadline(meta: &mut RecordMeta, stored: &RecordMeta) {
+    meta.last_active_ms = meta.last_active_ms.max(stored.last_active_ms);
+    meta.expires_ms = meta.expires_ms.max(stored.expires_ms);
+}
+
 #[derive(Default)]
 pub(crate) struct Table {
     slots: Slab<Slot>,
@@ -191,18 +213,18 @@ impl Table {
     }
 
     /// Perform `write` with one lookup: insert-only or compare-and-set, as
-    /// [`Write::expected_version`] says. Returns the entry it replaced (an
-    /// expired one, for an insert), for the caller to drop after unlocking.
-    pub(crate) fn apply(&mut self, write: &Write) -> Result<Option<Entry>> {
-        let entry = Entry {
-            meta: write.meta.clone(),
-            data: Arc::clone(&write.encoded),
-        };
+    /// [`Write::expected_version`] says. An update keeps the later of the
+    /// stored and the written activity time and expiry (see
+    /// [`keep_later_deadline`]), and leaves them in `write.meta`, so the
+    /// caller's session holds what was stored. Returns the entry it replaced
+    /// (an expired one, for an insert), for the caller to drop after
+    /// unlocking.
+    pub(crate) fn apply(&mut self, write: &mut Write) -> Result<Option<Entry>> {
         let Some(id) = self.find(&write.key) else {
             if write.expected_version.is_some() {
                 return Err(Error::NotFound);
             }
-            self.insert(write.key, entry);
+            self.insert(write.key, Entry::of(write));
             return Ok(None);
         };
         let stored = &self.slots[id as usize].entry.meta;
@@ -211,11 +233,12 @@ impl Table {
             None if live => return Err(Error::Conflict),
             Some(_) if !live => return Err(Error::NotFound),
             Some(v) if stored.version != v => return Err(Error::Conflict),
-            // An insert over an expired entry replaces it; an update of the
-            // live version replaces its contents.
-            _ => {}
+            // An insert over an expired entry replaces it.
+            None => {}
+            // An update of the live version replaces its contents.
+            Some(_) => keep_later_deadline(&mut write.meta, stored),
         }
-        let old = std::mem::replace(&mut self.slots[id as usize].entry, entry);
+        let old = std::mem::replace(&mut self.slots[id as usize].entry, Entry::of(write));
         self.reindex(id, &old.meta, &write.meta);
         Ok(Some(old))
     }
@@ -391,9 +414,9 @@ mod tests {
             let owner = ["alice", "bob"].get((x % 3) as usize).copied();
             match x % 6 {
                 0 | 1 => {
-                    let w = write(1_000 + (x % 500) as i64, owner);
+                    let mut w = write(1_000 + (x % 500) as i64, owner);
                     keys.push(w.key);
-                    assert!(table.apply(&w).unwrap().is_none());
+                    assert!(table.apply(&mut w).unwrap().is_none());
                 }
                 2 if !keys.is_empty() => {
                     let key = keys[(x as usize / 7) % keys.len()];
@@ -402,7 +425,7 @@ mod tests {
                     w.key = key;
                     w.expected_version = Some(version);
                     w.meta.version = version + 1;
-                    table.apply(&w).unwrap();
+                    table.apply(&mut w).unwrap();
                 }
                 3 if !keys.is_empty() => {
                     let key = keys.swap_remove((x as usize / 7) % keys.len());
@@ -437,9 +460,9 @@ mod tests {
         let mut keys = Vec::new();
         for i in 0..4000i64 {
             let owner = ["alice", "bob", "carol"].get((i % 4) as usize).copied();
-            let w = write(1_000 + i, owner);
+            let mut w = write(1_000 + i, owner);
             keys.push(w.key);
-            table.apply(&w).unwrap();
+            table.apply(&mut w).unwrap();
         }
         let peak = table.room();
         assert!(peak >= 4000);
@@ -467,7 +490,7 @@ mod tests {
         w.key = first;
         w.expected_version = Some(1);
         w.meta.version = 2;
-        table.apply(&w).unwrap();
+        table.apply(&mut w).unwrap();
         assert_eq!(table.owned("dave").count(), 1);
         // Of the kept (every tenth from the eighth), half are Bob's.
         assert_eq!(table.owned("bob").count(), kept.len() / 2);
@@ -492,7 +515,7 @@ mod tests {
     fn purge_removes_exactly_the_expired_and_stops_at_the_first_live() {
         let mut table = Table::default();
         for expires in [10, 20, 30, 40, 50] {
-            table.apply(&write(expires, None)).unwrap();
+            table.apply(&mut write(expires, None)).unwrap();
         }
         let mut out = Vec::new();
         assert!(
