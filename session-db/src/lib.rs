@@ -280,6 +280,14 @@
 //!   is gone ([`NotFound`](session_core::Error::NotFound)). MySQL counts
 //!   matched rather than changed rows (diesel connects with
 //!   `CLIENT_FOUND_ROWS`), so a touch that changes nothing is still found.
+//! * **Deadlines only move forward**: a save, rotation or touch stores the
+//!   later of the stored and its own `last_active_ms` and `expires_ms`
+//!   (`MAX(…, ?)` on SQLite, `GREATEST(…, ?)` elsewhere), so a request
+//!   whose clock reading came before another's write of the same session
+//!   cannot end the session before its idle timeout counted from that
+//!   write. The [`Session`] a save or rotation leaves the caller holds the
+//!   deadline it computed itself; when a later one was kept, the next load
+//!   shows it.
 //! * **A stored version of 0 or less, or of `i64::MAX`** (never written by
 //!   this crate) loads as [`Error::Codec`](session_core::Error::Codec):
 //!   version 0 means "never stored" to session-core, and the next version
@@ -287,7 +295,8 @@
 //!   be saved. So does an owner that is not UTF-8 or not an owner
 //!   session-core accepts (the owner is read as bytes and checked, never
 //!   converted lossily).
-//! * **Touch** updates only `last_active_ms` and `expires_ms` of a live row.
+//! * **Touch** updates only `last_active_ms` and `expires_ms` of a live row
+//!   (forward only, as above).
 //! * **Rotation** is one `UPDATE` of the key column itself, compare-and-set
 //!   on the version: the old ID is dead in the same instant the new one is
 //!   live.

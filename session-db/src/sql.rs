@@ -259,7 +259,8 @@ pub(crate) struct Statements {
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) delete_expired_key: Stmt,
     /// Compare-and-set: `?version, ?last_active, ?expires, ?owner, ?data,
-    /// ?key, ?expected_version, ?now`.
+    /// ?key, ?expected_version, ?now`; the stored activity time and expiry
+    /// only move forward.
     pub(crate) update: Stmt,
     /// As `update`, and only if the stored owner is `?owner` already (a save
     /// that binds nothing new): `update`'s arguments, then `?owner`.
@@ -346,12 +347,25 @@ impl Statements {
                 )
             }
         };
+        // A save or rotation keeps the later of the stored and its own
+        // activity time and expiry: one whose clock reading came before a
+        // touch that landed first (a touch bumps no version, so the
+        // compare-and-set passes) must not pull the touch's deadline back.
+        // Both are capped by the absolute deadline, which never changes, so
+        // the later one is within it.
+        let later = match db {
+            Database::Sqlite => "MAX",
+            Database::Postgres | Database::Mysql => "GREATEST",
+        };
+        let deadline = format!(
+            "last_active_ms = {later}(last_active_ms, ?), expires_ms = {later}(expires_ms, ?)"
+        );
         let update = format!(
-            "UPDATE {t} SET version = ?, last_active_ms = ?, expires_ms = ?, owner = ?, data = ? \
+            "UPDATE {t} SET version = ?, {deadline}, owner = ?, data = ? \
              WHERE id_hash = ? AND version = ? AND expires_ms > ?"
         );
         let rotate = format!(
-            "UPDATE {t} SET id_hash = ?, version = ?, last_active_ms = ?, expires_ms = ?, owner = ?, data = ? \
+            "UPDATE {t} SET id_hash = ?, version = ?, {deadline}, owner = ?, data = ? \
              WHERE id_hash = ? AND version = ? AND expires_ms > ?"
         );
         let s = |sql: String| Stmt::new(&sql);

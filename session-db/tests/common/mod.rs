@@ -983,21 +983,11 @@ pub(crate) async fn a_late_touch_never_shortens_the_idle_deadline(url: &str, tab
     let (other, id, time) = (store.clone(), s.id().clone(), clock.time.clone());
     // Once the touch has read the clock: a minute later, another request
     // saves the session.
-    clock.arm(move || {
-        std::thread::spawn(move || {
-            time.advance(Duration::from_secs(60));
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let mut s = other.load(&id).await.unwrap().unwrap();
-                s.set("saved", "later");
-                other.save(&mut s).await.unwrap();
-            });
-        })
-        .join()
-        .unwrap();
+    clock.arm_request(move || async move {
+        time.advance(Duration::from_secs(60));
+        let mut s = other.load(&id).await.unwrap().unwrap();
+        s.set("saved", "later");
+        other.save(&mut s).await.unwrap();
     });
     store.touch(&mut touching).await.unwrap();
     let stored = store.load(s.id()).await.unwrap().unwrap();
