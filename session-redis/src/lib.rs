@@ -246,6 +246,13 @@
 //! save's deadline; if the session ended in between, the re-sent touch
 //! reports `NotFound`, which is true by then.
 //!
+//! Saves and rotations move deadlines only forward too: one whose clock
+//! reading came before a touch of the same session reached Redis (a touch
+//! bumps no version, so the compare-and-set passes) keeps the touch's later
+//! activity time and expiry, in the record, its native expiry and its index
+//! entries, and the caller's [`Session`](session_core::Session) holds them
+//! after the call.
+//!
 //! Receipts expire after 15 seconds (or four command timeouts, if longer).
 //! fred re-sends a command only until its timeout (the command timeout, set
 //! as fred's own per-command timeout, so a command that timed out is never

@@ -84,6 +84,16 @@ pub(crate) fn activity_fields(last_active_ms: i64, expires_ms: i64) -> [u8; 2 * 
     out
 }
 
+/// The last-activity and expiry times in `fields`, as
+/// [`activity_fields`] writes them; `None` for anything else.
+pub(crate) fn parse_activity_fields(fields: &[u8]) -> Option<(i64, i64)> {
+    if fields.len() != 2 * FIELD {
+        return None;
+    }
+    let (last, expires) = fields.split_at(FIELD);
+    Some((time(last)?, time(expires)?))
+}
+
 fn time_field(ms: i64) -> [u8; FIELD] {
     let mut out = [b'0'; FIELD];
     out[0] = if ms < 0 { b'-' } else { b'+' };
@@ -262,6 +272,21 @@ mod tests {
             &bytes[LAST_ACTIVE_AT..CREATED_AT],
             &activity_fields(1_732_000_100_000, 1_732_001_900_000)
         );
+    }
+
+    #[test]
+    fn activity_fields_parse_back_and_nothing_else_does() {
+        for (last, expires) in [(1_732_000_100_000, 1_732_001_900_000), (-1, i64::MAX)] {
+            assert_eq!(
+                parse_activity_fields(&activity_fields(last, expires)),
+                Some((last, expires))
+            );
+        }
+        let fields = activity_fields(5, 6);
+        assert_eq!(parse_activity_fields(&fields[..39]), None);
+        let mut bad = fields;
+        bad[20] = b'x';
+        assert_eq!(parse_activity_fields(&bad), None);
     }
 
     #[test]

@@ -140,6 +140,26 @@ local function header(h)
     owner_len = n,
   }
 end
+-- What a save or rotation of record `r` (a whole record, well formed, to
+-- expire at `at`) over a live stored one (header `m`, first bytes `h`)
+-- keeps: the later of the stored and the written activity time and expiry,
+-- so one whose clock reading came before a touch that reached Redis first
+-- (a touch bumps no version) cannot pull the touch's deadline back. Both
+-- are capped by the absolute deadline, which never changes, so the later
+-- one is within it. Returns the activity fields to write over `r`'s
+-- ('' if `r`'s are the later ones) and the expiry to give Redis. Reads
+-- only.
+local function later(h, m, r, at)
+  local last, expires = time(string.sub(r, 22, 41)), time(string.sub(r, 42, 61))
+  if not (last and expires) or (m.last <= last and m.expires <= expires) then return '', at end
+  local fields = string.sub(r, 22, 61)
+  if m.last > last then fields = string.sub(h, 22, 41) .. string.sub(fields, 21) end
+  if m.expires > expires then
+    fields = string.sub(fields, 1, 20) .. string.sub(h, 42, 61)
+    at = ms(math.max(tonumber(at), m.expires))
+  end
+  return fields, at
+end
 -- The record at `rec`, from its first bytes up to offset `to`: nil if there
 -- is none, false if it is corrupt (or a key of another type), else its
 -- header; and those first bytes.
@@ -229,6 +249,22 @@ local function enter(idx, rec, at, now)
   end
   extend(idx, at)
 end
+-- Write record `r` at `rec`, to expire at `at`, over the live record `m`
+-- (first bytes `h`; nil for an insert) as `later` says, and enter it in
+-- the bucket index `idx`. Returns `reply` (a status of 'OK' and what
+-- follows it), with 'OK' replaced by 'LATER' and the activity fields kept
+-- if the stored ones were later.
+local function store(rec, idx, r, at, now, h, m, reply)
+  local fields = ''
+  if m then fields, at = later(h, m, r, at) end
+  redis.call('SET', rec, r, 'PXAT', at)
+  if fields ~= '' then
+    redis.call('SETRANGE', rec, 21, fields)
+    reply = 'LATER' .. fields .. string.sub(reply, 3)
+  end
+  enter(idx, rec, at, now)
+  return reply
+end
 "#
         )
     };
@@ -287,6 +323,14 @@ return reply
 /// or an owner cleared), `OK` is followed by a space, the stored record's
 /// deadline, a space and that owner, so the caller can drop the entry from
 /// that owner's index ([`FORGET`]).
+///
+/// An update keeps the later of the stored and the written activity time
+/// and expiry (a late save must not pull back the deadline a touch that
+/// reached Redis first set; a touch bumps no version): the stored record's
+/// native expiry and its bucket index entry follow the later expiry. When
+/// a stored field was kept, `OK` reads `LATER` followed directly by the
+/// activity fields stored (40 bytes, as [`TOUCH`] takes them), so the
+/// caller's session can hold them.
 pub(crate) const SAVE: &str = once!(
     r"
 local rec, idx = KEYS[1], KEYS[2]
@@ -309,9 +353,8 @@ if need ~= '' then
 else
   reply = unbinding('OK', rec, h, m, owner_in(ARGV[4]))
 end
-redis.call('SET', rec, ARGV[4], 'PXAT', ARGV[5])
-enter(idx, rec, ARGV[5], now)
-return reply, true
+if ARGV[3] == '' then m = nil end
+return store(rec, idx, ARGV[4], ARGV[5], now, h, m, reply), true
 "
 );
 
@@ -359,7 +402,9 @@ return {'OK'}
 ///
 /// Answers `OK`, `CONFLICT`, `NOTFOUND` or `CORRUPT`; `OK` is followed, as
 /// [`SAVE`]'s, by the old record's deadline and owner if it was bound to
-/// one (the owner's index names the old key, which is gone).
+/// one (the owner's index names the old key, which is gone). As a save, it
+/// keeps the old record's activity time and expiry where they are later
+/// (then answering `LATER` and the fields, as [`SAVE`] does).
 pub(crate) const ROTATE: &str = once!(
     r"
 local old, new, idx = KEYS[1], KEYS[2], KEYS[3]
@@ -373,10 +418,8 @@ if m == nil or m.expires <= now then return 'NOTFOUND', false end
 if string.sub(h, 2, 21) ~= ARGV[3] then return 'CONFLICT', false end
 local reply = unbinding('OK', old, h, m, nil)
 redis.call('DEL', old)
-redis.call('SET', new, ARGV[4], 'PXAT', ARGV[5])
 redis.call('ZREM', idx, member(old))
-enter(idx, new, ARGV[5], now)
-return reply, true
+return store(new, idx, ARGV[4], ARGV[5], now, h, m, reply), true
 "
 );
 

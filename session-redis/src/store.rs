@@ -135,9 +135,39 @@ impl RedisSessionStore {
     }
 }
 
+/// The activity time and expiry a save or rotation kept from the stored
+/// record because they were later than its own (a touch that reached Redis
+/// after the write read its clock): what the record holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Kept {
+    last_active_ms: i64,
+    expires_ms: i64,
+}
+
+impl Kept {
+    /// From a write script's `LATER` reply: the activity fields it kept.
+    fn parse(fields: &str) -> Option<Self> {
+        let (last_active_ms, expires_ms) = record::parse_activity_fields(fields.as_bytes())?;
+        Some(Self {
+            last_active_ms,
+            expires_ms,
+        })
+    }
+
+    /// `write`, holding what the record holds, for the session to commit.
+    fn apply(kept: Option<Self>, mut write: Write) -> Write {
+        if let Some(kept) = kept {
+            write.meta.last_active_ms = kept.last_active_ms;
+            write.meta.expires_ms = kept.expires_ms;
+        }
+        write
+    }
+}
+
 /// What a session-slot write script answered.
 enum Outcome {
-    Written,
+    /// Applied; with what it kept of the stored record, if anything.
+    Written(Option<Kept>),
     Conflict,
     NotFound,
     Rebind,
@@ -149,9 +179,14 @@ impl Outcome {
     /// record's binding to an owner, that owner and the record's deadline.
     fn parse_write(reply: &Value) -> Result<(Self, Option<(String, i64)>)> {
         let (status, unbound) = split_unbinding(reply)?;
-        let outcome = Self::parse(&Value::String(status.into()))?;
+        let outcome = match status.strip_prefix("LATER") {
+            Some(fields) => Self::Written(Some(
+                Kept::parse(fields).ok_or_else(|| unexpected(&status))?,
+            )),
+            None => Self::parse(&Value::String(status.into()))?,
+        };
         match outcome {
-            Self::Written => Ok((outcome, unbound)),
+            Self::Written(_) => Ok((outcome, unbound)),
             _ if unbound.is_some() => Err(unexpected("a refused write that unbound an owner")),
             _ => Ok((outcome, None)),
         }
@@ -159,7 +194,7 @@ impl Outcome {
 
     fn parse(reply: &Value) -> Result<Self> {
         match status(reply)? {
-            "OK" => Ok(Self::Written),
+            "OK" => Ok(Self::Written(None)),
             "CONFLICT" => Ok(Self::Conflict),
             "NOTFOUND" => Ok(Self::NotFound),
             "REBIND" => Ok(Self::Rebind),
@@ -168,10 +203,11 @@ impl Outcome {
         }
     }
 
-    /// `Ok` for a write that was applied, the error for a refused one.
-    fn written(self) -> Result<()> {
+    /// `Ok` for a write that was applied (with what it kept of the stored
+    /// record), the error for a refused one.
+    fn written(self) -> Result<Option<Kept>> {
         match self {
-            Self::Written => Ok(()),
+            Self::Written(kept) => Ok(kept),
             Self::Conflict => Err(Error::Conflict),
             Self::NotFound => Err(Error::NotFound),
             Self::Rebind => Err(Error::backend_msg(
@@ -663,10 +699,15 @@ impl Op {
         }
     }
 
-    fn commit(self, session: &mut Session) {
+    /// Record in `session` that the write was stored, keeping what it
+    /// `kept` of the stored record.
+    fn commit(self, session: &mut Session, kept: Option<Kept>) {
         match self {
-            Self::Save(write) => session.commit_write(write),
-            Self::Rotate(rotation) => session.commit_rotation(rotation),
+            Self::Save(write) => session.commit_write(Kept::apply(kept, write)),
+            Self::Rotate(mut rotation) => {
+                rotation.write = Kept::apply(kept, rotation.write);
+                session.commit_rotation(rotation);
+            }
         }
     }
 }
@@ -1251,8 +1292,8 @@ impl Inner {
         if !moves_owned && (already_bound || limit.is_none()) {
             // No limit to keep (or the session already belongs to `owner`),
             // and no key of the owner's moves.
-            self.claim_and_write(owner, &op).await?;
-            op.commit(session);
+            let kept = self.claim_and_write(owner, &op).await?;
+            op.commit(session, kept);
             return Ok(());
         }
         let lock = self.lock(owner).await?;
@@ -1279,7 +1320,10 @@ impl Inner {
             .in_current_span(),
         );
         match locked.await {
-            Ok(result) => result?.commit(session),
+            Ok(result) => {
+                let (op, kept) = result?;
+                op.commit(session, kept);
+            }
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => {
                 return Err(Error::backend_msg(
@@ -1298,7 +1342,7 @@ impl Inner {
         op: Op,
         limit: Option<OwnerLimit>,
         lock: &OwnerLock,
-    ) -> Result<Op> {
+    ) -> Result<(Op, Option<Kept>)> {
         let stored = self.precheck(&op).await?;
         let limit = limit.filter(|_| stored.as_deref() != Some(owner));
         let max = |limit: OwnerLimit| usize::try_from(limit.max).unwrap_or(usize::MAX);
@@ -1312,7 +1356,7 @@ impl Inner {
         self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
             .await?;
         self.ensure_lease(lock)?;
-        self.write_claimed(owner, &op).await?;
+        let kept = self.write_claimed(owner, &op).await?;
         // Only now that the write is stored: end the oldest sessions over
         // the limit. The write stands even if this fails (the next login
         // of the owner tries again).
@@ -1321,11 +1365,11 @@ impl Inner {
         {
             tracing::warn!(error = %e, "could not end an owner's oldest sessions over the limit");
         }
-        Ok(op)
+        Ok((op, kept))
     }
 
     /// Claim `op`'s key in `owner`'s index, then write.
-    async fn claim_and_write(&self, owner: &str, op: &Op) -> Result<()> {
+    async fn claim_and_write(&self, owner: &str, op: &Op) -> Result<Option<Kept>> {
         let write = op.write();
         self.claim(owner, &write.key, write.meta.expires_ms, write.now_ms)
             .await?;
@@ -1334,14 +1378,28 @@ impl Inner {
 
     /// Perform `op`, whose key `owner`'s index has just claimed. If the
     /// session turns out to be gone, the claim stood for nothing: drop it.
-    async fn write_claimed(&self, owner: &str, op: &Op) -> Result<()> {
+    /// If the write kept a later expiry of the stored record (a rotation, or
+    /// a rebinding, of a session a touch extended meanwhile), the index
+    /// entry is raised to it: until then it holds the write's own deadline,
+    /// still in the future, so listings and revocations see the session. The
+    /// write stands even if that fails; the entry then ends up to the gap
+    /// between the two requests early.
+    async fn write_claimed(&self, owner: &str, op: &Op) -> Result<Option<Kept>> {
         let outcome = self.apply(op, None).await?;
+        let write = op.write();
         if matches!(outcome, Outcome::NotFound) {
-            let write = op.write();
             self.unclaim(owner, &write.key, write.meta.expires_ms, write.now_ms)
                 .await;
         }
-        outcome.written()
+        let kept = outcome.written()?;
+        if let Some(kept) = kept.filter(|k| k.expires_ms > write.meta.expires_ms)
+            && let Err(e) = self
+                .claim(owner, &write.key, kept.expires_ms, write.now_ms)
+                .await
+        {
+            tracing::warn!(error = %e, "could not raise a rotated session's entry in its owner's index to the deadline it kept");
+        }
+        Ok(kept)
     }
 
     /// End `owner`'s oldest sessions other than the one `op` just wrote,
@@ -1369,8 +1427,8 @@ impl Inner {
     async fn save(self: &Arc<Self>, session: &mut Session) -> Result<()> {
         let write = session.prepare_write(&self.config)?;
         let Some(owner) = write.meta.owner.clone() else {
-            self.write_record(&write, None).await?.written()?;
-            session.commit_write(write);
+            let kept = self.write_record(&write, None).await?.written()?;
+            session.commit_write(Kept::apply(kept, write));
             return Ok(());
         };
         // Boxed: an owned session's save takes more steps, whose futures
@@ -1397,9 +1455,11 @@ impl Inner {
                         .await;
                     return Err(Error::NotFound);
                 }
+                // The owner's index holds any deadline the write kept: the
+                // touch that stored it claimed it for this owner.
                 outcome => {
-                    outcome.written()?;
-                    session.commit_write(write);
+                    let kept = outcome.written()?;
+                    session.commit_write(Kept::apply(kept, write));
                     return Ok(());
                 }
             }
@@ -1460,8 +1520,8 @@ impl Inner {
             return self.bind(&owner, session, Some(new_id)).await;
         }
         let op = Op::Rotate(session.prepare_rotation_to(&self.config, new_id)?);
-        self.apply(&op, None).await?.written()?;
-        op.commit(session);
+        let kept = self.apply(&op, None).await?.written()?;
+        op.commit(session, kept);
         Ok(())
     }
 
@@ -1822,7 +1882,7 @@ mod tests {
     fn script_replies_parse_into_outcomes() {
         assert!(matches!(
             Outcome::parse(&s("OK")).unwrap(),
-            Outcome::Written
+            Outcome::Written(None)
         ));
         assert!(matches!(
             Outcome::parse(&s("REBIND")).unwrap(),
@@ -1872,10 +1932,23 @@ mod tests {
     #[test]
     fn write_replies_name_the_owner_a_write_unbound() {
         let (outcome, unbound) = Outcome::parse_write(&s("OK")).unwrap();
-        assert!(matches!(outcome, Outcome::Written) && unbound.is_none());
+        assert!(matches!(outcome, Outcome::Written(None)) && unbound.is_none());
         let (outcome, unbound) = Outcome::parse_write(&s("OK 42 bo b")).unwrap();
-        assert!(matches!(outcome, Outcome::Written));
+        assert!(matches!(outcome, Outcome::Written(None)));
         assert_eq!(unbound, Some(("bo b".to_owned(), 42)));
+        // A write that kept the stored record's later activity and expiry.
+        let fields = record::activity_fields(7, 9);
+        let later = format!("LATER{}", std::str::from_utf8(&fields).unwrap());
+        let kept = Some(Kept {
+            last_active_ms: 7,
+            expires_ms: 9,
+        });
+        let (outcome, unbound) = Outcome::parse_write(&s(&later)).unwrap();
+        assert!(matches!(outcome, Outcome::Written(k) if k == kept) && unbound.is_none());
+        let (outcome, unbound) = Outcome::parse_write(&s(&format!("{later} 42 bob"))).unwrap();
+        assert!(matches!(outcome, Outcome::Written(k) if k == kept));
+        assert_eq!(unbound, Some(("bob".to_owned(), 42)));
+        assert!(Outcome::parse_write(&s("LATER+0000000000000000007")).is_err());
         assert!(matches!(
             Outcome::parse_write(&s("CONFLICT")).unwrap().0,
             Outcome::Conflict

@@ -9,9 +9,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::testing::service_url;
+use session_core::testing::{HookClock, service_url};
 use session_core::{
-    Error, ManualClock, OwnerLimitPolicy, Session, SessionConfig, SessionStore, SystemClock,
+    Error, ManualClock, OwnerLimitPolicy, Session, SessionConfig, SessionId, SessionStore,
+    SystemClock,
 };
 use session_redis::fred::bytes::Bytes;
 use session_redis::fred::prelude::{KeysInterface, Pool, Value};
@@ -1524,6 +1525,96 @@ async fn a_dropped_login_never_leaves_the_owner_over_the_limit(url: &str) {
     env.cleanup().await;
 }
 
+/// A store on `url` (one bucket) whose clock is `clock`, as an [`Env`].
+async fn hooked(url: &str, clock: &HookClock) -> Env {
+    let pool = common::pool(url, 2).await;
+    let prefix = common::unique_prefix("behaviour");
+    let store = RedisSessionStore::builder_from_pool(pool.clone())
+        .config(SessionConfig::new(30 * MINUTE).with_clock(clock.clone()))
+        .key_prefix(prefix.clone())
+        .buckets(1)
+        .build()
+        .await
+        .unwrap();
+    Env {
+        pool,
+        store,
+        clock: clock.time.clone(),
+        prefix,
+    }
+}
+
+/// At the next reading of `clock` (or the one after, with `second`), a
+/// minute passes and another request touches the session `id` of `store`.
+fn touch_after(clock: &HookClock, second: bool, store: &RedisSessionStore, id: &SessionId) {
+    let (other, id, time) = (store.clone(), id.clone(), clock.time.clone());
+    let touch = move || async move {
+        time.advance(MINUTE);
+        let mut s = other.load(&id).await.unwrap().unwrap();
+        other.touch(&mut s).await.unwrap();
+    };
+    if second {
+        let again = clock.clone();
+        clock.arm(move || again.arm_request(touch));
+    } else {
+        clock.arm_request(touch);
+    }
+}
+
+/// A save or rotation whose clock reading came before a touch of the same
+/// session reached Redis keeps the touch's later deadline: in the record,
+/// its native expiry, its bucket index entry, its owner's index (a session
+/// stays listed until its deadline), and in the caller's session.
+async fn a_late_write_keeps_the_later_deadline_everywhere(url: &str) {
+    for (owner, rotate) in [(None, false), (None, true), (Some("ann"), true)] {
+        let clock = HookClock::default();
+        let env = hooked(url, &clock).await;
+        let first = env.saved(owner).await;
+        let mut late = env.store.load(first.id()).await.unwrap().unwrap();
+        // An owned session's rotation reads the clock again under the
+        // owner's lock: the touch comes after that reading.
+        touch_after(&clock, owner.is_some(), &env.store, first.id());
+        late.set("late", "write");
+        if rotate {
+            env.store.cycle_id(&mut late).await.unwrap();
+        } else {
+            env.store.save(&mut late).await.unwrap();
+        }
+        let case = format!("owner {owner:?}, rotate {rotate}");
+        let stored = env.store.load(late.id()).await.unwrap().unwrap();
+        assert_eq!(stored.get("late"), Some("write"), "{case}");
+        assert_eq!(stored.expires_at(), first.expires_at() + MINUTE, "{case}");
+        assert_eq!(stored.last_active(), first.last_active() + MINUTE, "{case}");
+        assert_eq!(late.expires_at(), stored.expires_at(), "{case}");
+        assert_eq!(late.last_active(), stored.last_active(), "{case}");
+        let deadline = ms(stored.expires_at());
+        let record = env.record_key(&late).await;
+        assert_eq!(
+            common::pexpiretime(&env.pool, &record).await,
+            deadline,
+            "{case}"
+        );
+        let index = env.key_ending(":idx").await;
+        let score = common::raw(
+            &env.pool,
+            "ZSCORE",
+            vec![index.into(), record[record.len() - 64..].into()],
+        )
+        .await;
+        assert_eq!(score.as_f64(), Some(deadline as f64), "{case}");
+        if let Some(owner) = owner {
+            // Past the late write's own deadline, before the stored one.
+            env.clock.advance(30 * MINUTE - MINUTE / 2);
+            assert_eq!(
+                env.store.count_owner_sessions(owner).await.unwrap(),
+                1,
+                "{case}"
+            );
+        }
+        env.cleanup().await;
+    }
+}
+
 macro_rules! against {
     ($module:ident, $var:expr, [$($check:ident),* $(,)?]) => {
         mod $module {
@@ -1569,6 +1660,7 @@ against!(
         an_owners_keys_expire_with_the_owners_sessions,
         a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
+        a_late_write_keeps_the_later_deadline_everywhere,
     ]
 );
 
@@ -1603,6 +1695,7 @@ against!(
         an_owners_keys_expire_with_the_owners_sessions,
         a_lock_key_of_another_type_fails_a_login_at_once,
         builds_from_a_url_and_round_trips,
+        a_late_write_keeps_the_later_deadline_everywhere,
     ]
 );
 
