@@ -116,7 +116,67 @@ pub async fn run_conformance(factory: impl StoreFactory) {
         unusable_owner_keys_are_refused,
         revocation_ends_sessions_that_rotate_meanwhile,
         owner_limit_holds_while_sessions_rotate,
+        a_late_write_never_shortens_the_idle_deadline,
     );
+}
+
+/// A touch, save or rotation that read the clock before another request's
+/// write (a save, a touch) reached the store leaves that write's later
+/// deadline in place: two requests of one visitor, the first one slow,
+/// must not end the session before its idle timeout since the later one,
+/// nor hide it from its owner's listings before then.
+async fn a_late_write_never_shortens_the_idle_deadline(f: &impl StoreFactory) {
+    let cases = ["touch", "save", "rotation"].map(|w| [(w, false), (w, true)]);
+    for (late_write, owned) in cases.into_iter().flatten() {
+        let clock = HookClock::default();
+        let store = f
+            .build(SessionConfig::new(IDLE).with_clock(clock.clone()))
+            .await;
+        let mut s = store.create().await.unwrap();
+        if owned {
+            s.set_owner("alice");
+        }
+        store.save(&mut s).await.unwrap();
+        let mut late = store.load(s.id()).await.unwrap().unwrap();
+        let (other, id, time) = (Arc::clone(&store), s.id().clone(), clock.time.clone());
+        // Once the late write has read the clock: a minute later, the
+        // other request writes.
+        clock.arm_request(move || async move {
+            time.advance(MINUTE);
+            let mut s = other.load(&id).await.unwrap().unwrap();
+            if late_write == "touch" {
+                s.set("first", "save");
+                other.save(&mut s).await.unwrap();
+            } else {
+                other.touch(&mut s).await.unwrap();
+            }
+        });
+        // The touch bumped no version: a late save or rotation goes through.
+        match late_write {
+            "touch" => store.touch(&mut late).await.expect("the late touch"),
+            "save" => {
+                late.set("second", "save");
+                store.save(&mut late).await.expect("the late save");
+            }
+            _ => store.cycle_id(&mut late).await.expect("the late rotation"),
+        }
+        let stored = store.load(late.id()).await.unwrap().unwrap();
+        assert_eq!(
+            stored.expires_at(),
+            s.expires_at() + MINUTE,
+            "a late {late_write} (owned: {owned}) pulled back the deadline the other request's write set"
+        );
+        assert_eq!(stored.last_active(), s.last_active() + MINUTE);
+        // Past the late write's own deadline, before the stored one.
+        clock.time.advance(IDLE - MINUTE / 2);
+        assert!(store.load(late.id()).await.unwrap().is_some());
+        let listed = u64::from(owned);
+        assert_eq!(
+            store.count_owner_sessions("alice").await.unwrap(),
+            listed,
+            "after a late {late_write}, the owner's index lost the session before its deadline"
+        );
+    }
 }
 
 /// Environment variable that turns a missing test service into a failure.
