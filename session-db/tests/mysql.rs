@@ -280,12 +280,3 @@ async fn a_silent_mysql_fails_operations_after_the_operation_timeout() {
     )
     .await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_late_touch_never_shortens_the_idle_deadline() {
-    let Some(url) = service_url(URL_ENV) else {
-        return;
-    };
-    let tables = common::Tables::new(&url);
-    common::a_late_touch_never_shortens_the_idle_deadline(&url, &tables.fresh("late")).await;
-}

@@ -546,12 +546,3 @@ async fn a_statement_timeout_while_waiting_for_the_owners_lock_is_not_a_lock_tim
         .unwrap()
         .expect("the first login completes");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_late_touch_never_shortens_the_idle_deadline() {
-    let Some(url) = service_url(URL_ENV) else {
-        return;
-    };
-    let tables = common::Tables::new(&url);
-    common::a_late_touch_never_shortens_the_idle_deadline(&url, &tables.fresh("late")).await;
-}

@@ -733,10 +733,3 @@ async fn sqlite_unreasonable_builder_values_are_clamped() {
     common::unreasonable_builder_values_are_clamped(&file_url(&dir, "s.db"), "sessions").await;
     common::unreasonable_builder_values_are_clamped("sqlite::memory:", "sessions").await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_late_touch_never_shortens_the_idle_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    common::a_late_touch_never_shortens_the_idle_deadline(&file_url(&dir, "t.db"), "sessions")
-        .await;
-}

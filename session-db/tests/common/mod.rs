@@ -965,36 +965,3 @@ pub(crate) async fn unreasonable_builder_values_are_clamped(url: &str, table: &s
         Some("v")
     );
 }
-
-/// A touch dated before a save that lands first (two requests of one
-/// visitor, the touch's delayed on its way to the database) leaves the
-/// save's later deadline: it never pulls a session's expiry back.
-pub(crate) async fn a_late_touch_never_shortens_the_idle_deadline(url: &str, table: &str) {
-    let clock = session_core::testing::HookClock::default();
-    let store = store(
-        url,
-        table,
-        SessionConfig::from_secs(1800).with_clock(clock.clone()),
-    )
-    .await;
-    let mut s = store.create().await.unwrap();
-    store.save(&mut s).await.unwrap();
-    let mut touching = store.load(s.id()).await.unwrap().unwrap();
-    let (other, id, time) = (store.clone(), s.id().clone(), clock.time.clone());
-    // Once the touch has read the clock: a minute later, another request
-    // saves the session.
-    clock.arm_request(move || async move {
-        time.advance(Duration::from_secs(60));
-        let mut s = other.load(&id).await.unwrap().unwrap();
-        s.set("saved", "later");
-        other.save(&mut s).await.unwrap();
-    });
-    store.touch(&mut touching).await.unwrap();
-    let stored = store.load(s.id()).await.unwrap().unwrap();
-    assert_eq!(stored.get("saved"), Some("later"));
-    assert_eq!(
-        stored.expires_at(),
-        s.expires_at() + Duration::from_secs(60),
-        "the late touch pulled the deadline of the later save back"
-    );
-}
