@@ -269,9 +269,34 @@ impl CookieConfig {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_cookie(&self, id: &SessionId) -> String {
+        self.set_cookie_within(id, Duration::MAX)
+    }
+
+    /// As [`set_cookie`](Self::set_cookie), for a session with `remaining`
+    /// life left: a configured `Max-Age` is cut to `remaining` (whole
+    /// seconds, rounded up) where that is shorter, so the cookie does not
+    /// outlive the session. A browser-session cookie stays one.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_cookie::CookieConfig;
+    /// use session_core::SessionId;
+    ///
+    /// let config = CookieConfig::builder("sid").max_age(Duration::from_secs(3600)).build()?;
+    /// let id = SessionId::generate()?;
+    /// let near_the_end = config.set_cookie_within(&id, Duration::from_millis(59_001));
+    /// assert!(near_the_end.contains("Max-Age=60"), "{near_the_end}");
+    /// let early = config.set_cookie_within(&id, Duration::from_secs(7200));
+    /// assert_eq!(early, config.set_cookie(&id));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_cookie_within(&self, id: &SessionId, remaining: Duration) -> String {
         let mut cookie = self.cookie(id.as_str());
         if let Some(max_age) = self.max_age {
-            cookie.set_max_age(max_age_from_secs(max_age.as_secs()));
+            let remaining_secs = remaining
+                .as_secs()
+                .saturating_add(u64::from(remaining.subsec_nanos() > 0));
+            cookie.set_max_age(max_age_from_secs(max_age.as_secs().min(remaining_secs)));
         }
         cookie.to_string()
     }
@@ -294,6 +319,12 @@ impl CookieConfig {
     /// ```
     pub fn set_cookie_header(&self, id: &SessionId) -> HeaderValue {
         header_value(self.set_cookie(id))
+    }
+
+    /// [`set_cookie_within`](Self::set_cookie_within) as an
+    /// [`http::HeaderValue`].
+    pub fn set_cookie_header_within(&self, id: &SessionId, remaining: Duration) -> HeaderValue {
+        header_value(self.set_cookie_within(id, remaining))
     }
 
     /// The `Set-Cookie` header value that deletes the session cookie (on

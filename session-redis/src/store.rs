@@ -1531,15 +1531,14 @@ impl Inner {
         // Awaited here rather than passed to a helper: fred's future is
         // large, and every async layer it is handed to would store it again.
         let client = self.client();
-        let value: Option<Bytes> = match client.get(key()).await {
-            Ok(value) => value,
+        let reply = match client.get(key()).await {
             Err(e) if slot_moving(&e) => {
-                match Box::pin(while_slot_moves(client, || client.get(key()))).await {
-                    Ok(value) => value,
-                    Err(e) if wrong_type(&e) => return Err(corrupt_record()),
-                    Err(e) => return Err(self.fred_error(e)),
-                }
+                Box::pin(while_slot_moves(client, || client.get(key()))).await
             }
+            other => other,
+        };
+        let value: Option<Bytes> = match reply {
+            Ok(value) => value,
             Err(e) if wrong_type(&e) => return Err(corrupt_record()),
             Err(e) => return Err(self.fred_error(e)),
         };

@@ -970,23 +970,12 @@ impl Session {
 /// timeout shorter than the `Max-Age`): a cookie that outlives its session
 /// names nothing and only costs a lookup on every request until it expires.
 fn set_cookie_header(shared: &Shared, session: &session_core::Session) -> HeaderValue {
-    let cookie = &shared.cookie;
-    if let Some(max_age) = cookie.max_age() {
-        let now = shared.store.config().now_ms();
-        let left_ms = session.meta().expires_ms.saturating_sub(now);
-        // Rounded up: the milliseconds since the store computed the expiry
-        // must not cut a whole second off every cookie.
-        let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
-        if left < max_age.as_secs()
-            && let Ok(shorter) = cookie
-                .to_builder()
-                .max_age(Duration::from_secs(left))
-                .build()
-        {
-            return shorter.set_cookie_header(session.id());
-        }
-    }
-    cookie.set_cookie_header(session.id())
+    let now = shared.store.config().now_ms();
+    let left_ms = session.meta().expires_ms.saturating_sub(now);
+    // Rounded up by the cookie: the milliseconds since the store computed
+    // the expiry must not cut a whole second off every cookie.
+    let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+    shared.cookie.set_cookie_header_within(session.id(), left)
 }
 
 /// Make `session` the active one. `created`: it is new in this request.
